@@ -1,0 +1,125 @@
+"""The methods the benchmark sweeps: ours, and peers installed from the package registry.
+
+Each method installs itself on a pipeline for one knob value and removes itself afterwards; the
+runner measures them all the same way (block evaluations, wall time, fidelity, quality).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import cachepilot
+from cachepilot.pipeline import DigitsDiTPipeline
+
+
+@dataclass
+class Method:
+    """apply(pipe, knob) -> the pipeline to sample with (may be a copy); remove(pipe) undoes it;
+    before_call(pipe) runs before each generation call (peers that need an explicit reset)."""
+
+    name: str
+    knobs: Sequence[Any]
+    apply: Callable[[DigitsDiTPipeline, Any], DigitsDiTPipeline]
+    remove: Callable[[DigitsDiTPipeline], None]
+    before_call: Callable[[DigitsDiTPipeline], None] = field(default=lambda pipe: None)
+    family: str = "cachepilot"
+
+
+def _ours(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequence[Any]) -> Method:
+    def apply(pipe, knob):
+        cachepilot.enable(pipe, policy(knob), predictor)
+        return pipe
+
+    return Method(name, knobs, apply, cachepilot.disable)
+
+
+def cachepilot_methods() -> list[Method]:
+    intervals = [2, 3, 4, 5, 6]
+    deltas = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]
+    return [
+        _ours("always", lambda _: "always", "reuse", [None]),  # the engine at full compute: its overhead
+        _ours("fixed+reuse", lambda n: f"fixed:{n}", "reuse", intervals),
+        _ours("fixed+taylor1", lambda n: f"fixed:{n}", "taylor:1", intervals),
+        _ours("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
+        _ours("threshold+reuse", lambda d: f"threshold:{d}", "reuse", deltas),
+        _ours("threshold+taylor1", lambda d: f"threshold:{d}", "taylor:1", deltas),
+    ]
+
+
+# -- diffusers' own cache hooks --------------------------------------------------------------
+def _remove_diffusers_hooks(pipe: DigitsDiTPipeline, *names: str) -> None:
+    from diffusers.hooks import HookRegistry
+
+    registry = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
+    for name in names:
+        registry.remove_hook(name, recurse=True)
+    registry.invalidate_child_registries_cache()
+
+
+def diffusers_methods() -> list[Method]:
+    from diffusers.hooks import (
+        FirstBlockCacheConfig, HookRegistry, TaylorSeerCacheConfig, apply_first_block_cache, apply_taylorseer_cache,
+    )
+    from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
+    from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
+
+    def taylorseer(pipe, interval):
+        # diffusers' default identifiers target modules named `...attn`; DiT's are attn1/attn2, so
+        # cache whole blocks (the granularity TaylorSeer uses for DiT in its paper).
+        apply_taylorseer_cache(pipe.transformer, TaylorSeerCacheConfig(
+            cache_interval=interval, disable_cache_before_step=3, max_order=1,
+            taylor_factors_dtype=torch.float32, cache_identifiers=[r"transformer_blocks\.\d+"]))
+        HookRegistry.check_if_exists_or_initialize(pipe.transformer).invalidate_child_registries_cache()
+        return pipe
+
+    def first_block(pipe, threshold):
+        apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=threshold))
+        HookRegistry.check_if_exists_or_initialize(pipe.transformer).invalidate_child_registries_cache()
+        return pipe
+
+    return [
+        Method("diffusers-taylorseer", [2, 3, 4, 5, 6], taylorseer,
+               lambda pipe: _remove_diffusers_hooks(pipe, _TAYLORSEER_CACHE_HOOK), family="diffusers"),
+        Method("diffusers-fbcache", [0.02, 0.05, 0.1, 0.2, 0.4], first_block,
+               lambda pipe: _remove_diffusers_hooks(pipe, _FBC_LEADER_BLOCK_HOOK, _FBC_BLOCK_HOOK),
+               family="diffusers"),
+    ]
+
+
+# -- cache-dit ---------------------------------------------------------------------------------
+def cache_dit_methods() -> list[Method]:
+    """cache-dit's DBCache (F1B0: the first block probes, the rest is cached), if installed."""
+    os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
+    try:
+        import cache_dit
+        from cache_dit import DBCacheConfig
+    except ImportError:
+        return []
+
+    def apply(pipe, threshold):
+        # cache-dit patches the transformer in place: work on a copy so the shared one stays clean
+        clone = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=pipe.scheduler)
+        clone.set_progress_bar_config(disable=True)
+        cache_dit.enable_cache(clone.transformer, cache_config=DBCacheConfig(
+            Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=threshold,
+            max_warmup_steps=2, enable_separate_cfg=False))
+        return clone
+
+    def before_call(pipe):
+        cache_dit.refresh_context(pipe.transformer)  # its automatic per-call reset fires one call late
+
+    def remove(pipe):
+        cache_dit.disable_cache(pipe.transformer)
+
+    return [Method("cache-dit-dbcache", [0.04, 0.08, 0.12, 0.2, 0.3, 0.5], apply, remove, before_call,
+                   family="cache-dit")]
+
+
+def all_methods() -> list[Method]:
+    return cachepilot_methods() + diffusers_methods() + cache_dit_methods()

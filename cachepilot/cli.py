@@ -1,0 +1,135 @@
+"""`cachepilot` command line: train, generate, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cachepilot.errors import CachepilotError
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model of the project").add_subparsers(dest="what", required=True)
+
+    bb = train.add_parser("backbone", help="train the embedded DiT on the digits (Lightning, resumable)")
+    bb.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit"), help="pipeline directory to write")
+    bb.add_argument("--work-dir", type=Path, default=Path("runs/backbone"), help="Lightning checkpoints and logs")
+    bb.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the shipped model's)")
+    bb.add_argument("--layers", type=int, default=None, help="transformer blocks")
+    bb.add_argument("--batch-size", type=int, default=None)
+    bb.add_argument("--seed", type=int, default=0)
+    bb.add_argument("--resume", action="store_true", help="continue from WORK_DIR/last.ckpt")
+    bb.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    bb.set_defaults(func=_run_train_backbone)
+
+    clf = train.add_parser("classifier", help="train the reference digits classifier used by the metrics")
+    clf.add_argument("--out", type=Path, default=Path("checkpoints/digits-classifier"))
+    clf.add_argument("--epochs", type=int, default=60)
+    clf.add_argument("--seed", type=int, default=0)
+    clf.set_defaults(func=_run_train_classifier)
+
+
+def _run_train_backbone(args: argparse.Namespace) -> None:
+    from cachepilot.train.backbone import BackboneConfig, train_backbone
+
+    config = BackboneConfig(seed=args.seed)
+    for name, value in (("max_steps", args.steps), ("num_layers", args.layers), ("batch_size", args.batch_size)):
+        if value is not None:
+            if value < 1:
+                raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            setattr(config, name, value)
+    train_backbone(config, args.work_dir, args.out, resume=args.resume, accelerator=args.accelerator)
+    print(f"saved pipeline to {args.out}")
+
+
+def _run_train_classifier(args: argparse.Namespace) -> None:
+    from cachepilot.train.classifier import train_classifier
+
+    accuracy = train_classifier(args.out, epochs=args.epochs, seed=args.seed)
+    print(f"held-out accuracy {accuracy:.4f}; saved classifier to {args.out}")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=None, help="pipeline directory (default: the embedded one)")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser("generate", help="sample digits and write a PNG grid")
+    gen.add_argument("--classes", type=int, nargs="+", default=list(range(10)), help="one image per class id")
+    gen.add_argument("--out", type=Path, default=Path("grid.png"))
+    gen.add_argument("--policy", default=None,
+                     help="cache policy: always | fixed:N | threshold:DELTA | schedule:MASK (default: no cache)")
+    gen.add_argument("--predictor", default=None, help="what skipped steps use: reuse (default) | taylor:1 | taylor:2")
+    _add_sampling_args(gen)
+    gen.set_defaults(func=_run_generate)
+
+    ev = sub.add_parser("evaluate", help="class accuracy and Fréchet distance of generated digits")
+    ev.add_argument("--samples-per-class", type=int, default=50)
+    ev.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    _add_sampling_args(ev)
+    ev.set_defaults(func=_run_evaluate, seed=10_000)
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    from cachepilot.commands import generate
+
+    generate(args.classes, args.out, checkpoint=args.checkpoint, steps=args.steps, guidance=args.guidance,
+             seed=args.seed, batch_size=args.batch_size, device=args.device, policy=args.policy,
+             predictor=args.predictor)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from cachepilot.commands import evaluate
+
+    evaluate(args.samples_per_class, checkpoint=args.checkpoint, steps=args.steps, guidance=args.guidance,
+             seed=args.seed, batch_size=args.batch_size, device=args.device, json_path=args.json)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="Pareto benchmark of every cache method vs. full compute")
+    bench.add_argument("--out", type=Path, default=Path("out/bench"), help="writes results.json/.md, pareto.png")
+    bench.add_argument("--samples", type=int, default=64, help="images per method and knob (classes balanced)")
+    bench.add_argument("--steps", type=int, default=50)
+    bench.add_argument("--guidance", type=float, default=None)
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
+    bench.add_argument("--seed", type=int, default=20_000)
+    bench.add_argument("--methods", nargs="+", default=None, help="only these method names (default: all)")
+    bench.add_argument("--checkpoint", type=Path, default=None)
+    bench.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    from cachepilot.commands import bench
+
+    bench(args.out, samples=args.samples, steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
+          repeats=args.repeats, seed=args.seed, methods=args.methods, checkpoint=args.checkpoint)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cachepilot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CachepilotError, FileNotFoundError) as err:
+        print(f"cachepilot: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Decision makers: which samples compute, reuse or forecast at each step (cache engine issue)."""

@@ -1,0 +1,85 @@
+"""Training-free decision makers the learned policy must beat.
+
+Skipped steps are FORECAST: with the default `Reuse` predictor that is plain residual reuse
+(FORA / First-Block-Cache); with `Taylor` it is TaylorSeer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.policies.base import CachePolicy, compute_where
+from cachepilot.runtime.observation import Observation
+
+
+class AlwaysCompute(CachePolicy):
+    """Full compute: the reference every cached run is compared with."""
+
+    def decide(self, obs: Observation) -> torch.Tensor:
+        return compute_where(torch.ones_like(obs.has_cache))
+
+    def spec(self) -> str:
+        return "always"
+
+
+class FixedInterval(CachePolicy):
+    """FORA / DeepCache: compute every `interval`-th step (0, n, 2n, ...)."""
+
+    def __init__(self, interval: int):
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise InvalidInputError(f"FixedInterval: interval must be an integer >= 1, got {interval!r}")
+        self.interval = interval
+
+    def decide(self, obs: Observation) -> torch.Tensor:
+        return compute_where(torch.full_like(obs.has_cache, obs.step % self.interval == 0))
+
+    def spec(self) -> str:
+        return f"fixed:{self.interval}"
+
+
+class Threshold(CachePolicy):
+    """TeaCache-style: skip while the accumulated relative change of the probe stays below `delta`.
+
+    The probe is the stack input (the patch embeddings of the current latents): it costs nothing
+    and moves when the latents move. delta = 0 computes every step.
+    """
+
+    def __init__(self, delta: float):
+        if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not delta >= 0 or delta == float("inf"):
+            raise InvalidInputError(f"Threshold: delta must be a finite number >= 0, got {delta!r}")
+        self.delta = float(delta)
+
+    def decide(self, obs: Observation) -> torch.Tensor:
+        return compute_where(obs.accumulated >= self.delta)
+
+    def spec(self) -> str:
+        return f"threshold:{self.delta:g}"
+
+
+class Schedule(CachePolicy):
+    """A fixed per-step mask (True = compute), as calibrated / searched schedules use."""
+
+    def __init__(self, mask: Sequence[bool] | torch.Tensor):
+        mask = torch.as_tensor(mask, dtype=torch.bool).flatten()
+        if mask.numel() == 0:
+            raise InvalidInputError("Schedule: the mask is empty")
+        self.mask = mask
+
+    def reset(self, num_steps: int, batch_size: int) -> None:
+        if num_steps != self.mask.numel():
+            raise InvalidInputError(
+                f"Schedule: the mask has {self.mask.numel()} steps but the call runs {num_steps}"
+            )
+
+    def decide(self, obs: Observation) -> torch.Tensor:
+        return compute_where(torch.full_like(obs.has_cache, bool(self.mask[obs.step])))
+
+    @property
+    def compute_fraction(self) -> float:
+        return self.mask.float().mean().item()
+
+    def spec(self) -> str:
+        return "schedule:" + "".join("1" if m else "0" for m in self.mask.tolist())

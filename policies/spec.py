@@ -1,0 +1,31 @@
+"""Policies from short spec strings, as the CLI and the benchmark name them."""
+
+from __future__ import annotations
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.policies.base import CachePolicy
+from cachepilot.policies.baselines import AlwaysCompute, FixedInterval, Schedule, Threshold
+
+POLICY_SPECS = "always | fixed:N (N >= 1) | threshold:DELTA (>= 0) | schedule:MASK (e.g. 1101..., one 0/1 per step)"
+
+
+def make_policy(spec: str | CachePolicy) -> CachePolicy:
+    """'always', 'fixed:3', 'threshold:0.1', 'schedule:110101...' -> a policy."""
+    if isinstance(spec, CachePolicy):
+        return spec
+    name, _, arg = str(spec).strip().partition(":")
+    name = name.lower()
+    try:
+        if name == "always" and not arg:
+            return AlwaysCompute()
+        if name == "fixed" and arg:
+            return FixedInterval(int(arg))
+        if name == "threshold" and arg:
+            return Threshold(float(arg))
+        if name == "schedule" and arg and set(arg) <= {"0", "1"}:
+            return Schedule([c == "1" for c in arg])
+    except ValueError as err:
+        if isinstance(err, InvalidInputError):
+            raise
+        raise InvalidInputError(f"bad policy spec {spec!r}: {err}; expected {POLICY_SPECS}") from None
+    raise InvalidInputError(f"unknown policy spec {spec!r}; expected {POLICY_SPECS}")

@@ -1,0 +1,27 @@
+"""Predictors from short spec strings: 'reuse', 'taylor:1', 'taylor:2'."""
+
+from __future__ import annotations
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.predictors.base import Predictor
+from cachepilot.predictors.taylor import Reuse, Taylor
+
+PREDICTOR_SPECS = "reuse | taylor:ORDER (ORDER in 0, 1, 2)"
+
+
+def make_predictor(spec: str | Predictor | None) -> Predictor:
+    if spec is None:
+        return Reuse()
+    if isinstance(spec, Predictor):
+        return spec
+    name, _, arg = str(spec).strip().partition(":")
+    name = name.lower()
+    if name == "reuse" and not arg:
+        return Reuse()
+    if name == "taylor":
+        try:
+            order = int(arg) if arg else 1
+        except ValueError:
+            raise InvalidInputError(f"bad predictor spec {spec!r}: order must be 0, 1 or 2") from None
+        return Taylor(order)
+    raise InvalidInputError(f"unknown predictor spec {spec!r}; expected {PREDICTOR_SPECS}")

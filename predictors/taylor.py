@@ -1,0 +1,58 @@
+"""Training-free forecasters: reuse (order 0) and TaylorSeer-style extrapolation (orders 1, 2).
+
+TaylorSeer expands the feature around the last computed step with derivatives estimated by
+finite differences of the computed steps. We use Newton's divided differences, which are the same
+estimates when computes are evenly spaced and stay exact when gaps differ (a threshold or learned
+policy computes at uneven steps): the forecast is the polynomial through the last order+1 computed
+residuals, evaluated at the current step. Rows with fewer computes fall back to lower orders.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.predictors.base import Predictor
+from cachepilot.predictors.history import ResidualHistory
+
+
+class Taylor(Predictor):
+    def __init__(self, order: int = 1):
+        if isinstance(order, bool) or not isinstance(order, int) or order not in (0, 1, 2):
+            raise InvalidInputError(f"Taylor: order must be 0, 1 or 2, got {order!r}")
+        self.order = order
+        self.history_size = order + 1
+
+    def predict(self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        r, s, count = history.residuals, history.steps, history.count
+        if rows is not None:
+            r, s, count = r[:, rows], s[:, rows], count[rows]
+        forecast = r[0]
+        if self.order == 0:
+            return forecast.clone()
+        view = (-1,) + (1,) * (r.ndim - 2)
+        dt0 = (step - s[0]).view(view)
+        gap01 = (s[0] - s[1]).clamp(min=1e-6).view(view)
+        d01 = (r[0] - r[1]) / gap01  # first divided difference
+        use1 = (count >= 2).to(r.dtype).view(view)
+        forecast = forecast + use1 * d01 * dt0
+        if self.order == 2:
+            gap12 = (s[1] - s[2]).clamp(min=1e-6).view(view)
+            gap02 = (s[0] - s[2]).clamp(min=1e-6).view(view)
+            d012 = (d01 - (r[1] - r[2]) / gap12) / gap02
+            use2 = (count >= 3).to(r.dtype).view(view)
+            forecast = forecast + use2 * d012 * dt0 * (step - s[1]).view(view)
+        return forecast
+
+    def spec(self) -> str:
+        return f"taylor:{self.order}"
+
+
+class Reuse(Taylor):
+    """Order 0: the last computed residual (FORA / First-Block-Cache)."""
+
+    def __init__(self):
+        super().__init__(order=0)
+
+    def spec(self) -> str:
+        return "reuse"

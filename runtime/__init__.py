@@ -1,0 +1,1 @@
+"""The cache engine and its hooks on diffusers transformers (cache engine issue)."""

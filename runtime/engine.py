@@ -1,0 +1,221 @@
+"""The cache engine: the one place that decides how a denoising step's block stack is executed.
+
+Inference drives it with a policy; the gym env drives it with the agent's actions through the same
+`CachePolicy` interface, so train-time and inference-time behaviour cannot drift apart.
+
+Per call of the stack (one denoising step of one context), the engine
+1. measures the probe (the stack input) against the sample's last compute -> `Observation`;
+2. asks the policy for one action per *sample* (CFG copies of a sample share it);
+3. runs the stack on the computing rows only, fills the others with input + cached residual
+   (REUSE) or input + forecast residual (FORECAST);
+4. stores the new residuals. One host sync per step (reading the actions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry  # noqa: F401  (re-exported for hooks.py users)
+from diffusers.hooks.hooks import BaseState
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.policies.base import CachePolicy
+from cachepilot.predictors.base import Predictor
+from cachepilot.predictors.history import ResidualHistory
+from cachepilot.runtime.actions import Action
+from cachepilot.runtime.adapters import StackAdapter, select_rows
+from cachepilot.runtime.observation import Observation
+from cachepilot.runtime.stats import CacheStats
+
+Streams = dict[str, Any]
+
+
+def _relative_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row mean |a - b| / mean |b| over all non-batch dimensions."""
+    dims = tuple(range(1, a.ndim))
+    return (a - b).abs().float().mean(dims) / b.abs().float().mean(dims).clamp(min=1e-8)
+
+
+class EngineState(BaseState):
+    """Everything that lives for one generation call in one cache context."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, *args, **kwargs) -> None:
+        self.step = 0
+        self.num_steps = 0
+        self.samples = 0
+        self.copies = 1
+        self.history: ResidualHistory | None = None
+        self.probe_ref: torch.Tensor | None = None
+        self.probe_prev: torch.Tensor | None = None
+        self.accumulated: torch.Tensor | None = None
+        self.since_compute: torch.Tensor | None = None
+        self.computes: torch.Tensor | None = None
+        self.has_cache: torch.Tensor | None = None
+        self.decisions: list[torch.Tensor] = []
+        self.seconds = {"policy": 0.0, "predictor": 0.0, "stack": 0.0}
+
+
+class CacheEngine:
+    """policy: a `CachePolicy`; predictor: what FORECAST uses (default: `Reuse`).
+    num_inference_steps: fallback when neither the cache context nor the pipeline says it.
+    cfg_copies: batch rows per sample ([cond; uncond] = 2); None = ask the pipeline, else 1."""
+
+    def __init__(
+        self,
+        adapter: StackAdapter,
+        policy: CachePolicy,
+        predictor: Predictor,
+        num_inference_steps: int | None = None,
+        cfg_copies: int | None = None,
+        pipeline: Any = None,
+    ):
+        self.adapter = adapter
+        self.policy = policy
+        self.predictor = predictor
+        self.num_inference_steps = num_inference_steps
+        self.cfg_copies = cfg_copies
+        self.pipeline = pipeline
+        self.running_stack = False  # pass-through hooks compute while the engine runs the stack
+        self.last_stats: CacheStats | None = None
+
+    # -- the step ---------------------------------------------------------------------------
+    def execute(
+        self, state: EngineState, call: dict[str, Any], run_stack: Callable[[dict[str, Any]], Streams],
+        step_index: int | None, num_steps: int | None,
+    ) -> Streams:
+        hidden = call["hidden_states"]
+        rows = hidden.shape[0]
+        if state.step == 0 or (state.num_steps and state.step >= state.num_steps) or (
+                step_index == 0 and state.step != 0):
+            self._start(state, hidden, num_steps)
+        step, samples, copies = state.step, state.samples, state.copies
+
+        tic = time.perf_counter()
+        if state.probe_ref is not None:
+            change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
+            step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
+        else:
+            change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
+        state.accumulated = state.accumulated + step_change
+        obs = Observation(step, state.num_steps, change, state.accumulated, state.since_compute,
+                          state.computes, state.has_cache)
+        actions = self.policy.decide(obs).to(hidden.device)
+        actions = torch.where(state.has_cache, actions, int(Action.COMPUTE))
+        actions_host = actions.cpu()  # the step's one host sync
+        state.seconds["policy"] += time.perf_counter() - tic
+
+        compute = (actions_host == Action.COMPUTE).nonzero().flatten()
+        out: Streams
+        if compute.numel() == samples:  # everyone computes: run the untouched call (bit-exact)
+            tic = time.perf_counter()
+            out = run_stack(call)
+            state.seconds["stack"] += time.perf_counter() - tic
+            computed_rows = torch.arange(rows, device=hidden.device)
+            new_hidden = out["hidden_states"]
+            residual = new_hidden - hidden
+        else:
+            out, new_hidden, computed_rows, residual = self._mixed_step(
+                state, call, run_stack, actions_host, compute, rows, step)
+
+        if computed_rows.numel():
+            if not state.history.allocated:
+                state.history.allocate(residual.new_zeros((rows, *residual.shape[1:])))
+            state.history.update(computed_rows, step, residual)
+            computed = torch.zeros(samples, dtype=torch.bool, device=hidden.device)
+            computed[compute.to(hidden.device)] = True
+            if state.probe_ref is None:
+                state.probe_ref = hidden.clone()
+            else:
+                state.probe_ref[computed_rows] = hidden[computed_rows]
+            state.accumulated = torch.where(computed, 0.0, state.accumulated)
+            state.since_compute = torch.where(computed, 0, state.since_compute)
+            state.computes = state.computes + computed.long()
+            state.has_cache = state.has_cache | computed
+        state.since_compute = state.since_compute + 1
+        state.probe_prev = hidden
+        state.decisions.append(actions)
+        state.step += 1
+        if state.step == state.num_steps:
+            self.last_stats = self.stats(state)
+        out["hidden_states"] = new_hidden
+        return out
+
+    def _mixed_step(self, state, call, run_stack, actions_host, compute, rows, step):
+        hidden = call["hidden_states"]
+        device = hidden.device
+        new_hidden = torch.empty_like(hidden)
+        tic = time.perf_counter()
+        for action in (Action.REUSE, Action.FORECAST):
+            idx = (actions_host == action).nonzero().flatten()
+            if idx.numel():
+                r = self._rows(idx, state).to(device)
+                if action == Action.REUSE:
+                    cached = state.history.residuals[0, r]
+                else:
+                    cached = self.predictor.predict(state.history, step, r)
+                new_hidden[r] = hidden[r] + cached.to(hidden.dtype)
+        state.seconds["predictor"] += time.perf_counter() - tic
+        out = {k: v for k, v in call.items() if k in self.adapter.streams}
+        computed_rows = self._rows(compute, state).to(device)
+        residual = hidden.new_zeros((0, *hidden.shape[1:]))
+        if compute.numel():
+            sub_call = {k: select_rows(v, computed_rows, rows) for k, v in call.items()}
+            tic = time.perf_counter()
+            sub_out = run_stack(sub_call)
+            state.seconds["stack"] += time.perf_counter() - tic
+            new_hidden[computed_rows] = sub_out["hidden_states"]
+            residual = sub_out["hidden_states"] - sub_call["hidden_states"]
+            for name, value in sub_out.items():  # other streams: computed rows updated, others pass
+                if name != "hidden_states" and value is not None and out.get(name) is not None:
+                    merged = out[name].clone()
+                    merged[computed_rows] = value
+                    out[name] = merged
+        return out, new_hidden, computed_rows, residual
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _rows(self, sample_idx: torch.Tensor, state: EngineState) -> torch.Tensor:
+        """Batch rows of the given samples: sample i owns rows i, i + S, i + 2S, ... (CFG copies)."""
+        offsets = torch.arange(state.copies) * state.samples
+        return (offsets[:, None] + sample_idx[None, :]).flatten()
+
+    def _start(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
+        state.reset()
+        rows = hidden.shape[0]
+        steps = num_steps or self._pipeline_steps() or self.num_inference_steps
+        if not steps:
+            raise InvalidInputError(
+                "cachepilot needs the number of denoising steps: run it through a pipeline, open "
+                "a cache context with num_inference_steps, or pass num_inference_steps= when enabling"
+            )
+        copies = self._cfg_copies(rows)
+        state.num_steps, state.copies, state.samples = int(steps), copies, rows // copies
+        state.history = self.predictor.new_history()
+        device = hidden.device
+        state.accumulated = torch.zeros(state.samples, device=device)
+        state.since_compute = torch.zeros(state.samples, dtype=torch.long, device=device)
+        state.computes = torch.zeros(state.samples, dtype=torch.long, device=device)
+        state.has_cache = torch.zeros(state.samples, dtype=torch.bool, device=device)
+        self.policy.reset(state.num_steps, state.samples)
+
+    def _pipeline_steps(self) -> int | None:
+        scheduler = getattr(self.pipeline, "scheduler", None)
+        timesteps = getattr(scheduler, "timesteps", None)
+        return len(timesteps) if timesteps is not None else None
+
+    def _cfg_copies(self, rows: int) -> int:
+        copies = self.cfg_copies
+        if copies is None:
+            copies = 2 if getattr(self.pipeline, "do_classifier_free_guidance", False) else 1
+        if copies < 1 or rows % copies:
+            raise InvalidInputError(f"a batch of {rows} rows cannot hold {copies} CFG copies per sample")
+        return copies
+
+    def stats(self, state: EngineState) -> CacheStats:
+        decisions = torch.stack(state.decisions).cpu() if state.decisions else torch.zeros(0, state.samples)
+        return CacheStats(decisions, state.seconds["policy"], state.seconds["predictor"], state.seconds["stack"])

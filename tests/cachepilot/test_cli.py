@@ -1,0 +1,25 @@
+import pytest
+from PIL import Image
+
+from cachepilot.cli import main
+
+
+def test_generate_writes_a_grid(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["generate", "--classes", "1", "2", "3", "--steps", "3", "--out", str(out)]) == 0
+    grid = Image.open(out)
+    assert grid.width > grid.height > 8 * 8  # three upscaled digits in a row
+    assert "full compute" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--classes", "10"], "unknown class id 10"),
+    (["generate", "--steps", "0"], "num_inference_steps"),
+    (["generate", "--guidance", "-1"], "guidance_scale"),
+    (["generate", "--checkpoint", "/nonexistent/ckpt"], "not found"),
+    (["evaluate", "--samples-per-class", "1"], "samples per class"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
+    assert main(argv + ["--out", str(tmp_path / "g.png")] if argv[0] == "generate" else argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

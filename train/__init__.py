@@ -1,0 +1,1 @@
+"""Training jobs: the embedded backbone, its reference classifier (and later predictors, policies)."""
