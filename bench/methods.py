@@ -39,7 +39,16 @@ def _ours(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequen
     return Method(name, knobs, apply, cachepilot.disable)
 
 
-def cachepilot_methods() -> list[Method]:
+TAYLORSEER_WARMUP = 3  # diffusers' TaylorSeerCacheConfig default `disable_cache_before_step`
+
+
+def taylorseer_mask(interval: int, steps: int, warmup: int = TAYLORSEER_WARMUP) -> str:
+    """The steps diffusers' TaylorSeer computes: the first `warmup`, then every `interval`-th from
+    warmup + 1 (its own rule); as a `schedule:` spec, so our predictors run on the same schedule."""
+    return "".join("1" if s < warmup or (s - warmup - 1) % interval == 0 else "0" for s in range(steps))
+
+
+def cachepilot_methods(steps: int = 50) -> list[Method]:
     intervals = [2, 3, 4, 5, 6]
     deltas = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]
     return [
@@ -49,6 +58,9 @@ def cachepilot_methods() -> list[Method]:
         _ours("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
         _ours("threshold+reuse", lambda d: f"threshold:{d}", "reuse", deltas),
         _ours("threshold+taylor1", lambda d: f"threshold:{d}", "taylor:1", deltas),
+        # diffusers' TaylorSeer schedule with our forecasters: the same computes, only the predictor differs
+        _ours("ts-schedule+taylor1", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:1", intervals),
+        _ours("ts-schedule+taylor2", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:2", intervals),
     ]
 
 
@@ -73,7 +85,7 @@ def diffusers_methods() -> list[Method]:
         # diffusers' default identifiers target modules named `...attn`; DiT's are attn1/attn2, so
         # cache whole blocks (the granularity TaylorSeer uses for DiT in its paper).
         apply_taylorseer_cache(pipe.transformer, TaylorSeerCacheConfig(
-            cache_interval=interval, disable_cache_before_step=3, max_order=1,
+            cache_interval=interval, disable_cache_before_step=TAYLORSEER_WARMUP, max_order=1,
             taylor_factors_dtype=torch.float32, cache_identifiers=[r"transformer_blocks\.\d+"]))
         HookRegistry.check_if_exists_or_initialize(pipe.transformer).invalidate_child_registries_cache()
         return pipe
@@ -121,5 +133,5 @@ def cache_dit_methods() -> list[Method]:
                    family="cache-dit")]
 
 
-def all_methods() -> list[Method]:
-    return cachepilot_methods() + diffusers_methods() + cache_dit_methods()
+def all_methods(steps: int = 50) -> list[Method]:
+    return cachepilot_methods(steps) + diffusers_methods() + cache_dit_methods()

@@ -132,7 +132,7 @@ def bench(
     if samples < 2:
         raise InvalidInputError("samples must be >= 2 (a Fréchet distance needs a covariance)")
     guidance = DEFAULT_GUIDANCE_SCALE if guidance is None else guidance
-    available = all_methods()
+    available = all_methods(steps)
     if methods:
         unknown = sorted(set(methods) - {m.name for m in available})
         if unknown:

@@ -23,3 +23,24 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
     assert main(argv + ["--out", str(tmp_path / "g.png")] if argv[0] == "generate" else argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_generate_with_a_cache_policy_reports_speedup_and_psnr(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["generate", "--classes", "1", "2", "--steps", "6", "--policy", "fixed:2", "--predictor", "taylor:1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "compute fraction 0.50" in printed and "PSNR" in printed and out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--policy", "fixed:0"], "interval must be"),
+    (["generate", "--policy", "threshold:-1"], "delta must be"),
+    (["generate", "--policy", "fixed:2", "--predictor", "taylor:5"], "order must be"),
+    (["bench", "--methods", "nope"], "unknown bench method"),
+])
+def test_bad_cache_options_are_one_clear_line(tmp_path, capsys, argv, message):
+    extra = ["--out", str(tmp_path / "x")]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

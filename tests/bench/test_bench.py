@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from cachepilot.bench.methods import all_methods, cachepilot_methods, diffusers_methods
+from cachepilot.bench.report import write_report
+from cachepilot.bench.runner import BenchConfig, overhead_fraction, run_bench
+
+
+def test_tiny_sweep_writes_rows_and_report(pipe, classifier, tmp_path):
+    ours = {m.name: m for m in cachepilot_methods()}
+    peers = {m.name: m for m in diffusers_methods()}
+    methods = [ours["always"], ours["fixed+taylor1"], peers["diffusers-fbcache"], peers["diffusers-taylorseer"]]
+    for m in methods[1:]:
+        m.knobs = list(m.knobs)[:2]
+    config = BenchConfig(samples=10, steps=8, batch_size=10, repeats=1)
+    rows = run_bench(pipe, classifier, methods, config, progress=False)
+    assert [r["method"] for r in rows][:2] == ["full", "always"]
+    full, always = rows[0], rows[1]
+    assert full["compute_fraction"] == 1.0 and always["compute_fraction"] == 1.0
+    assert always["psnr"] == pytest.approx(100.0)  # bit-exact: capped PSNR
+    fixed2 = next(r for r in rows if r["method"] == "fixed+taylor1" and r["knob"] == 2)
+    assert fixed2["compute_fraction"] == pytest.approx(0.5)
+    assert 0 < fixed2["psnr"] < 100
+    for r in rows:
+        assert set(r) >= {"method", "knob", "compute_fraction", "speedup", "psnr", "ssim", "class_acc", "fd"}
+    assert set(overhead_fraction(rows)) >= {"always@None", "fixed+taylor1@2"}
+    write_report(rows, tmp_path, {"samples": 10})
+    assert json.loads((tmp_path / "results.json").read_text())[0]["method"] == "full"
+    assert "| fixed+taylor1 | 2 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+
+
+def test_method_names_are_unique():
+    names = [m.name for m in all_methods()]
+    assert len(names) == len(set(names))

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+import cachepilot
+from cachepilot.quality import psnr
+from cachepilot.sampling import sample_images
+
+
+def test_always_compute_equals_the_unhooked_pipeline(pipe):
+    classes = [0, 3, 6, 9]
+    reference = sample_images(pipe, classes, seed=11, num_inference_steps=12)
+    for guidance in (1.0, 2.0):  # conditional only, and batched [cond; uncond]
+        reference = sample_images(pipe, classes, seed=11, num_inference_steps=12, guidance_scale=guidance)
+        cachepilot.enable(pipe, "always")
+        try:
+            hooked = sample_images(pipe, classes, seed=11, num_inference_steps=12, guidance_scale=guidance)
+        finally:
+            cachepilot.disable(pipe)
+        assert torch.equal(hooked, reference)
+        assert cachepilot.last_stats(pipe) is None  # disabled: no engine left
+    assert torch.equal(sample_images(pipe, classes, seed=11, num_inference_steps=12, guidance_scale=2.0), reference)
+
+
+def test_fixed_interval_with_taylor_is_cheaper_and_close(pipe):
+    classes = list(range(10))
+    reference = sample_images(pipe, classes, seed=3, num_inference_steps=30)
+    cachepilot.enable(pipe, "fixed:3", "taylor:1")
+    try:
+        cached = sample_images(pipe, classes, seed=3, num_inference_steps=30)
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    assert stats.decisions.shape == (30, 10)
+    assert stats.compute_fraction == pytest.approx(10 / 30)
+    assert not torch.equal(cached, reference)
+    assert psnr(cached, reference) > 30
+
+
+def test_cfg_halves_share_decisions_in_the_pipeline(pipe):
+    cachepilot.enable(pipe, "threshold:0.1")
+    try:
+        sample_images(pipe, [1, 2, 3], seed=0, num_inference_steps=10, guidance_scale=2.0)
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    assert stats.decisions.shape == (10, 3)  # one decision per sample, not per [cond; uncond] row
+
+
+def test_enable_rejects_bad_specs(pipe):
+    with pytest.raises(cachepilot.InvalidInputError, match="unknown policy"):
+        cachepilot.enable(pipe, "sometimes")
+    with pytest.raises(cachepilot.InvalidInputError, match="order must be 0, 1 or 2"):
+        cachepilot.enable(pipe, "fixed:2", "taylor:3")
+    assert cachepilot.last_stats(pipe) is None
