@@ -58,9 +58,23 @@ def cachepilot_methods(steps: int = 50) -> list[Method]:
         _ours("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
         _ours("threshold+reuse", lambda d: f"threshold:{d}", "reuse", deltas),
         _ours("threshold+taylor1", lambda d: f"threshold:{d}", "taylor:1", deltas),
+        _ours("threshold+taylor2", lambda d: f"threshold:{d}", "taylor:2", deltas),
         # diffusers' TaylorSeer schedule with our forecasters: the same computes, only the predictor differs
         _ours("ts-schedule+taylor1", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:1", intervals),
         _ours("ts-schedule+taylor2", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:2", intervals),
+    ] + _learned_methods(steps, intervals, deltas)
+
+
+def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float]) -> list[Method]:
+    """The same schedules with the embedded learned forecaster, when it is shipped."""
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+
+    if not (DEFAULT_PREDICTOR / "config.json").exists():
+        return []
+    return [
+        _ours("fixed+learned", lambda n: f"fixed:{n}", "learned", intervals),
+        _ours("threshold+learned", lambda d: f"threshold:{d}", "learned", deltas),
+        _ours("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), "learned", intervals),
     ]
 
 

@@ -23,6 +23,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     bb.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     bb.set_defaults(func=_run_train_backbone)
 
+    pr = train.add_parser("predictors", help="fit the learned forecaster head on a collection (Lightning, DDP-ready)")
+    pr.add_argument("--data", type=Path, default=Path("runs/collect"), help="a `cachepilot collect` directory")
+    pr.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/predictors"))
+    pr.add_argument("--work-dir", type=Path, default=Path("runs/predictors"))
+    pr.add_argument("--steps", type=int, default=None)
+    pr.add_argument("--batch-size", type=int, default=None)
+    pr.add_argument("--rank", type=int, default=None)
+    pr.add_argument("--devices", type=int, default=1)
+    pr.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    pr.add_argument("--accelerator", default="auto")
+    pr.add_argument("--resume", action="store_true")
+    pr.set_defaults(func=_run_train_predictors)
+
     clf = train.add_parser("classifier", help="train the reference digits classifier used by the metrics")
     clf.add_argument("--out", type=Path, default=Path("checkpoints/digits-classifier"))
     clf.add_argument("--epochs", type=int, default=60)
@@ -41,6 +54,50 @@ def _run_train_backbone(args: argparse.Namespace) -> None:
             setattr(config, name, value)
     train_backbone(config, args.work_dir, args.out, resume=args.resume, accelerator=args.accelerator)
     print(f"saved pipeline to {args.out}")
+
+
+def _run_train_predictors(args: argparse.Namespace) -> None:
+    from cachepilot.train.predictors import PredictorConfig, train_predictors
+
+    config = PredictorConfig()
+    for name, value in (("max_steps", args.steps), ("batch_size", args.batch_size), ("rank", args.rank)):
+        if value is not None:
+            if value < 1:
+                raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            setattr(config, name, value)
+    train_predictors(args.data, args.out, args.work_dir, config, resume=args.resume, devices=args.devices,
+                     strategy=args.strategy, accelerator=args.accelerator)
+    print(f"saved predictor head to {args.out}")
+
+
+def _add_collect(sub: argparse._SubParsersAction) -> None:
+    col = sub.add_parser("collect", help="record stack inputs and residuals (HF datasets shards, resumable)")
+    col.add_argument("--out", type=Path, default=Path("runs/collect"))
+    col.add_argument("--samples", type=int, default=256, help="samples per policy")
+    col.add_argument("--policies", nargs="+", default=["always", "fixed:3", "fixed:5"],
+                     help="trajectory kinds: full compute and cached")
+    col.add_argument("--predictor", default="taylor:1", help="what cached trajectories forecast with")
+    col.add_argument("--steps", type=int, default=50)
+    col.add_argument("--guidance", type=float, default=1.0)
+    col.add_argument("--seed", type=int, default=100_000)
+    col.add_argument("--num-shards", type=int, default=6)
+    col.add_argument("--shard-index", type=int, nargs="*", default=None,
+                     help="write only these shards (one worker per shard); default all")
+    col.add_argument("--batch-size", type=int, default=64)
+    col.add_argument("--checkpoint", type=Path, default=None)
+    col.add_argument("--device", default="cpu")
+    col.set_defaults(func=_run_collect)
+
+
+def _run_collect(args: argparse.Namespace) -> None:
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.collect import CollectConfig, collect
+
+    config = CollectConfig(samples_per_policy=args.samples, steps=args.steps, guidance=args.guidance,
+                           seed=args.seed, policies=list(args.policies), predictor=args.predictor,
+                           num_shards=args.num_shards, batch_size=args.batch_size)
+    paths = collect(load_pipeline(args.checkpoint, device=args.device), args.out, config, shards=args.shard_index)
+    print(f"{len(paths)} shard(s) ready under {args.out}/shards")
 
 
 def _run_train_classifier(args: argparse.Namespace) -> None:
@@ -118,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_bench(sub)
+    _add_collect(sub)
     return parser
 
 

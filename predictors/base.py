@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 
 from cachepilot.predictors.history import ResidualHistory
+
+
+@dataclass(frozen=True)
+class ForecastContext:
+    """What the engine knows at a FORECAST besides the history, for the forecast rows:
+    the current stack input, the stack input at the row's last compute, and the step count."""
+
+    num_steps: int
+    hidden: torch.Tensor
+    hidden_at_compute: torch.Tensor
 
 
 class Predictor(ABC):
@@ -21,8 +32,14 @@ class Predictor(ABC):
         return ResidualHistory(self.history_size)
 
     @abstractmethod
-    def predict(self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None,
+        context: ForecastContext | None = None,
+    ) -> torch.Tensor:
         """The residual at `step` for `rows` (all rows if None)."""
+
+    def bind(self, transformer: torch.nn.Module) -> None:
+        """Called by `apply_cache`: check the predictor fits the model (learned heads do)."""
 
     def spec(self) -> str:
         return type(self).__name__.lower()

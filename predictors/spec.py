@@ -6,7 +6,7 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.predictors.base import Predictor
 from cachepilot.predictors.taylor import Reuse, Taylor
 
-PREDICTOR_SPECS = "reuse | taylor:ORDER (ORDER in 0, 1, 2)"
+PREDICTOR_SPECS = "reuse | taylor:ORDER (ORDER in 0, 1, 2) | learned (the embedded head) | learned:PATH"
 
 
 def make_predictor(spec: str | Predictor | None) -> Predictor:
@@ -24,4 +24,12 @@ def make_predictor(spec: str | Predictor | None) -> Predictor:
         except ValueError:
             raise InvalidInputError(f"bad predictor spec {spec!r}: order must be 0, 1 or 2") from None
         return Taylor(order)
+    if name == "learned":
+        from cachepilot.checkpoints import DEFAULT_PREDICTOR
+        from cachepilot.predictors.learned import Learned
+
+        learned = Learned.from_pretrained(arg or DEFAULT_PREDICTOR)
+        if not arg:
+            learned.source = "learned"
+        return learned
     raise InvalidInputError(f"unknown predictor spec {spec!r}; expected {PREDICTOR_SPECS}")

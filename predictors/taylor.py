@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.predictors.base import Predictor
+from cachepilot.predictors.base import ForecastContext, Predictor
 from cachepilot.predictors.history import ResidualHistory
 
 
@@ -23,7 +23,10 @@ class Taylor(Predictor):
         self.order = order
         self.history_size = order + 1
 
-    def predict(self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None,
+        context: ForecastContext | None = None,
+    ) -> torch.Tensor:
         r, s, count = history.residuals, history.steps, history.count
         if rows is not None:
             r, s, count = r[:, rows], s[:, rows], count[rows]

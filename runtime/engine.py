@@ -23,7 +23,7 @@ from diffusers.hooks.hooks import BaseState
 
 from cachepilot.errors import InvalidInputError
 from cachepilot.policies.base import CachePolicy
-from cachepilot.predictors.base import Predictor
+from cachepilot.predictors.base import ForecastContext, Predictor
 from cachepilot.predictors.history import ResidualHistory
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.adapters import StackAdapter, select_rows
@@ -158,7 +158,8 @@ class CacheEngine:
                 if action == Action.REUSE:
                     cached = state.history.residuals[0, r]
                 else:
-                    cached = self.predictor.predict(state.history, step, r)
+                    context = ForecastContext(state.num_steps, hidden[r], state.probe_ref[r])
+                    cached = self.predictor.predict(state.history, step, r, context)
                 new_hidden[r] = hidden[r] + cached.to(hidden.dtype)
         state.seconds["predictor"] += time.perf_counter() - tic
         out = {k: v for k, v in call.items() if k in self.adapter.streams}
