@@ -24,7 +24,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     bb.set_defaults(func=_run_train_backbone)
 
     pr = train.add_parser("predictors", help="fit the learned forecaster head on a collection (Lightning, DDP-ready)")
-    pr.add_argument("--data", type=Path, default=Path("runs/collect"), help="a `cachepilot collect` directory")
+    pr.add_argument("--data", type=Path, nargs="+", default=[Path("runs/collect")],
+                    help="one or more `cachepilot collect` directories (same backbone)")
     pr.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/predictors"))
     pr.add_argument("--work-dir", type=Path, default=Path("runs/predictors"))
     pr.add_argument("--steps", type=int, default=None)
@@ -65,9 +66,10 @@ def _run_train_predictors(args: argparse.Namespace) -> None:
             if value < 1:
                 raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             setattr(config, name, value)
-    train_predictors(args.data, args.out, args.work_dir, config, resume=args.resume, devices=args.devices,
-                     strategy=args.strategy, accelerator=args.accelerator)
-    print(f"saved predictor head to {args.out}")
+    module = train_predictors(args.data, args.out, args.work_dir, config, resume=args.resume, devices=args.devices,
+                              strategy=args.strategy, accelerator=args.accelerator)
+    if module.trainer.is_global_zero:  # DDP: one line, from the rank that saved
+        print(f"saved predictor head to {args.out}")
 
 
 def _add_collect(sub: argparse._SubParsersAction) -> None:

@@ -99,8 +99,9 @@ class Learned(Predictor):
     def bind(self, transformer: torch.nn.Module) -> None:
         check_fingerprint({"hidden_size": self.model.config.hidden_size, **self.fingerprint}, transformer,
                           f"the predictor head {self.source}")
-        parameter = next(transformer.parameters())
-        self.model.to(device=parameter.device, dtype=parameter.dtype)
+        parameter, own = next(transformer.parameters()), next(self.model.parameters())
+        if (own.device, own.dtype) != (parameter.device, parameter.dtype):
+            self.model.to(device=parameter.device, dtype=parameter.dtype)
 
     @torch.no_grad()
     def predict(

@@ -32,51 +32,67 @@ class PredictorConfig:
     rank: int = 16
     width: int = 64
     max_gap: int = 6
-    batch_size: int = 256
+    batch_size: int = 16  # trajectories (x ~35 forecasts each)
     max_steps: int = 3000
     lr: float = 2e-3
     val_every: int = 500
     seed: int = 0
 
 
-class CacheStateDataset(Dataset):
-    """(row, target step) pairs; each item draws a history the way the engine would have cached it."""
+def schedule_computes(steps: int, interval: int | None, max_gap: int, generator: torch.Generator) -> torch.Tensor:
+    """Computed step indices of one trajectory: every `interval`-th step, or random gaps in 1..max_gap."""
+    if interval is not None:
+        return torch.arange(0, steps, interval)
+    gaps = torch.randint(1, max_gap + 1, (steps,), generator=generator)
+    computes = torch.cat([torch.zeros(1, dtype=torch.long), gaps.cumsum(0)])
+    return computes[computes < steps]
+
+
+class TrajectoryDataset(Dataset):
+    """One item = one recorded trajectory under one cache schedule: every skipped step of it, each
+    with the history the engine would hold there (the last K computes), padded to steps - 1 targets.
+
+    Forecast errors of one trajectory add up in the final image, and errors that share a direction
+    over many steps add up fastest (they do: a one-step loss alone made a head that beat Taylor per
+    step and lost to it per image), so the loss sees the whole trajectory at once.
+    """
 
     def __init__(self, hidden: torch.Tensor, residual: torch.Tensor, rows: torch.Tensor, history: int,
-                 max_gap: int, fixed_interval: int | None = None, step_weights: torch.Tensor | None = None):
-        self.hidden, self.residual = hidden, residual
-        self.step_weights = step_weights if step_weights is not None else torch.ones(hidden.shape[1])
-        steps = hidden.shape[1]
-        self.pairs = torch.cartesian_prod(rows, torch.arange(1, steps))
+                 max_gap: int, step_weights: torch.Tensor, fixed_interval: int | None = None, seed: int = 0):
+        self.hidden, self.residual, self.rows = hidden, residual, rows
         self.history, self.max_gap, self.fixed_interval = history, max_gap, fixed_interval
-        if fixed_interval is not None:  # deterministic validation: only steps that interval would skip
-            self.pairs = self.pairs[self.pairs[:, 1] % fixed_interval != 0]
+        self.step_weights, self.seed, self.epoch = step_weights, seed, 0
+        self.steps = hidden.shape[1]
 
     def __len__(self) -> int:
-        return len(self.pairs)
-
-    def _history_steps(self, t: int) -> list[int]:
-        interval = self.fixed_interval
-        if interval is None and torch.rand(()) < 0.5:
-            interval = int(torch.randint(2, self.max_gap + 1, ()))
-        if interval is not None:
-            last = (t - 1) // interval * interval if t % interval == 0 else t // interval * interval
-            return [last - k * interval for k in range(self.history)]
-        gaps = torch.randint(1, self.max_gap + 1, (self.history,)).cumsum(0)
-        return [t - int(g) for g in gaps]
+        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        row, t = (int(v) for v in self.pairs[index])
-        steps = self._history_steps(t)
-        valid = [s >= 0 for s in steps]  # steps decrease: the valid ones are a prefix
-        count = sum(valid)
-        safe = [max(s, 0) for s in steps]
-        residuals = self.residual[row, safe].float() * torch.tensor(valid, dtype=torch.float32)[:, None, None]
+        row = int(self.rows[index])
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**31)
+        interval = self.fixed_interval
+        if interval is None and torch.rand((), generator=generator) < 0.5:
+            interval = int(torch.randint(2, self.max_gap + 1, (), generator=generator))
+        computes = schedule_computes(self.steps, interval, self.max_gap, generator)
+        is_compute = torch.zeros(self.steps, dtype=torch.bool)
+        is_compute[computes] = True
+        targets = torch.nonzero(~is_compute).flatten()                        # skipped steps
+        last = torch.searchsorted(computes, targets, right=True) - 1          # index of the last compute
+        hist_idx = last[:, None] - torch.arange(self.history)[None, :]        # (S, K) into computes
+        valid = hist_idx >= 0
+        hist_steps = computes[hist_idx.clamp(min=0)]                          # (S, K)
+        pad = self.steps - 1 - len(targets)
+        mask = torch.cat([torch.ones(len(targets)), torch.zeros(pad)])
+        targets_p = torch.cat([targets, torch.zeros(pad, dtype=torch.long)])
+        hist_p = torch.cat([hist_steps, torch.zeros(pad, self.history, dtype=torch.long)])
+        valid_p = torch.cat([valid, torch.zeros(pad, self.history, dtype=torch.bool)])
+        residuals = self.residual[row, hist_p].float() * valid_p[..., None, None]   # (S, K, N, D)
         return {
-            "residuals": residuals, "steps": torch.tensor(safe, dtype=torch.float32), "count": torch.tensor(count),
-            "step": torch.tensor(float(t)), "hidden": self.hidden[row, t].float(),
-            "hidden_at_compute": self.hidden[row, safe[0]].float(), "target": self.residual[row, t].float(),
-            "weight": self.step_weights[t],
+            "residuals": residuals, "steps": hist_p.float(), "count": valid_p.sum(1),
+            "step": targets_p.float(), "hidden": self.hidden[row, targets_p].float(),
+            "hidden_at_compute": self.hidden[row, hist_p[:, 0]].float(),
+            "target": self.residual[row, targets_p].float(), "weight": self.step_weights[targets_p] * mask,
+            "mask": mask,
         }
 
 
@@ -84,16 +100,24 @@ class PredictorDataModule(pl.LightningDataModule):
     """Rows whose sample id ends in 0 are held out for validation (model selection only; the
     benchmark evaluates on seeds never collected)."""
 
-    def __init__(self, data_dir: Path, config: PredictorConfig):
+    def __init__(self, data_dirs: Path | list[Path], config: PredictorConfig):
         super().__init__()
-        self.data_dir, self.config = Path(data_dir), config
+        self.data_dirs = [Path(d) for d in (data_dirs if isinstance(data_dirs, (list, tuple)) else [data_dirs])]
+        self.config = config
 
     def setup(self, stage: str | None = None) -> None:
-        dataset = load_collection(self.data_dir)
-        self.hidden, self.residual = as_tensors(dataset)
+        tensors, samples = [], []
+        for data_dir in self.data_dirs:
+            dataset = load_collection(data_dir)
+            tensors.append(as_tensors(dataset))
+            samples.append(torch.as_tensor(dataset.with_format("numpy")["sample"]))
+        if len({t[0].shape[1:] for t in tensors}) > 1:
+            raise CachepilotError("the collections differ in steps or feature shape: train on one kind at a time")
+        self.hidden = torch.cat([t[0] for t in tensors])
+        self.residual = torch.cat([t[1] for t in tensors])
         self.num_steps = self.hidden.shape[1]
-        self.step_weights = load_step_weights(self.data_dir, self.num_steps)
-        samples = torch.as_tensor(dataset.with_format("numpy")["sample"])
+        self.step_weights = load_step_weights(self.data_dirs[0], self.num_steps)
+        samples = torch.cat(samples)
         val = samples % 10 == 0
         self.train_rows, self.val_rows = torch.nonzero(~val).flatten(), torch.nonzero(val).flatten()
         if len(self.train_rows) == 0:
@@ -101,15 +125,16 @@ class PredictorDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
-        data = CacheStateDataset(self.hidden, self.residual, self.train_rows, c.history, c.max_gap,
-                                 step_weights=self.step_weights)
-        return DataLoader(data, batch_size=c.batch_size, shuffle=True, drop_last=True)
+        self.train_set = TrajectoryDataset(self.hidden, self.residual, self.train_rows, c.history, c.max_gap,
+                                           self.step_weights, seed=c.seed)
+        return DataLoader(self.train_set, batch_size=c.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         c = self.config
         rows = self.val_rows if len(self.val_rows) else self.train_rows[:1]
-        return [DataLoader(CacheStateDataset(self.hidden, self.residual, rows, c.history, c.max_gap, n,
-                                             self.step_weights), batch_size=4096) for n in (2, 3, 4, 5)]
+        return [DataLoader(TrajectoryDataset(self.hidden, self.residual, rows, c.history, c.max_gap,
+                                             self.step_weights, fixed_interval=n), batch_size=64)
+                for n in (2, 3, 4, 5)]
 
 
 class PredictorModule(pl.LightningModule):
@@ -119,30 +144,46 @@ class PredictorModule(pl.LightningModule):
         self.config, self.num_steps = config, num_steps
         self.model = ResidualForecaster(hidden_size, history=config.history, rank=config.rank, width=config.width)
 
-    def _forecast(self, batch: dict) -> torch.Tensor:
-        return self.model(batch["residuals"].transpose(0, 1), batch["steps"].T, batch["count"], batch["step"],
-                          self.num_steps, batch["hidden"], batch["hidden_at_compute"])
-
     @staticmethod
-    def weighted_mse(forecast: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Residual MSE weighted by the step's effect on the final image (see train.sensitivity)."""
-        per_example = (forecast - batch["target"]).pow(2).flatten(1).mean(1)
-        return (per_example * batch["weight"]).mean()
+    def _flat(batch: dict) -> dict:
+        """(B, S, ...) trajectory items -> one batch of B x S forecasts."""
+        return {k: v.flatten(0, 1) for k, v in batch.items()}
+
+    def _forecast(self, flat: dict) -> torch.Tensor:
+        return self.model(flat["residuals"].transpose(0, 1), flat["steps"].T, flat["count"], flat["step"],
+                          self.num_steps, flat["hidden"], flat["hidden_at_compute"])
+
+    def trajectory_loss(self, forecast: torch.Tensor, flat: dict, batch_size: int) -> torch.Tensor:
+        """Image-error surrogate: |sum_t sqrt(w_t) e_t|^2 per trajectory (errors that keep their
+        direction accumulate) plus the per-step sum_t w_t |e_t|^2; w_t = the step's measured effect
+        on the final image (train.sensitivity)."""
+        error = (forecast - flat["target"]) * flat["weight"].clamp(min=0).sqrt().view(-1, 1, 1)
+        error = error.view(batch_size, -1, *error.shape[1:])
+        accumulated = error.sum(1).pow(2).flatten(1).mean(1)
+        per_step = error.pow(2).flatten(2).mean(2).sum(1)
+        return (accumulated + per_step).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.weighted_mse(self._forecast(batch), batch)
+        flat = self._flat(batch)
+        loss = self.trajectory_loss(self._forecast(flat), flat, batch["mask"].shape[0])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        train_set = getattr(self.trainer.datamodule, "train_set", None)
+        if train_set is not None:
+            train_set.epoch = self.current_epoch  # new random schedules every epoch
+
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         interval = (2, 3, 4, 5)[dataloader_idx]
-        history = SimpleNamespace(residuals=batch["residuals"].transpose(0, 1), steps=batch["steps"].T,
-                                  count=batch["count"])
-        loss = self.weighted_mse(self._forecast(batch), batch)
+        flat, size = self._flat(batch), batch["mask"].shape[0]
+        history = SimpleNamespace(residuals=flat["residuals"].transpose(0, 1), steps=flat["steps"].T,
+                                  count=flat["count"])
+        loss = self.trajectory_loss(self._forecast(flat), flat, size)
         self.log(f"val/learned_fixed{interval}", loss, add_dataloader_idx=False, sync_dist=True)
         for order in (1, 2):  # the training-free forecasters on the same cache states
-            taylor = Taylor(order).predict(history, batch["step"])  # per-row steps broadcast
-            self.log(f"val/taylor{order}_fixed{interval}", self.weighted_mse(taylor, batch),
+            taylor = Taylor(order).predict(history, flat["step"])  # per-row steps broadcast
+            self.log(f"val/taylor{order}_fixed{interval}", self.trajectory_loss(taylor, flat, size),
                      add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self):
@@ -152,7 +193,7 @@ class PredictorModule(pl.LightningModule):
 
 
 def train_predictors(
-    data_dir: Path, out_dir: Path | None, work_dir: Path, config: PredictorConfig, resume: bool = False,
+    data_dir: Path | list[Path], out_dir: Path | None, work_dir: Path, config: PredictorConfig, resume: bool = False,
     devices: int = 1, strategy: str = "auto", accelerator: str = "auto", progress: bool = True,
 ) -> PredictorModule:
     """Fit the head; Lightning checkpoints in `work_dir` (`resume` continues from last.ckpt);
@@ -161,11 +202,19 @@ def train_predictors(
     last = work_dir / "last.ckpt"
     if resume and not last.exists():
         raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
-    meta = collection_meta(data_dir) if (Path(data_dir) / "collect_config.json").exists() else None
-    if meta is None:
-        load_collection(data_dir)  # raises the clear "no collection" error
+    data_dirs = [Path(d) for d in (data_dir if isinstance(data_dir, (list, tuple)) else [data_dir])]
+    metas = []
+    for path in data_dirs:
+        if not (path / "collect_config.json").exists():
+            load_collection(path)  # raises the clear "no collection" error
+        metas.append(collection_meta(path))
+    meta = metas[0]
+    for path, other in zip(data_dirs[1:], metas[1:]):
+        for key in FINGERPRINT_KEYS:
+            if other[key] != meta[key]:
+                raise CachepilotError(f"{path} was collected on another backbone than {data_dirs[0]} ({key} differs)")
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    data = PredictorDataModule(data_dir, config)
+    data = PredictorDataModule(data_dirs, config)
     steps = int(meta["collect"]["steps"])
     module = PredictorModule(int(meta["hidden_size"]), steps, config)
     trainer = pl.Trainer(

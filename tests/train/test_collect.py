@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+from diffusers import DiTTransformer2DModel
+
+from cachepilot import CachepilotError, CheckpointError, InvalidInputError
+from cachepilot.train.collect import CollectConfig, as_tensors, collect, load_collection, shard_dir
+
+TINY = dict(samples_per_policy=4, steps=6, policies=["always", "fixed:2"], num_shards=2, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, pipe):
+    out = tmp_path_factory.mktemp("collect")
+    collect(pipe, out, CollectConfig(**TINY), progress=False)
+    return out
+
+
+def test_collection_holds_inputs_and_true_residuals(collection, pipe):
+    dataset = load_collection(collection, pipe.transformer)
+    assert len(dataset) == 8 and sorted(set(dataset["policy"])) == ["always", "fixed:2"]
+    hidden, residual = as_tensors(dataset)
+    assert hidden.shape == (8, 6, 16, 128) and hidden.dtype == torch.float16
+    policies = dataset.with_format(None)["policy"]
+    samples = dataset.with_format(None)["sample"]
+    full = {s: i for i, (s, p) in enumerate(zip(samples, policies)) if p == "always"}
+    cached = {s: i for i, (s, p) in enumerate(zip(samples, policies)) if p == "fixed:2"}
+    sample = next(iter(full))
+    # same seed: identical until the first skipped step has moved the latents, different after
+    assert torch.equal(hidden[full[sample], :2], hidden[cached[sample], :2])
+    assert not torch.equal(hidden[full[sample], 3:], hidden[cached[sample], 3:])
+    assert residual.abs().sum() > 0 and torch.isfinite(residual.float()).all()
+
+
+def test_step_weights_are_measured_and_normalised(collection):
+    weights = torch.tensor(json.loads((collection / "step_weights.json").read_text()))
+    assert weights.shape == (6,) and weights.mean().item() == pytest.approx(1.0) and (weights > 0).all()
+
+
+def test_finished_shards_are_skipped_and_missing_ones_resumed(collection, pipe):
+    config = CollectConfig(**TINY)
+    first = shard_dir(collection, 0, 2)
+    stamp = (first / "dataset_info.json").stat().st_mtime_ns
+    # simulate an interruption: shard 1 lost, only a partial directory left
+    import shutil
+    shutil.rmtree(shard_dir(collection, 1, 2))
+    shard_dir(collection, 1, 2).with_name(shard_dir(collection, 1, 2).name + ".partial").mkdir()
+    collect(pipe, collection, config, progress=False)
+    assert (first / "dataset_info.json").stat().st_mtime_ns == stamp  # not recomputed
+    assert len(load_collection(collection)) == 8
+
+
+def test_other_settings_or_backbone_are_refused(collection, pipe, tmp_path):
+    with pytest.raises(InvalidInputError, match="other settings"):
+        collect(pipe, collection, CollectConfig(**{**TINY, "steps": 7}), progress=False)
+    other = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1,
+                                  num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    with pytest.raises(CheckpointError, match="another backbone: hidden_size"):
+        load_collection(collection, other)
+
+
+def test_empty_or_missing_collection(tmp_path, pipe):
+    with pytest.raises(CheckpointError, match="no collection"):
+        load_collection(tmp_path)
+    collect(pipe, tmp_path, CollectConfig(**TINY), shards=[], progress=False)
+    with pytest.raises(CachepilotError, match="empty"):
+        load_collection(tmp_path)

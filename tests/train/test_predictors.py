@@ -1,0 +1,90 @@
+import shutil
+
+import pytest
+import torch
+from diffusers import DiTTransformer2DModel
+
+import cachepilot
+from cachepilot import CheckpointError
+from cachepilot.predictors.learned import Learned
+from cachepilot.train.collect import CollectConfig, collect
+from cachepilot.train.predictors import PredictorConfig, PredictorDataModule, PredictorModule, train_predictors
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, pipe):
+    out = tmp_path_factory.mktemp("collect")
+    collect(pipe, out, CollectConfig(samples_per_policy=10, steps=10, policies=["always", "fixed:3"], num_shards=1,
+                                     batch_size=10), progress=False)
+    return out
+
+
+def _loss(module: PredictorModule, batch: dict) -> float:
+    with torch.no_grad():
+        flat = module._flat(batch)
+        return module.trajectory_loss(module._forecast(flat), flat, batch["mask"].shape[0]).item()
+
+
+def test_training_lowers_the_trajectory_loss_and_exports(collection, tmp_path, pipe):
+    config = PredictorConfig(max_steps=80, batch_size=8, val_every=40, lr=3e-3)
+    data = PredictorDataModule(collection, config)
+    data.setup()
+    loader = data.val_dataloader()[1]
+    batch = next(iter(loader))
+    before = _loss(PredictorModule(128, 10, config), batch)
+    module = train_predictors(collection, tmp_path / "head", tmp_path / "work", config, progress=False,
+                              accelerator="cpu")
+    assert _loss(module, batch) < 0.9 * before
+    head = Learned.from_pretrained(tmp_path / "head")
+    assert head.fingerprint["backbone_class"] == "DiTTransformer2DModel"
+    cachepilot.enable(pipe, "fixed:3", head)
+    try:
+        images = pipe([1, 2], num_inference_steps=10, output_type="pt").images
+        assert cachepilot.last_stats(pipe).forecast_steps > 0 and torch.isfinite(images).all()
+    finally:
+        cachepilot.disable(pipe)
+
+
+def test_untrained_head_is_taylor_order_one(collection):
+    config = PredictorConfig()
+    data = PredictorDataModule(collection, config)
+    data.setup()
+    batch = next(iter(data.val_dataloader()[0]))
+    module = PredictorModule(128, 10, config)
+    flat = module._flat(batch)
+    from types import SimpleNamespace
+
+    from cachepilot.predictors.taylor import Taylor
+
+    history = SimpleNamespace(residuals=flat["residuals"].transpose(0, 1), steps=flat["steps"].T,
+                              count=flat["count"])
+    with torch.no_grad():
+        torch.testing.assert_close(module._forecast(flat), Taylor(1).predict(history, flat["step"]),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_shipped_head_loads_and_rejects_other_backbones(tmp_path):
+    from cachepilot.predictors.spec import make_predictor
+
+    head = make_predictor("learned")
+    assert isinstance(head, Learned) and head.spec() == "learned"
+    other = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1,
+                                  num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    with pytest.raises(CheckpointError, match="hidden_size"):
+        cachepilot.enable(other, "fixed:2", head, num_inference_steps=4)
+    same_size_other = DiTTransformer2DModel(num_attention_heads=4, attention_head_dim=32, in_channels=1,
+                                            out_channels=1, num_layers=2, sample_size=8, patch_size=2,
+                                            num_embeds_ada_norm=10)
+    with pytest.raises(CheckpointError, match="backbone_config_hash"):
+        cachepilot.enable(same_size_other, "fixed:2", head, num_inference_steps=4)
+
+
+def test_corrupt_or_missing_head(tmp_path):
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+
+    with pytest.raises(CheckpointError, match="no predictor head"):
+        Learned.from_pretrained(tmp_path)
+    shutil.copytree(DEFAULT_PREDICTOR, tmp_path / "head")
+    (tmp_path / "head" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Learned.from_pretrained(tmp_path / "head")
