@@ -50,7 +50,7 @@ def taylorseer_mask(interval: int, steps: int, warmup: int = TAYLORSEER_WARMUP) 
 
 def cachepilot_methods(steps: int = 50) -> list[Method]:
     intervals = [2, 3, 4, 5, 6]
-    deltas = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]
+    deltas = [0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5]  # compute fractions ~0.5 down to ~0.03
     return [
         _ours("always", lambda _: "always", "reuse", [None]),  # the engine at full compute: its overhead
         _ours("fixed+reuse", lambda n: f"fixed:{n}", "reuse", intervals),

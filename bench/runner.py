@@ -1,12 +1,14 @@
 """Run every method over its knob on the same seeds and measure it against full compute.
 
 Per (method, knob): compute fraction (block evaluations counted, not assumed), wall-clock
-speed-up vs. full compute in the same process (median of repeats), PSNR / SSIM of each image vs.
+speed-up vs. full compute in the same process (medians of repeats, full compute timed alternately
+with the method), PSNR / SSIM of each image vs.
 the full-compute image of the same seed, class accuracy and Fréchet distance (reference classifier).
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -56,10 +58,16 @@ def _generate(pipe: DigitsDiTPipeline, method: Method | None, config: BenchConfi
     return torch.cat(chunks), wall, rows
 
 
-def _timed(pipe, method, config) -> tuple[torch.Tensor, float, int]:
-    images, wall, rows = _generate(pipe, method, config)
-    walls = [wall] + [_generate(pipe, method, config)[1] for _ in range(config.repeats - 1)]
-    return images, statistics.median(walls), rows
+def _timed_pair(pipe, method, reference_pipe, config) -> tuple[torch.Tensor, float, float, int]:
+    """Images, median wall of the method, median wall of full compute timed alternately with it
+    (on an unhooked twin of the pipeline), rows: a speed-up from runs made side by side, so drift in
+    the machine's speed (other load, thermal, allocator warm-up) hits both alike."""
+    walls, full_walls = [], []
+    for _ in range(config.repeats):
+        full_walls.append(_generate(reference_pipe, None, config)[1])
+        images, wall, rows = _generate(pipe, method, config)
+        walls.append(wall)
+    return images, statistics.median(walls), statistics.median(full_walls), rows
 
 
 def run_bench(
@@ -67,12 +75,16 @@ def run_bench(
     progress: bool = True,
 ) -> list[dict]:
     pipe.set_progress_bar_config(disable=True)
+    reference_pipe = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=pipe.scheduler)
+    reference_pipe.set_progress_bar_config(disable=True)
     labels = torch.tensor(_labels(config.samples))
     held_out = load_digits_split().held_out_images
-    _generate(pipe, None, BenchConfig(**{**config.__dict__, "samples": min(config.samples, config.batch_size), "steps": 2}))  # warm-up
-    reference, full_wall, full_rows = _timed(pipe, None, config)
+    warm_up = BenchConfig(**{**config.__dict__, "samples": min(config.samples, config.batch_size), "steps": 2})
+    _generate(pipe, None, warm_up)
+    _generate(reference_pipe, None, warm_up)
+    reference, _, full_wall, full_rows = _timed_pair(pipe, None, reference_pipe, config)
 
-    def row(method: str, knob, images, wall, rows) -> dict:
+    def row(method: str, knob, images, wall, full_wall, rows) -> dict:
         return {
             "method": method, "knob": knob, "compute_fraction": rows / full_rows, "speedup": full_wall / wall,
             "wall_s": wall, "psnr": psnr(images, reference), "ssim": ssim(images, reference),
@@ -80,16 +92,16 @@ def run_bench(
             "fd": frechet_distance(classifier, images, held_out),
         }
 
-    results = [row("full", None, reference, full_wall, full_rows)]
+    results = [row("full", None, reference, full_wall, full_wall, full_rows)]
     jobs = [(m, k) for m in methods for k in m.knobs]
     for method, knob in tqdm(jobs, desc="bench", disable=not progress):
         used = method.apply(pipe, knob)
         try:
-            images, wall, rows = _timed(used, method, config)
+            images, wall, full_wall, rows = _timed_pair(used, method, reference_pipe, config)
             stats = cachepilot.last_stats(used)  # ours only: time in policy / predictor / stack
         finally:
             method.remove(used)
-        results.append(row(method.name, knob, images, wall, rows))
+        results.append(row(method.name, knob, images, wall, full_wall, rows))
         if stats is not None:
             results[-1].update({f"{part}_ms_per_step": 1000 * getattr(stats, f"{part}_seconds") / stats.num_steps
                                 for part in ("policy", "predictor", "stack")})

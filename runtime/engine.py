@@ -153,14 +153,23 @@ class CacheEngine:
         tic = time.perf_counter()
         for action in (Action.REUSE, Action.FORECAST):
             idx = (actions_host == action).nonzero().flatten()
-            if idx.numel():
-                r = self._rows(idx, state).to(device)
+            if not idx.numel():
+                continue
+            if idx.numel() == state.samples:  # the whole batch: no gathers, no scatter
                 if action == Action.REUSE:
-                    cached = state.history.residuals[0, r]
+                    cached = state.history.residuals[0]
                 else:
-                    context = ForecastContext(state.num_steps, hidden[r], state.probe_ref[r])
-                    cached = self.predictor.predict(state.history, step, r, context)
-                new_hidden[r] = hidden[r] + cached.to(hidden.dtype)
+                    context = ForecastContext(state.num_steps, hidden, state.probe_ref)
+                    cached = self.predictor.predict(state.history, step, None, context)
+                new_hidden = hidden + cached.to(hidden.dtype)
+                continue
+            r = self._rows(idx, state).to(device)
+            if action == Action.REUSE:
+                cached = state.history.residuals[0, r]
+            else:
+                context = ForecastContext(state.num_steps, hidden[r], state.probe_ref[r])
+                cached = self.predictor.predict(state.history, step, r, context)
+            new_hidden[r] = hidden[r] + cached.to(hidden.dtype)
         state.seconds["predictor"] += time.perf_counter() - tic
         out = {k: v for k, v in call.items() if k in self.adapter.streams}
         computed_rows = self._rows(compute, state).to(device)

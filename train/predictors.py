@@ -31,7 +31,7 @@ class PredictorConfig:
     history: int = 3
     rank: int = 16
     width: int = 64
-    max_gap: int = 6
+    max_gap: int = 12  # threshold policies leave gaps far beyond the fixed intervals
     batch_size: int = 16  # trajectories (x ~35 forecasts each)
     max_steps: int = 3000
     lr: float = 2e-3
@@ -153,15 +153,24 @@ class PredictorModule(pl.LightningModule):
         return self.model(flat["residuals"].transpose(0, 1), flat["steps"].T, flat["count"], flat["step"],
                           self.num_steps, flat["hidden"], flat["hidden_at_compute"])
 
-    def trajectory_loss(self, forecast: torch.Tensor, flat: dict, batch_size: int) -> torch.Tensor:
-        """Image-error surrogate: |sum_t sqrt(w_t) e_t|^2 per trajectory (errors that keep their
-        direction accumulate) plus the per-step sum_t w_t |e_t|^2; w_t = the step's measured effect
-        on the final image (train.sensitivity)."""
+    @staticmethod
+    def trajectory_error(forecast: torch.Tensor, flat: dict, batch_size: int) -> torch.Tensor:
+        """Image-error surrogate per trajectory: |sum_t sqrt(w_t) e_t|^2 (errors that keep their
+        direction accumulate) plus sum_t w_t |e_t|^2; w_t = the step's measured effect on the final
+        image (train.sensitivity). Shape (batch,)."""
         error = (forecast - flat["target"]) * flat["weight"].clamp(min=0).sqrt().view(-1, 1, 1)
         error = error.view(batch_size, -1, *error.shape[1:])
-        accumulated = error.sum(1).pow(2).flatten(1).mean(1)
-        per_step = error.pow(2).flatten(2).mean(2).sum(1)
-        return (accumulated + per_step).mean()
+        return error.sum(1).pow(2).flatten(1).mean(1) + error.pow(2).flatten(2).mean(2).sum(1)
+
+    def trajectory_loss(self, forecast: torch.Tensor, flat: dict, batch_size: int) -> torch.Tensor:
+        """Mean over trajectories of the error relative to Taylor order 1's on the same trajectory:
+        long-gap schedules have errors orders of magnitude larger, and would otherwise drown the
+        short ones (a per-sample baseline, as DDPO normalises rewards)."""
+        with torch.no_grad():
+            history = SimpleNamespace(residuals=flat["residuals"].transpose(0, 1), steps=flat["steps"].T,
+                                      count=flat["count"])
+            baseline = self.trajectory_error(Taylor(1).predict(history, flat["step"]), flat, batch_size)
+        return (self.trajectory_error(forecast, flat, batch_size) / baseline.clamp(min=1e-8)).mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         flat = self._flat(batch)
@@ -179,11 +188,11 @@ class PredictorModule(pl.LightningModule):
         flat, size = self._flat(batch), batch["mask"].shape[0]
         history = SimpleNamespace(residuals=flat["residuals"].transpose(0, 1), steps=flat["steps"].T,
                                   count=flat["count"])
-        loss = self.trajectory_loss(self._forecast(flat), flat, size)
+        loss = self.trajectory_error(self._forecast(flat), flat, size).mean()
         self.log(f"val/learned_fixed{interval}", loss, add_dataloader_idx=False, sync_dist=True)
         for order in (1, 2):  # the training-free forecasters on the same cache states
             taylor = Taylor(order).predict(history, flat["step"])  # per-row steps broadcast
-            self.log(f"val/taylor{order}_fixed{interval}", self.trajectory_loss(taylor, flat, size),
+            self.log(f"val/taylor{order}_fixed{interval}", self.trajectory_error(taylor, flat, size).mean(),
                      add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self):

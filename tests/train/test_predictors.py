@@ -22,7 +22,7 @@ def collection(tmp_path_factory, pipe):
 def _loss(module: PredictorModule, batch: dict) -> float:
     with torch.no_grad():
         flat = module._flat(batch)
-        return module.trajectory_loss(module._forecast(flat), flat, batch["mask"].shape[0]).item()
+        return module.trajectory_error(module._forecast(flat), flat, batch["mask"].shape[0]).mean().item()
 
 
 def test_training_lowers_the_trajectory_loss_and_exports(collection, tmp_path, pipe):
