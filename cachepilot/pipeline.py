@@ -7,6 +7,7 @@ model works directly on 8x8 pixels, so this pipeline mirrors its `__call__` with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +18,19 @@ from diffusers.utils.torch_utils import randn_tensor
 from cachepilot.errors import InvalidInputError
 
 DEFAULT_GUIDANCE_SCALE = 1.0
+
+
+@dataclass
+class DenoisingRun:
+    """The state of one sampling call between steps."""
+
+    latents: torch.Tensor
+    model_labels: torch.Tensor
+    guidance_scale: float
+    use_cfg: bool
+    hooked: bool
+    num_steps: int
+    step: int = 0
 
 
 class DigitsDiTPipeline(DiffusionPipeline):
@@ -82,6 +96,68 @@ class DigitsDiTPipeline(DiffusionPipeline):
         return True
 
     @torch.no_grad()
+    def start(
+        self,
+        class_labels: int | Sequence[int] | torch.Tensor,
+        num_inference_steps: int = 50,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pt",
+    ) -> DenoisingRun:
+        """Validate, draw the initial noise and set up the scheduler; `step` then advances one step.
+
+        `__call__` is start + step x N + finish; the gym env drives the same three so that a step
+        there is exactly a step here.
+        """
+        labels = self.check_inputs(class_labels, num_inference_steps, guidance_scale, output_type)
+        batch = labels.shape[0]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise InvalidInputError(f"got {len(generator)} generators for {batch} class labels")
+        config = self.transformer.config
+        shape = (batch, config.in_channels, config.sample_size, config.sample_size)
+        device, dtype = self._execution_device, self.transformer.dtype
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise InvalidInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        self._guidance_scale = guidance_scale
+        use_cfg = self.do_classifier_free_guidance
+        model_labels = torch.cat([labels, torch.full_like(labels, self.num_classes)]) if use_cfg else labels
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        hooked = self._reset_cache_hooks()
+        return DenoisingRun(latents, model_labels, guidance_scale, use_cfg, hooked, num_inference_steps)
+
+    def model_input(self, run: DenoisingRun) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's input and timesteps at the run's current step."""
+        t = self.scheduler.timesteps[run.step]
+        model_input = torch.cat([run.latents, run.latents]) if run.use_cfg else run.latents
+        return self.scheduler.scale_model_input(model_input, t), t.expand(model_input.shape[0])
+
+    @torch.no_grad()
+    def step(self, run: DenoisingRun) -> None:
+        """One denoising step: the transformer (through any cache hooks) and the scheduler."""
+        t = self.scheduler.timesteps[run.step]
+        if run.hooked:  # DiT has no `cache_context`: tell cache hooks where the loop is
+            _set_cache_context(self.transformer, CacheContext(
+                "denoise", step_index=run.step, num_inference_steps=run.num_steps, timestep=t))
+        model_input, timesteps = self.model_input(run)
+        noise_pred = self.transformer(model_input, timestep=timesteps, class_labels=run.model_labels).sample
+        if run.use_cfg:
+            cond, uncond = noise_pred.chunk(2)
+            noise_pred = uncond + run.guidance_scale * (cond - uncond)
+        run.latents = self.scheduler.step(noise_pred, t, run.latents).prev_sample
+        run.step += 1
+
+    def finish(self, run: DenoisingRun) -> torch.Tensor:
+        """Close the cache context and reset stateful hooks; returns the final latents."""
+        if run.hooked:
+            _set_cache_context(self.transformer, None)
+            self._reset_cache_hooks()
+        return run.latents
+
+    @torch.no_grad()
     def __call__(
         self,
         class_labels: int | Sequence[int] | torch.Tensor,
@@ -100,41 +176,10 @@ class DigitsDiTPipeline(DiffusionPipeline):
         noise, so a sample does not depend on what else is in the batch.
         output_type: "pil" (list of grey PIL images), "np" (N, 8, 8, 1) in [0, 1], or "pt" (N, 1, 8, 8).
         """
-        labels = self.check_inputs(class_labels, num_inference_steps, guidance_scale, output_type)
-        batch = labels.shape[0]
-        if isinstance(generator, list) and len(generator) != batch:
-            raise InvalidInputError(f"got {len(generator)} generators for {batch} class labels")
-
-        config = self.transformer.config
-        shape = (batch, config.in_channels, config.sample_size, config.sample_size)
-        device, dtype = self._execution_device, self.transformer.dtype
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise InvalidInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-
-        self._guidance_scale = guidance_scale
-        use_cfg = self.do_classifier_free_guidance
-        model_labels = torch.cat([labels, torch.full_like(labels, self.num_classes)]) if use_cfg else labels
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        hooked = self._reset_cache_hooks()
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            if hooked:  # DiT has no `cache_context`: tell cache hooks where the loop is
-                _set_cache_context(self.transformer, CacheContext(
-                    "denoise", step_index=i, num_inference_steps=num_inference_steps, timestep=t))
-            model_input = torch.cat([latents, latents]) if use_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            timesteps = t.expand(model_input.shape[0])
-            noise_pred = self.transformer(model_input, timestep=timesteps, class_labels=model_labels).sample
-            if use_cfg:
-                cond, uncond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(noise_pred, t, latents).prev_sample
-
-        if hooked:
-            _set_cache_context(self.transformer, None)
-            self._reset_cache_hooks()
+        run = self.start(class_labels, num_inference_steps, guidance_scale, generator, latents, output_type)
+        for _ in self.progress_bar(range(num_inference_steps)):
+            self.step(run)
+        latents = self.finish(run)
         images = (latents.float() / 2 + 0.5).clamp(0, 1)
         self.maybe_free_model_hooks()
         if output_type == "pt":

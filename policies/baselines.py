@@ -60,26 +60,34 @@ class Threshold(CachePolicy):
 
 
 class Schedule(CachePolicy):
-    """A fixed per-step mask (True = compute), as calibrated / searched schedules use."""
+    """A fixed per-step mask (True = compute), as calibrated / searched schedules use; a (batch, steps)
+    mask gives each sample its own schedule."""
 
     def __init__(self, mask: Sequence[bool] | torch.Tensor):
-        mask = torch.as_tensor(mask, dtype=torch.bool).flatten()
-        if mask.numel() == 0:
-            raise InvalidInputError("Schedule: the mask is empty")
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.ndim not in (1, 2) or mask.numel() == 0:
+            raise InvalidInputError("Schedule: the mask must be a non-empty (steps,) or (batch, steps) sequence")
         self.mask = mask
 
+    @property
+    def num_steps(self) -> int:
+        return int(self.mask.shape[-1])
+
     def reset(self, num_steps: int, batch_size: int) -> None:
-        if num_steps != self.mask.numel():
-            raise InvalidInputError(
-                f"Schedule: the mask has {self.mask.numel()} steps but the call runs {num_steps}"
-            )
+        if num_steps != self.num_steps:
+            raise InvalidInputError(f"Schedule: the mask has {self.num_steps} steps but the call runs {num_steps}")
+        if self.mask.ndim == 2 and self.mask.shape[0] != batch_size:
+            raise InvalidInputError(f"Schedule: the mask has {self.mask.shape[0]} rows for {batch_size} samples")
 
     def decide(self, obs: Observation) -> torch.Tensor:
-        return compute_where(torch.full_like(obs.has_cache, bool(self.mask[obs.step])))
+        column = self.mask[..., obs.step].to(obs.has_cache.device)
+        return compute_where(column.expand_as(obs.has_cache) if column.ndim == 0 else column)
 
     @property
     def compute_fraction(self) -> float:
         return self.mask.float().mean().item()
 
     def spec(self) -> str:
+        if self.mask.ndim == 2:
+            return "schedule:per-sample"
         return "schedule:" + "".join("1" if m else "0" for m in self.mask.tolist())

@@ -83,6 +83,7 @@ class CacheEngine:
         self.pipeline = pipeline
         self.running_stack = False  # pass-through hooks compute while the engine runs the stack
         self.last_stats: CacheStats | None = None
+        self.state_manager = None  # set by apply_cache: the stack hook's per-context states
 
     # -- the step ---------------------------------------------------------------------------
     def execute(
@@ -97,14 +98,8 @@ class CacheEngine:
         step, samples, copies = state.step, state.samples, state.copies
 
         tic = time.perf_counter()
-        if state.probe_ref is not None:
-            change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
-            step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
-        else:
-            change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
-        state.accumulated = state.accumulated + step_change
-        obs = Observation(step, state.num_steps, change, state.accumulated, state.since_compute,
-                          state.computes, state.has_cache)
+        obs = self.observe(state, hidden)
+        state.accumulated = obs.accumulated
         actions = self.policy.decide(obs).to(hidden.device)
         actions = torch.where(state.has_cache, actions, int(Action.COMPUTE))
         actions_host = actions.cpu()  # the step's one host sync
@@ -145,6 +140,29 @@ class CacheEngine:
             self.last_stats = self.stats(state)
         out["hidden_states"] = new_hidden
         return out
+
+    def observe(self, state: EngineState, hidden: torch.Tensor) -> Observation:
+        """What the policy sees at this step, from the stack input; changes nothing."""
+        copies, samples = state.copies, state.samples
+        if state.probe_ref is not None:
+            change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
+            step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
+        else:
+            change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
+        return Observation(state.step, state.num_steps, change, state.accumulated + step_change,
+                           state.since_compute, state.computes, state.has_cache)
+
+    def preview(self, state: EngineState, hidden: torch.Tensor, num_steps: int) -> Observation:
+        """The observation the next `execute` with this stack input will hand the policy.
+
+        Lets a driver that must answer *before* the model runs (the gym env) see exactly what the
+        policy sees inside the hook: same code, so training and inference cannot drift apart.
+        """
+        if state.step == 0 or state.step >= state.num_steps:
+            fresh = EngineState()
+            self._init_state(fresh, hidden, num_steps)
+            return self.observe(fresh, hidden)
+        return self.observe(state, hidden)
 
     def _mixed_step(self, state, call, run_stack, actions_host, compute, rows, step):
         hidden = call["hidden_states"]
@@ -195,6 +213,10 @@ class CacheEngine:
         return (offsets[:, None] + sample_idx[None, :]).flatten()
 
     def _start(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
+        self._init_state(state, hidden, num_steps)
+        self.policy.reset(state.num_steps, state.samples)
+
+    def _init_state(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
         state.reset()
         rows = hidden.shape[0]
         steps = num_steps or self._pipeline_steps() or self.num_inference_steps
@@ -211,7 +233,6 @@ class CacheEngine:
         state.since_compute = torch.zeros(state.samples, dtype=torch.long, device=device)
         state.computes = torch.zeros(state.samples, dtype=torch.long, device=device)
         state.has_cache = torch.zeros(state.samples, dtype=torch.bool, device=device)
-        self.policy.reset(state.num_steps, state.samples)
 
     def _pipeline_steps(self) -> int | None:
         scheduler = getattr(self.pipeline, "scheduler", None)

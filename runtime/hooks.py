@@ -98,6 +98,7 @@ def apply_cache(
         HookRegistry.check_if_exists_or_initialize(block).register_hook(PassThroughHook(engine), PASS_HOOK)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.invalidate_child_registries_cache()
+    engine.state_manager = HookRegistry.check_if_exists_or_initialize(blocks[0]).get_hook(STACK_HOOK).state_manager
     transformer._cachepilot_engine = engine
     return engine
 

@@ -1,0 +1,44 @@
+"""Exact compute budgets: action masks that make collapse impossible.
+
+A budget of C computes over T steps: COMPUTE is forced on the first step, on the last step and
+whenever the computes left equal the steps left; it is forbidden when only the last step's compute
+is left (or none). The policy only chooses *where* to spend its computes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.runtime.actions import NUM_ACTIONS, Action
+from cachepilot.runtime.observation import Observation
+
+
+def budget_computes(target: float, num_steps: int) -> int:
+    """Computes allowed for a target compute fraction in (0, 1] (at least first and last step)."""
+    if not 0 < target <= 1:
+        raise InvalidInputError(f"target compute fraction must be in (0, 1], got {target!r}")
+    return int(min(num_steps, max(min(2, num_steps), round(target * num_steps))))
+
+
+def budget_masks(obs: Observation, computes_allowed: torch.Tensor) -> torch.Tensor:
+    """(batch, 3) bool: which actions each sample may take at this step."""
+    steps_left = obs.num_steps - obs.step  # this step included
+    left = computes_allowed.to(obs.computes.device) - obs.computes
+    last = obs.step == obs.num_steps - 1
+    force = (~obs.has_cache) | (left >= steps_left) | last
+    forbid = (left <= 0) | ((left <= 1) & (not last))
+    compute_ok = ~forbid | force
+    skip_ok = ~force
+    masks = torch.zeros(obs.batch_size, NUM_ACTIONS, dtype=torch.bool, device=obs.computes.device)
+    masks[:, Action.COMPUTE] = compute_ok
+    masks[:, Action.REUSE] = skip_ok
+    masks[:, Action.FORECAST] = skip_ok
+    return masks
+
+
+def apply_masks(actions: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Replace actions the masks forbid: a forbidden COMPUTE becomes FORECAST, a forbidden skip COMPUTE."""
+    allowed = masks.gather(1, actions.long().view(-1, 1)).squeeze(1)
+    fallback = torch.where(masks[:, Action.COMPUTE], int(Action.COMPUTE), int(Action.FORECAST))
+    return torch.where(allowed, actions.long(), fallback)

@@ -1,0 +1,105 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import cachepilot
+from cachepilot.envs import ENV_ID
+from cachepilot.envs.caching_env import CachingEnv
+from cachepilot.envs.references import uniform_mask
+from cachepilot.policies.baselines import Schedule
+from cachepilot.runtime.actions import Action
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def env(pipe):
+    import copy
+
+    from cachepilot.pipeline import DigitsDiTPipeline
+
+    own = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=copy.deepcopy(pipe.scheduler))
+    return CachingEnv(own, num_steps=STEPS)
+
+
+def _play(env, choose, **options):
+    obs, info = env.reset(seed=0, options=options or None)
+    total, actions = 0.0, []
+    while True:
+        action = choose(env, len(actions))
+        obs, reward, terminated, truncated, step_info = env.step(action)
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        total += reward
+        actions.append(step_info["action"])
+        if terminated:
+            return total, actions, step_info, info
+
+
+def test_passes_gymnasium_and_sb3_checks(env):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env)
+
+
+def test_budget_is_exact_whatever_the_agent_does(env):
+    rng = np.random.default_rng(0)
+    for target in (0.2, 0.35, 0.5):
+        def random_valid(env, step):
+            return int(rng.choice(np.flatnonzero(env.action_masks())))
+
+        _, actions, last, info = _play(env, random_valid, target=target, noise_seed=5, label=3)
+        assert actions.count(Action.COMPUTE) == info["computes_allowed"]
+        assert actions[0] == Action.COMPUTE and actions[-1] == Action.COMPUTE
+        assert last["compute_fraction"] == info["computes_allowed"] / STEPS
+
+
+def test_invalid_actions_are_replaced_not_obeyed(env):
+    _, actions, last, info = _play(env, lambda env, step: int(Action.COMPUTE), target=0.25, noise_seed=1, label=1)
+    assert actions.count(Action.COMPUTE) == info["computes_allowed"]
+
+
+def test_env_steps_are_the_runtime_steps(env):
+    """Playing a schedule through the env gives bit-for-bit the latents `enable(pipe, Schedule)` gives."""
+    target, seed, label = 0.34, 7, 4
+    _, _, _, info = _play(env, lambda env, step: 0, target=target, noise_seed=seed, label=label)  # sizes budget
+    mask = uniform_mask(STEPS, info["computes_allowed"])
+    _, actions, last, _ = _play(env, lambda env, step: int(Action.COMPUTE if mask[step] else Action.FORECAST),
+                                target=target, noise_seed=seed, label=label)
+    env_latents = env.run.latents.clone()
+    assert actions == [0 if m else 2 for m in mask]
+    # the uniform schedule is the reward's normaliser: its return is exactly -2
+    assert last["final_distance"] == pytest.approx(last["uniform_distance"], rel=1e-6)
+    twin = env.references.pipe
+    cachepilot.enable(twin, Schedule(mask), "taylor:1")
+    try:
+        run = twin.start([label], STEPS, generator=[torch.Generator().manual_seed(seed)])
+        for _ in range(STEPS):
+            twin.step(run)
+        twin.finish(run)
+    finally:
+        cachepilot.disable(twin)
+    assert torch.equal(env_latents, run.latents)
+
+
+def test_uniform_schedule_return_is_minus_two(env):
+    _, _, _, info = _play(env, lambda env, step: 0, target=0.4, noise_seed=11, label=9)
+    mask = uniform_mask(STEPS, info["computes_allowed"])
+    total, _, _, _ = _play(env, lambda env, step: int(Action.COMPUTE if mask[step] else Action.FORECAST),
+                           target=0.4, noise_seed=11, label=9)
+    assert total == pytest.approx(-2.0, rel=1e-5)
+
+
+def test_registered_and_validates_targets(pipe):
+    assert ENV_ID in gym.registry
+    with pytest.raises(cachepilot.InvalidInputError, match="targets"):
+        CachingEnv(pipe, num_steps=4, targets=(0.5, 0.2))
+    cachepilot.disable(pipe)
+
+
+def test_step_before_reset_is_an_error(env):
+    env.run = None
+    with pytest.raises(RuntimeError, match="before start"):
+        env.step(0)
