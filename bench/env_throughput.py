@@ -1,0 +1,55 @@
+"""Env-steps/s of CachingVecEnv(N) vs N CachingEnvs in SB3's DummyVecEnv (same seeds, same actions).
+
+    python -m cachepilot.bench.env_throughput --envs 16 --steps 50 --episodes 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from cachepilot.envs.caching_env import CachingEnv
+from cachepilot.envs.vec_env import CachingVecEnv
+from cachepilot.loading import load_pipeline
+from cachepilot.pipeline import DigitsDiTPipeline
+
+
+def measure(env, masks_of, num_envs: int, steps: int, episodes: int, seed: int = 0) -> float:
+    """Env-steps per second over `episodes` full episodes, after a first reset (references warm)."""
+    rng = np.random.default_rng(seed)
+    env.reset()
+    tic = time.perf_counter()
+    for _ in range(episodes * steps):
+        masks = masks_of(env)
+        env.step(np.array([rng.choice(np.flatnonzero(m)) for m in masks]))
+    return episodes * steps * num_envs / (time.perf_counter() - tic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--episodes", type=int, default=2)
+    args = parser.parse_args()
+    base = load_pipeline()
+
+    def twin() -> DigitsDiTPipeline:
+        return DigitsDiTPipeline(transformer=copy.deepcopy(base.transformer), scheduler=copy.deepcopy(base.scheduler))
+
+    vec = CachingVecEnv(args.envs, twin(), num_steps=args.steps, seed=0)
+    dummy = DummyVecEnv([lambda: CachingEnv(twin(), num_steps=args.steps) for _ in range(args.envs)])
+    dummy.seed(0)
+    batched = measure(vec, lambda env: env.action_masks(), args.envs, args.steps, args.episodes)
+    single = measure(dummy, lambda env: np.stack(env.env_method("action_masks")), args.envs, args.steps,
+                     args.episodes)
+    print(f"CachingVecEnv({args.envs}): {batched:.0f} env-steps/s; DummyVecEnv of {args.envs} CachingEnv: "
+          f"{single:.0f} env-steps/s; x{batched / single:.1f} (torch threads {torch.get_num_threads()})")
+
+
+if __name__ == "__main__":
+    main()
