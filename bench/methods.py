@@ -66,12 +66,15 @@ def cachepilot_methods(steps: int = 50) -> list[Method]:
 
 
 def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float]) -> list[Method]:
-    """The same schedules with the embedded learned forecaster, when it is shipped."""
-    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+    """The same schedules with the embedded learned forecaster, and the learned policy, when shipped."""
+    from cachepilot.checkpoints import DEFAULT_POLICY, DEFAULT_PREDICTOR
 
+    methods = []
+    if (DEFAULT_POLICY / "config.json").exists():
+        methods.append(_ours("learned-policy", lambda f: f"learned:{f}", "learned", [0.2, 0.3, 0.4, 0.5]))
     if not (DEFAULT_PREDICTOR / "config.json").exists():
-        return []
-    return [
+        return methods
+    return methods + [
         _ours("fixed+learned", lambda n: f"fixed:{n}", "learned", intervals),
         _ours("threshold+learned", lambda d: f"threshold:{d}", "learned", deltas),
         _ours("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), "learned", intervals),

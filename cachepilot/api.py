@@ -32,6 +32,8 @@ def enable(
     predictor: str | Predictor | None = None,
     num_inference_steps: int | None = None,
     cfg_copies: int | None = None,
+    checkpoint: str | None = None,
+    speed: float | None = None,
 ) -> CacheEngine:
     """Cache a pipeline's transformer (or a bare transformer) with `policy` and `predictor`.
 
@@ -39,8 +41,16 @@ def enable(
     predictor: what skipped steps use ('reuse' by default, 'taylor:1', 'taylor:2').
     For a bare transformer outside a pipeline pass num_inference_steps (and cfg_copies=2 when
     the batch holds [cond; uncond]). Enabling again replaces the previous configuration.
+    checkpoint / speed: a learned policy directory (default: the shipped one) and its target
+    compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the learned head.
     """
     transformer, pipeline = _split(pipe_or_model)
+    if checkpoint is not None or speed is not None:  # a learned policy checkpoint at a compute target
+        from cachepilot.checkpoints import DEFAULT_POLICY
+        from cachepilot.policies.learned import LearnedPolicy
+
+        policy = LearnedPolicy(checkpoint or DEFAULT_POLICY, target=0.3 if speed is None else speed)
+        predictor = predictor or "learned"
     return apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
 

@@ -37,6 +37,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--resume", action="store_true")
     pr.set_defaults(func=_run_train_predictors)
 
+    po = train.add_parser("policy", help="train the learned cache policy (MaskablePPO over CachingVecEnv)")
+    po.add_argument("--work-dir", type=Path, default=Path("runs/policy"), help="SB3 checkpoints and CSV logs")
+    po.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/policy"),
+                    help="export the actor here when training ends")
+    po.add_argument("--timesteps", type=int, default=None)
+    po.add_argument("--envs", type=int, default=None, help="samples per batched env step")
+    po.add_argument("--predictor", default=None, help="what FORECAST uses during training (default: learned)")
+    po.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+    po.set_defaults(func=_run_train_policy)
+
     clf = train.add_parser("classifier", help="train the reference digits classifier used by the metrics")
     clf.add_argument("--out", type=Path, default=Path("checkpoints/digits-classifier"))
     clf.add_argument("--epochs", type=int, default=60)
@@ -70,6 +80,24 @@ def _run_train_predictors(args: argparse.Namespace) -> None:
                               strategy=args.strategy, accelerator=args.accelerator)
     if module.trainer.is_global_zero:  # DDP: one line, from the rank that saved
         print(f"saved predictor head to {args.out}")
+
+
+def _run_train_policy(args: argparse.Namespace) -> None:
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.policy import PolicyConfig, export_policy, train_policy
+
+    config = PolicyConfig()
+    for name, value in (("total_timesteps", args.timesteps), ("num_envs", args.envs)):
+        if value is not None:
+            if value < 1:
+                raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            setattr(config, name, value)
+    if args.predictor:
+        config.predictor = args.predictor
+    pipe = load_pipeline()
+    model = train_policy(config, args.work_dir, resume=args.resume, pipe=pipe)
+    export_policy(model, args.out, pipe.transformer, config)
+    print(f"exported policy to {args.out}")
 
 
 def _add_collect(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +152,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--out", type=Path, default=Path("grid.png"))
     gen.add_argument("--policy", default=None,
                      help="cache policy: always | fixed:N | threshold:DELTA | schedule:MASK (default: no cache)")
-    gen.add_argument("--predictor", default=None, help="what skipped steps use: reuse (default) | taylor:1 | taylor:2")
+    gen.add_argument("--predictor", default=None,
+                     help="what skipped steps use: reuse (default; learned with a learned policy) | taylor:1 | "
+                          "taylor:2 | learned")
+    gen.add_argument("--speed", type=float, default=None,
+                     help="target compute fraction of the learned policy (--policy learned --speed 0.3)")
     _add_sampling_args(gen)
     gen.set_defaults(func=_run_generate)
 
@@ -138,9 +170,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 def _run_generate(args: argparse.Namespace) -> None:
     from cachepilot.commands import generate
 
+    policy, predictor = args.policy, args.predictor
+    if args.speed is not None or policy == "learned":
+        if policy not in (None, "learned"):
+            raise CachepilotError("--speed sets the learned policy's target: use it with --policy learned")
+        policy = f"learned:{0.3 if args.speed is None else args.speed}"
+    if policy is not None and policy.startswith("learned") and predictor is None:
+        predictor = "learned"
     generate(args.classes, args.out, checkpoint=args.checkpoint, steps=args.steps, guidance=args.guidance,
-             seed=args.seed, batch_size=args.batch_size, device=args.device, policy=args.policy,
-             predictor=args.predictor)
+             seed=args.seed, batch_size=args.batch_size, device=args.device, policy=policy, predictor=predictor)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:

@@ -13,3 +13,4 @@ DEFAULT_PIPELINE = CHECKPOINTS_DIR / "digits-dit"
 DEFAULT_CLASSIFIER = CHECKPOINTS_DIR / "digits-classifier"
 DEFAULT_CACHE = CHECKPOINTS_DIR / "digits-dit-cache"  # learned cache artefacts for digits-dit
 DEFAULT_PREDICTOR = DEFAULT_CACHE / "predictors"
+DEFAULT_POLICY = DEFAULT_CACHE / "policy"

@@ -19,6 +19,9 @@ class CachePolicy(ABC):
     def reset(self, num_steps: int, batch_size: int) -> None:
         """Called at the first step of every generation call."""
 
+    def bind(self, transformer: torch.nn.Module) -> None:
+        """Called by `apply_cache`: check the policy fits the model (learned ones do)."""
+
     @abstractmethod
     def decide(self, obs: Observation) -> torch.Tensor: ...
 

@@ -6,7 +6,8 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.policies.base import CachePolicy
 from cachepilot.policies.baselines import AlwaysCompute, FixedInterval, Schedule, Threshold
 
-POLICY_SPECS = "always | fixed:N (N >= 1) | threshold:DELTA (>= 0) | schedule:MASK (e.g. 1101..., one 0/1 per step)"
+POLICY_SPECS = ("always | fixed:N (N >= 1) | threshold:DELTA (>= 0) | schedule:MASK (e.g. 1101..., one 0/1 per "
+                "step) | learned:TARGET (the shipped policy at a target compute fraction in (0, 1])")
 
 
 def make_policy(spec: str | CachePolicy) -> CachePolicy:
@@ -24,6 +25,11 @@ def make_policy(spec: str | CachePolicy) -> CachePolicy:
             return Threshold(float(arg))
         if name == "schedule" and arg and set(arg) <= {"0", "1"}:
             return Schedule([c == "1" for c in arg])
+        if name == "learned":
+            from cachepilot.checkpoints import DEFAULT_POLICY
+            from cachepilot.policies.learned import LearnedPolicy
+
+            return LearnedPolicy(DEFAULT_POLICY, target=float(arg) if arg else 0.3)
     except ValueError as err:
         if isinstance(err, InvalidInputError):
             raise

@@ -89,6 +89,7 @@ def apply_cache(
 ) -> CacheEngine:
     """Hook `transformer`'s block stack; returns the engine (its `last_stats` after each call)."""
     adapter = get_adapter(transformer)
+    policy.bind(transformer)
     predictor.bind(transformer)
     remove_cache(transformer)
     engine = CacheEngine(adapter, policy, predictor, num_inference_steps, cfg_copies, pipeline)

@@ -1,0 +1,93 @@
+"""`LearnedPolicy`: the exported actor of a PPO policy, in plain torch (no stable-baselines3 here).
+
+checkpoint directory: `config.json` (format version, backbone fingerprint, observation features,
+actions, trained step range, actor layout) + `model.safetensors` (the actor MLP: SB3's
+`mlp_extractor.policy_net` then `action_net`). Decisions: masked argmax of the logits, with the same
+budget masks as training, so `predict(deterministic=True)` and this agree.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.policies.base import CachePolicy
+from cachepilot.policies.budget import budget_computes, budget_masks
+from cachepilot.policies.features import FEATURES, observation_features
+from cachepilot.runtime.actions import Action
+from cachepilot.runtime.fingerprint import check_fingerprint
+from cachepilot.runtime.observation import Observation
+
+FORMAT_VERSION = 1
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def build_actor(config: dict) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = len(config["observation"])
+    for hidden in config["net_arch"]:
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[config["activation"]]()]
+        width = hidden
+    layers.append(nn.Linear(width, len(config["actions"])))
+    return nn.Sequential(*layers)
+
+
+class LearnedPolicy(CachePolicy):
+    def __init__(self, path: str | Path, target: float = 0.3):
+        path = Path(path)
+        config_path, weights_path = path / "config.json", path / "model.safetensors"
+        if not config_path.is_file() or not weights_path.is_file():
+            raise CheckpointError(f"no policy checkpoint at {path} (config.json and model.safetensors needed)")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{config_path} is not valid JSON ({err})") from None
+        for field, expected in (("format_version", FORMAT_VERSION), ("observation", list(FEATURES)),
+                                ("actions", [a.name for a in Action])):
+            if config.get(field) != expected:
+                raise CheckpointError(f"policy checkpoint {path}: {field} is {config.get(field)!r}, this version "
+                                      f"of cachepilot expects {expected!r}")
+        self.config, self.source = config, str(path)
+        self.actor = build_actor(config)
+        try:
+            self.actor.load_state_dict(load_file(str(weights_path)))
+        except Exception as err:
+            raise CheckpointError(f"policy weights at {weights_path} could not be loaded, they look corrupt: "
+                                  f"{err}") from err
+        self.actor.eval()
+        self.set_target(target)
+
+    def set_target(self, target: float) -> None:
+        if not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise InvalidInputError(f"target compute fraction must be in (0, 1], got {target!r}")
+        self.target = float(target)
+
+    def bind(self, transformer: torch.nn.Module) -> None:
+        check_fingerprint(self.config.get("backbone", {}), transformer, f"the policy {self.source}")
+        parameter = next(transformer.parameters())
+        self.actor.to(parameter.device)
+
+    def reset(self, num_steps: int, batch_size: int) -> None:
+        low, high = self.config["num_steps_range"]
+        if not low <= num_steps <= high:
+            warnings.warn(f"the policy {self.source} was trained for {low}..{high} steps, not {num_steps}: "
+                          "its observations are normalised, but expect weaker decisions", stacklevel=2)
+        self.allowed = torch.full((batch_size,), budget_computes(self.target, num_steps))
+
+    @torch.no_grad()
+    def decide(self, obs: Observation) -> torch.Tensor:
+        allowed = self.allowed.to(obs.computes.device)
+        target = torch.tensor(self.target, device=obs.computes.device)
+        features = observation_features(obs, target, allowed)
+        logits = self.actor(features.to(next(self.actor.parameters()).dtype))
+        logits = logits.masked_fill(~budget_masks(obs, allowed), float("-inf"))
+        return logits.argmax(1)
+
+    def spec(self) -> str:
+        return f"learned@{self.target:g}"
