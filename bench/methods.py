@@ -29,6 +29,7 @@ class Method:
     remove: Callable[[DigitsDiTPipeline], None]
     before_call: Callable[[DigitsDiTPipeline], None] = field(default=lambda pipe: None)
     family: str = "cachepilot"
+    steps_for: Callable[[Any, int], int] | None = None  # sample with fewer steps instead of caching
 
 
 def _ours(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequence[Any]) -> Method:
@@ -65,11 +66,33 @@ def cachepilot_methods(steps: int = 50) -> list[Method]:
     ] + _learned_methods(steps, intervals, deltas)
 
 
+def fewer_steps() -> Method:
+    """The free baseline: the same scheduler with round(f x steps) steps, no cache at all."""
+    return Method("fewer-steps", [0.2, 0.3, 0.4, 0.5], lambda pipe, f: pipe, lambda pipe: None,
+                  steps_for=lambda f, steps: max(1, round(f * steps)))
+
+
+def _searched_schedules(steps: int) -> list[Method]:
+    """The best fixed schedules of an offline search (`cachepilot search-schedule`), when shipped."""
+    import json
+
+    from cachepilot.checkpoints import DEFAULT_CACHE
+
+    path = DEFAULT_CACHE / "searched_schedules.json"
+    if not path.exists():
+        return []
+    found = json.loads(path.read_text())
+    if found["num_steps"] != steps:
+        return []
+    masks = {float(k): v["mask"] for k, v in found["schedules"].items()}
+    return [_ours("searched-schedule", lambda f: "schedule:" + masks[f], found["predictor"], sorted(masks))]
+
+
 def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float]) -> list[Method]:
     """The same schedules with the embedded learned forecaster, and the learned policy, when shipped."""
     from cachepilot.checkpoints import DEFAULT_POLICY, DEFAULT_PREDICTOR
 
-    methods = []
+    methods = [fewer_steps()] + _searched_schedules(steps)
     if (DEFAULT_POLICY / "config.json").exists():
         methods.append(_ours("learned-policy", lambda f: f"learned:{f}", "learned", [0.2, 0.3, 0.4, 0.5]))
     if not (DEFAULT_PREDICTOR / "config.json").exists():

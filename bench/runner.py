@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -58,14 +58,14 @@ def _generate(pipe: DigitsDiTPipeline, method: Method | None, config: BenchConfi
     return torch.cat(chunks), wall, rows
 
 
-def _timed_pair(pipe, method, reference_pipe, config) -> tuple[torch.Tensor, float, float, int]:
+def _timed_pair(pipe, method, reference_pipe, config, method_config=None) -> tuple[torch.Tensor, float, float, int]:
     """Images, median wall of the method, median wall of full compute timed alternately with it
     (on an unhooked twin of the pipeline), rows: a speed-up from runs made side by side, so drift in
     the machine's speed (other load, thermal, allocator warm-up) hits both alike."""
     walls, full_walls = [], []
     for _ in range(config.repeats):
         full_walls.append(_generate(reference_pipe, None, config)[1])
-        images, wall, rows = _generate(pipe, method, config)
+        images, wall, rows = _generate(pipe, method, method_config or config)
         walls.append(wall)
     return images, statistics.median(walls), statistics.median(full_walls), rows
 
@@ -96,8 +96,10 @@ def run_bench(
     jobs = [(m, k) for m in methods for k in m.knobs]
     for method, knob in tqdm(jobs, desc="bench", disable=not progress):
         used = method.apply(pipe, knob)
+        # fewer-steps samples with its own step count; full compute is always timed at the full count
+        own = config if method.steps_for is None else replace(config, steps=method.steps_for(knob, config.steps))
         try:
-            images, wall, full_wall, rows = _timed_pair(used, method, reference_pipe, config)
+            images, wall, full_wall, rows = _timed_pair(used, method, reference_pipe, config, own)
             stats = cachepilot.last_stats(used)  # ours only: time in policy / predictor / stack
         finally:
             method.remove(used)

@@ -100,6 +100,57 @@ def _run_train_policy(args: argparse.Namespace) -> None:
     print(f"exported policy to {args.out}")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser("export", help="export the last PPO checkpoint of a work dir as a plain-torch policy")
+    ex.add_argument("--work-dir", type=Path, default=Path("runs/policy"))
+    ex.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/policy"))
+    ex.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    import json
+
+    from sb3_contrib import MaskablePPO
+
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy
+
+    last = _last_checkpoint(args.work_dir)
+    config_path = args.work_dir / "policy_config.json"
+    if last is None or not config_path.exists():
+        raise CachepilotError(f"no PPO checkpoint (ppo_*_steps.zip + policy_config.json) in {args.work_dir}")
+    config = PolicyConfig(**json.loads(config_path.read_text()))
+    export_policy(MaskablePPO.load(last, device="cpu"), args.out, load_pipeline().transformer, config)
+    print(f"exported {last} to {args.out}")
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    se = sub.add_parser("search-schedule", help="offline greedy search of the best fixed schedule per budget")
+    se.add_argument("--targets", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
+    se.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/searched_schedules.json"))
+    se.add_argument("--steps", type=int, default=50)
+    se.add_argument("--samples", type=int, default=16, help="training seeds the schedules are scored on")
+    se.add_argument("--predictor", default="learned")
+    se.set_defaults(func=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.schedule_search import search_schedule
+
+    pipe = load_pipeline()
+    found = {}
+    for target in args.targets:
+        mask, score = search_schedule(pipe, target, args.steps, args.samples, predictor=args.predictor)
+        found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
+        print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"num_steps": args.steps, "predictor": args.predictor, "samples": args.samples,
+                                    "seed": 300_000, "schedules": found}, indent=2))
+
+
 def _add_collect(sub: argparse._SubParsersAction) -> None:
     col = sub.add_parser("collect", help="record stack inputs and residuals (HF datasets shards, resumable)")
     col.add_argument("--out", type=Path, default=Path("runs/collect"))
@@ -216,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_bench(sub)
     _add_collect(sub)
+    _add_search(sub)
+    _add_export(sub)
     return parser
 
 

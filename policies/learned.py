@@ -39,7 +39,14 @@ def build_actor(config: dict) -> nn.Sequential:
 
 
 class LearnedPolicy(CachePolicy):
-    def __init__(self, path: str | Path, target: float = 0.3):
+    def __init__(self, path: str | Path | None = None, target: float = 0.3,
+                 state: tuple[dict, dict[str, torch.Tensor]] | None = None):
+        """path: an exported policy directory; or state = (config, actor weights) already in memory
+        (the training-time evaluation uses that)."""
+        if state is not None:
+            config, weights = state
+            self._setup(config, weights, "<in-memory policy>", target)
+            return
         path = Path(path)
         config_path, weights_path = path / "config.json", path / "model.safetensors"
         if not config_path.is_file() or not weights_path.is_file():
@@ -48,18 +55,25 @@ class LearnedPolicy(CachePolicy):
             config = json.loads(config_path.read_text())
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{config_path} is not valid JSON ({err})") from None
-        for field, expected in (("format_version", FORMAT_VERSION), ("observation", list(FEATURES)),
-                                ("actions", [a.name for a in Action])):
-            if config.get(field) != expected:
-                raise CheckpointError(f"policy checkpoint {path}: {field} is {config.get(field)!r}, this version "
-                                      f"of cachepilot expects {expected!r}")
-        self.config, self.source = config, str(path)
-        self.actor = build_actor(config)
         try:
-            self.actor.load_state_dict(load_file(str(weights_path)))
+            weights = load_file(str(weights_path))
         except Exception as err:
             raise CheckpointError(f"policy weights at {weights_path} could not be loaded, they look corrupt: "
                                   f"{err}") from err
+        self._setup(config, weights, str(path), target)
+
+    def _setup(self, config: dict, weights: dict[str, torch.Tensor], source: str, target: float) -> None:
+        for field, expected in (("format_version", FORMAT_VERSION), ("observation", list(FEATURES)),
+                                ("actions", [a.name for a in Action])):
+            if config.get(field) != expected:
+                raise CheckpointError(f"policy checkpoint {source}: {field} is {config.get(field)!r}, this "
+                                      f"version of cachepilot expects {expected!r}")
+        self.config, self.source = config, source
+        self.actor = build_actor(config)
+        try:
+            self.actor.load_state_dict(weights)
+        except Exception as err:
+            raise CheckpointError(f"policy weights of {source} do not fit its config: {err}") from err
         self.actor.eval()
         self.set_target(target)
 

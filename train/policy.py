@@ -7,15 +7,21 @@ with no SB3 import.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import configure
 
+import cachepilot
+from cachepilot.pipeline import DigitsDiTPipeline
+from cachepilot.policies.learned import LearnedPolicy
+from cachepilot.quality import psnr
+from cachepilot.sampling import sample_images
 from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.errors import CheckpointError
 from cachepilot.loading import load_pipeline
@@ -44,7 +50,49 @@ class PolicyConfig:
     ent_coef: float = 0.01
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     checkpoint_every: int = 20_000
+    eval_every: int = 25_000
+    eval_targets: tuple[float, ...] = (0.2, 0.4)
+    eval_samples: int = 16
+    eval_seed: int = 400_000                        # held-out seeds: neither training (200k+) nor bench (20k+)
     seed: int = 0
+
+
+class HeldOutEval(BaseCallback):
+    """Every `eval_every` steps: the deterministic actor (exactly as exported) on held-out seeds, through
+    the real pipeline on an unhooked twin; logs PSNR vs. full compute and compute fraction per target."""
+
+    def __init__(self, pipe, config: PolicyConfig):
+        super().__init__()
+        self.pipe = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer),
+                                      scheduler=copy.deepcopy(pipe.scheduler))
+        cachepilot.disable(self.pipe)
+        self.config, self.last = config, 0
+        self.labels = [i % 10 for i in range(config.eval_samples)]
+        self.reference = sample_images(self.pipe, self.labels, seed=config.eval_seed,
+                                       num_inference_steps=config.num_steps)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last >= self.config.eval_every:
+            self.last = self.num_timesteps
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        state = actor_export(self.model, self.pipe.transformer, self.config)
+        results = {}
+        for target in self.config.eval_targets:
+            cachepilot.enable(self.pipe, LearnedPolicy(state=state, target=target), self.config.predictor)
+            try:
+                images = sample_images(self.pipe, self.labels, seed=self.config.eval_seed,
+                                       num_inference_steps=self.config.num_steps)
+                fraction = cachepilot.last_stats(self.pipe).compute_fraction
+            finally:
+                cachepilot.disable(self.pipe)
+            results[f"eval/psnr_{target:g}"] = psnr(images, self.reference)
+            results[f"eval/compute_fraction_{target:g}"] = fraction
+        for key, value in results.items():
+            self.logger.record(key, value)
+        return results
 
 
 def _last_checkpoint(work_dir: Path) -> Path | None:
@@ -76,14 +124,20 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     (work_dir / "policy_config.json").write_text(json.dumps(asdict(config), indent=2))
     checkpoints = CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(work_dir),
                                      name_prefix=CHECKPOINT_PREFIX)
-    model.learn(config.total_timesteps, callback=checkpoints, progress_bar=progress,
+    evaluation = HeldOutEval(pipe, config)
+    model.learn(config.total_timesteps, callback=[checkpoints, evaluation], progress_bar=progress,
                 reset_num_timesteps=not resume)
+    model.logger.record("time/total_timesteps", model.num_timesteps)
+    for key, value in evaluation.evaluate().items():  # the final policy's figures, in the CSV too
+        model.logger.record(key, value)
+    model.logger.dump(model.num_timesteps)
     model.save(work_dir / f"{CHECKPOINT_PREFIX}_{model.num_timesteps}_steps")
     return model
 
 
-def export_policy(model, out_dir: Path, transformer: torch.nn.Module, config: PolicyConfig) -> Path:
-    """Write the actor path (mlp_extractor.policy_net + action_net) as safetensors + config.json."""
+def actor_export(model, transformer: torch.nn.Module, config: PolicyConfig) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, weights) of the actor path: mlp_extractor.policy_net then action_net, as the
+    `nn.Sequential` that `policies.learned.build_actor` rebuilds (Linear layers at even indices)."""
     policy = model.policy
     layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     if len(layers) != len(config.net_arch):
@@ -92,10 +146,7 @@ def export_policy(model, out_dir: Path, transformer: torch.nn.Module, config: Po
     for i, layer in enumerate(layers + [policy.action_net]):
         state[f"{2 * i}.weight"] = layer.weight.detach().cpu().contiguous()
         state[f"{2 * i}.bias"] = layer.bias.detach().cpu().contiguous()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out_dir / "model.safetensors"))
-    (out_dir / "config.json").write_text(json.dumps({
+    return {
         "format_version": FORMAT_VERSION,
         "backbone": backbone_fingerprint(transformer),
         "observation": list(FEATURES),
@@ -106,5 +157,14 @@ def export_policy(model, out_dir: Path, transformer: torch.nn.Module, config: Po
         "net_arch": list(config.net_arch),
         "activation": "tanh",
         "timesteps": int(model.num_timesteps),
-    }, indent=2))
+    }, state
+
+
+def export_policy(model, out_dir: Path, transformer: torch.nn.Module, config: PolicyConfig) -> Path:
+    """Write the actor as model.safetensors + config.json (a release artefact: no SB3 needed to load)."""
+    policy_config, state = actor_export(model, transformer, config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out_dir / "model.safetensors"))
+    (out_dir / "config.json").write_text(json.dumps(policy_config, indent=2))
     return out_dir

@@ -13,7 +13,7 @@ from cachepilot.policies.learned import LearnedPolicy
 from cachepilot.train.policy import PolicyConfig, export_policy, train_policy
 
 TINY = dict(num_envs=4, num_steps=10, total_timesteps=160, batch_size=40, n_epochs=1, checkpoint_every=80,
-            predictor="taylor:1")
+            predictor="taylor:1", eval_every=80, eval_samples=4)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,17 @@ def test_export_matches_sb3_deterministic_predict(exported):
     expected, _ = model.predict(obs, deterministic=True)
     with torch.no_grad():
         assert (policy.actor(torch.from_numpy(obs)).argmax(1).numpy() == expected).all()
+
+
+def test_held_out_evaluation_is_logged(exported):
+    import pandas as pd
+
+    _, _, work, _, _ = exported
+    log = pd.read_csv(work / "logs" / "progress.csv")
+    for target in (0.2, 0.4):
+        values = log[f"eval/compute_fraction_{target:g}"].dropna()
+        assert len(values) >= 1 and (values == round(target * 10) / 10).all()
+        assert log[f"eval/psnr_{target:g}"].dropna().between(5, 100).all()
 
 
 def test_resume_continues_the_timestep_count(exported):
