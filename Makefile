@@ -26,7 +26,7 @@ demo: $(STAMP)
 		--steps 50 --seed 0 --out $(OUT)/grid.png
 	$(BIN)/cachepilot evaluate --samples-per-class 50 --steps 50 --json $(OUT)/evaluate.json
 	$(BIN)/cachepilot generate --classes 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 \
-		--steps 50 --seed 0 --policy fixed:3 --predictor learned --out $(OUT)/grid_cached.png
+		--steps 50 --seed 0 --policy learned --speed 0.3 --out $(OUT)/grid_cached.png
 
 test: $(STAMP)
 	$(BIN)/pytest -q

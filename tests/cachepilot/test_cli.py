@@ -38,6 +38,9 @@ def test_generate_with_a_cache_policy_reports_speedup_and_psnr(tmp_path, capsys)
     (["generate", "--policy", "threshold:-1"], "delta must be"),
     (["generate", "--policy", "fixed:2", "--predictor", "taylor:5"], "order must be"),
     (["bench", "--methods", "nope"], "unknown bench method"),
+    (["generate", "--speed", "1.5"], "(0, 1]"),
+    (["generate", "--policy", "fixed:2", "--speed", "0.3"], "--speed"),
+    (["export", "--work-dir", "/nonexistent/run"], "no PPO checkpoint"),
 ])
 def test_bad_cache_options_are_one_clear_line(tmp_path, capsys, argv, message):
     extra = ["--out", str(tmp_path / "x")]
