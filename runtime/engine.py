@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry  # noqa: F401  (re-exported for hooks.py users)
 from diffusers.hooks.hooks import BaseState
 
 from cachepilot.errors import InvalidInputError
@@ -95,7 +94,7 @@ class CacheEngine:
         if state.step == 0 or (state.num_steps and state.step >= state.num_steps) or (
                 step_index == 0 and state.step != 0):
             self._start(state, hidden, num_steps)
-        step, samples, copies = state.step, state.samples, state.copies
+        step, samples = state.step, state.samples
 
         tic = time.perf_counter()
         obs = self.observe(state, hidden)

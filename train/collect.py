@@ -98,15 +98,14 @@ def _record_batch(pipe: DigitsDiTPipeline, policy: str, start: int, config: Coll
         cachepilot.disable(pipe)
     hidden = torch.stack(recorder.inputs, 1).half().cpu().numpy()      # (rows, steps, tokens, dim)
     residual = torch.stack(recorder.residuals, 1).half().cpu().numpy()
-    rows = hidden.shape[0]
-    copies = rows // count
+    rows = hidden.shape[0]  # count x CFG copies
     return {
         "sample": [config.seed + start + (r % count) for r in range(rows)],
         "class_label": [labels[r % count] for r in range(rows)],
         "cfg_copy": [r // count for r in range(rows)],
         "policy": [policy] * rows,
         "hidden": list(hidden), "residual": list(residual),
-    } if copies >= 1 else {}
+    }
 
 
 def _features(steps: int, tokens: int, dim: int) -> Features:

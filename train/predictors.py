@@ -8,7 +8,6 @@ gaps), taken from full-compute and cached trajectories alike. A LightningModule 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace

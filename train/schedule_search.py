@@ -8,7 +8,6 @@ keep the best move of each sweep, stop when no move helps.
 
 from __future__ import annotations
 
-import torch
 from tqdm.auto import tqdm
 
 import cachepilot
