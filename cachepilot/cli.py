@@ -45,6 +45,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--envs", type=int, default=None, help="samples per batched env step")
     po.add_argument("--predictor", default=None, help="what FORECAST uses during training (default: learned)")
     po.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+    po.add_argument("--warm-start", default=None,
+                    help="searched_schedules.json to behaviour-clone before PPO (see search-schedule)")
+    po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
+    po.add_argument("--lr", type=float, default=None)
+    po.add_argument("--ent-coef", type=float, default=None)
+    po.add_argument("--env-seed", type=int, default=None, help="seed of the envs' episode draws (default 0)")
     po.set_defaults(func=_run_train_policy)
 
     clf = train.add_parser("classifier", help="train the reference digits classifier used by the metrics")
@@ -94,6 +100,12 @@ def _run_train_policy(args: argparse.Namespace) -> None:
             setattr(config, name, value)
     if args.predictor:
         config.predictor = args.predictor
+    if args.targets is not None:
+        config.targets = tuple(args.targets)
+    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("warm_start", args.warm_start),
+                        ("env_seed", args.env_seed)):
+        if value is not None:
+            setattr(config, name, value)
     pipe = load_pipeline()
     model = train_policy(config, args.work_dir, resume=args.resume, pipe=pipe)
     export_policy(model, args.out, pipe.transformer, config)

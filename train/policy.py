@@ -54,7 +54,11 @@ class PolicyConfig:
     eval_targets: tuple[float, ...] = (0.2, 0.4)
     eval_samples: int = 16
     eval_seed: int = 400_000                        # held-out seeds: neither training (200k+) nor bench (20k+)
+    warm_start: str | None = None                   # searched_schedules.json: behaviour-clone them first
+    warm_start_episodes: int = 8
+    warm_start_epochs: int = 300
     seed: int = 0
+    env_seed: int | None = None                     # the envs' episode draws (default: seed)
 
 
 class HeldOutEval(BaseCallback):
@@ -66,6 +70,7 @@ class HeldOutEval(BaseCallback):
         self.pipe = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer),
                                       scheduler=copy.deepcopy(pipe.scheduler))
         cachepilot.disable(self.pipe)
+        self.pipe.set_progress_bar_config(disable=True)
         self.config, self.last = config, 0
         self.labels = [i % 10 for i in range(config.eval_samples)]
         self.reference = sample_images(self.pipe, self.labels, seed=config.eval_seed,
@@ -107,7 +112,8 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     work_dir.mkdir(parents=True, exist_ok=True)
     pipe = pipe if pipe is not None else load_pipeline()
     env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
-                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed)
+                        targets=tuple(config.targets), seeds=tuple(config.seeds),
+                        seed=config.seed if config.env_seed is None else config.env_seed)
     if resume:
         last = _last_checkpoint(work_dir)
         if last is None:
@@ -121,6 +127,14 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
             policy_kwargs={"net_arch": list(config.net_arch), "activation_fn": torch.nn.Tanh},
         )
     model.set_logger(configure(str(work_dir / "logs"), ["csv"] + (["stdout"] if not progress else [])))
+    if config.warm_start and not resume:
+        from cachepilot.train.warm_start import behaviour_clone, schedule_rollouts
+
+        found = json.loads(Path(config.warm_start).read_text())
+        schedules = {float(k): v["mask"] for k, v in found["schedules"].items()}
+        observations, actions = schedule_rollouts(env, schedules, config.warm_start_episodes, seed=config.seed)
+        accuracy = behaviour_clone(model, observations, actions, epochs=config.warm_start_epochs, progress=progress)
+        model.logger.record("warm_start/accuracy", accuracy)
     (work_dir / "policy_config.json").write_text(json.dumps(asdict(config), indent=2))
     checkpoints = CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(work_dir),
                                      name_prefix=CHECKPOINT_PREFIX)

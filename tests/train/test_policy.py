@@ -100,3 +100,15 @@ def test_bad_checkpoints_and_targets(exported, tmp_path):
                                   num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
     with pytest.raises(CheckpointError, match="hidden_size"):
         cachepilot.enable(other, LearnedPolicy(out), "reuse", num_inference_steps=10)
+
+
+def test_warm_start_clones_a_schedule(exported):
+    from cachepilot.envs.vec_env import CachingVecEnv
+    from cachepilot.train.warm_start import behaviour_clone, schedule_rollouts
+
+    model, _, _, config, own = exported
+    env = CachingVecEnv(4, own, num_steps=10, predictor="taylor:1", seed=0)
+    schedules = {0.3: "1000100001", 0.5: "1010101011"}
+    observations, actions = schedule_rollouts(env, schedules, episodes=2)
+    assert observations.shape == (2 * 10 * 4, 7) and set(actions.tolist()) == {0, 2}
+    assert behaviour_clone(model, observations, actions, epochs=150, progress=False) >= 0.95
