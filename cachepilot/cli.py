@@ -50,7 +50,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
     po.add_argument("--lr", type=float, default=None)
     po.add_argument("--ent-coef", type=float, default=None)
-    po.add_argument("--env-seed", type=int, default=None, help="seed of the envs' episode draws (default 0)")
     po.set_defaults(func=_run_train_policy)
 
     clf = train.add_parser("classifier", help="train the reference digits classifier used by the metrics")
@@ -102,8 +101,7 @@ def _run_train_policy(args: argparse.Namespace) -> None:
         config.predictor = args.predictor
     if args.targets is not None:
         config.targets = tuple(args.targets)
-    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("warm_start", args.warm_start),
-                        ("env_seed", args.env_seed)):
+    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("warm_start", args.warm_start)):
         if value is not None:
             setattr(config, name, value)
     pipe = load_pipeline()

@@ -58,7 +58,6 @@ class PolicyConfig:
     warm_start_episodes: int = 8
     warm_start_epochs: int = 300
     seed: int = 0
-    env_seed: int | None = None                     # the envs' episode draws (default: seed)
 
 
 class HeldOutEval(BaseCallback):
@@ -112,8 +111,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     work_dir.mkdir(parents=True, exist_ok=True)
     pipe = pipe if pipe is not None else load_pipeline()
     env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
-                        targets=tuple(config.targets), seeds=tuple(config.seeds),
-                        seed=config.seed if config.env_seed is None else config.env_seed)
+                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed)
     if resume:
         last = _last_checkpoint(work_dir)
         if last is None:
