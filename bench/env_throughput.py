@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import numpy as np
@@ -16,7 +15,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.loading import load_pipeline
-from cachepilot.pipeline import DigitsDiTPipeline
 
 
 def measure(env, masks_of, num_envs: int, steps: int, episodes: int, seed: int = 0) -> float:
@@ -38,11 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     base = load_pipeline()
 
-    def twin() -> DigitsDiTPipeline:
-        return DigitsDiTPipeline(transformer=copy.deepcopy(base.transformer), scheduler=copy.deepcopy(base.scheduler))
-
-    vec = CachingVecEnv(args.envs, twin(), num_steps=args.steps, seed=0)
-    dummy = DummyVecEnv([lambda: CachingEnv(twin(), num_steps=args.steps) for _ in range(args.envs)])
+    vec = CachingVecEnv(args.envs, base.unhooked_copy(), num_steps=args.steps, seed=0)
+    dummy = DummyVecEnv([lambda: CachingEnv(base.unhooked_copy(), num_steps=args.steps) for _ in range(args.envs)])
     dummy.seed(0)
     batched = measure(vec, lambda env: env.action_masks(), args.envs, args.steps, args.episodes)
     single = measure(dummy, lambda env: np.stack(env.env_method("action_masks")), args.envs, args.steps,

@@ -6,7 +6,6 @@ runner measures them all the same way (block evaluations, wall time, fidelity, q
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -156,8 +155,7 @@ def cache_dit_methods() -> list[Method]:
 
     def apply(pipe, threshold):
         # cache-dit patches the transformer in place: work on a copy so the shared one stays clean
-        clone = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=pipe.scheduler)
-        clone.set_progress_bar_config(disable=True)
+        clone = pipe.unhooked_copy()
         cache_dit.enable_cache(clone.transformer, cache_config=DBCacheConfig(
             Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=threshold,
             max_warmup_steps=2, enable_separate_cfg=False))

@@ -8,7 +8,6 @@ the full-compute image of the same seed, class accuracy and Fréchet distance (r
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -75,8 +74,7 @@ def run_bench(
     progress: bool = True,
 ) -> list[dict]:
     pipe.set_progress_bar_config(disable=True)
-    reference_pipe = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=pipe.scheduler)
-    reference_pipe.set_progress_bar_config(disable=True)
+    reference_pipe = pipe.unhooked_copy()
     labels = torch.tensor(_labels(config.samples))
     held_out = load_digits_split().held_out_images
     warm_up = BenchConfig(**{**config.__dict__, "samples": min(config.samples, config.batch_size), "steps": 2})

@@ -6,6 +6,7 @@ model works directly on 8x8 pixels, so this pipeline mirrors its `__call__` with
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,6 +87,16 @@ class DigitsDiTPipeline(DiffusionPipeline):
         if output_type not in ("pil", "np", "pt"):
             raise InvalidInputError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         return labels
+
+    def unhooked_copy(self) -> "DigitsDiTPipeline":
+        """An independent full-compute twin (own weights copy, own scheduler, no cachepilot hooks, no
+        progress bar): references, timings and evaluations run beside a hooked pipeline without touching it."""
+        from cachepilot.runtime.hooks import remove_cache
+
+        twin = DigitsDiTPipeline(transformer=copy.deepcopy(self.transformer), scheduler=copy.deepcopy(self.scheduler))
+        remove_cache(twin.transformer)
+        twin.set_progress_bar_config(disable=True)
+        return twin
 
     def _reset_cache_hooks(self) -> bool:
         """Reset stateful cache hooks (ours or diffusers'); True when the transformer has any."""

@@ -11,7 +11,6 @@ uniform schedule at the same budget, so that per-sample difficulty drops out of 
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
@@ -33,11 +32,7 @@ class CachingEpisodes:
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)
         if references is None:
-            twin = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer),
-                                     scheduler=copy.deepcopy(pipe.scheduler))
-            twin.set_progress_bar_config(disable=True)
-            cachepilot.disable(twin)
-            references = ReferenceStore(twin, num_steps, guidance)
+            references = ReferenceStore(pipe.unhooked_copy(), num_steps, guidance)
         self.references, self.num_steps, self.guidance = references, num_steps, guidance
         self.agent = ExternalActions()
         self.engine = cachepilot.enable(pipe, self.agent, predictor)

@@ -13,7 +13,6 @@ recomputed, so an interrupted collection resumes where it stopped.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -55,19 +54,25 @@ class CollectConfig:
 
 
 class _StackRecorder:
-    """Runs an unhooked copy of the transformer on every call and keeps its stack input and residual."""
+    """Runs an unhooked twin of the transformer on every call and keeps its stack input and residual.
 
-    def __init__(self, transformer: torch.nn.Module):
-        self.truth = copy.deepcopy(transformer)
-        from cachepilot.runtime.hooks import remove_cache
+    Use as a context manager: the capture hooks live on the twin only while recording."""
 
-        remove_cache(self.truth)
-        blocks = get_adapter(self.truth).blocks(self.truth)
+    def __init__(self, truth: torch.nn.Module):
+        self.truth = truth
         self.inputs: list[torch.Tensor] = []
         self.residuals: list[torch.Tensor] = []
         self._current: torch.Tensor | None = None
-        blocks[0].register_forward_pre_hook(self._capture_input, with_kwargs=True)
-        blocks[-1].register_forward_hook(self._capture_output)
+
+    def __enter__(self) -> "_StackRecorder":
+        blocks = get_adapter(self.truth).blocks(self.truth)
+        self._handles = [blocks[0].register_forward_pre_hook(self._capture_input, with_kwargs=True),
+                         blocks[-1].register_forward_hook(self._capture_output)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
 
     def _capture_input(self, module, args, kwargs):
         self._current = args[0] if args else kwargs["hidden_states"]
@@ -82,20 +87,21 @@ class _StackRecorder:
             self.truth(*args, **kwargs)
 
 
-def _record_batch(pipe: DigitsDiTPipeline, policy: str, start: int, config: CollectConfig) -> dict:
+def _record_batch(pipe: DigitsDiTPipeline, truth: torch.nn.Module, policy: str, start: int,
+                  config: CollectConfig) -> dict:
     count = min(config.batch_size, config.samples_per_policy - start)
     labels = [(start + i) % 10 for i in range(count)]
-    recorder = _StackRecorder(pipe.transformer)
-    handle = pipe.transformer.register_forward_pre_hook(recorder, with_kwargs=True)
-    if policy != "always":
-        cachepilot.enable(pipe, policy, config.predictor)
-    try:
-        generators = [torch.Generator().manual_seed(config.seed + start + i) for i in range(count)]
-        pipe(labels, num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generators,
-             output_type="pt")
-    finally:
-        handle.remove()
-        cachepilot.disable(pipe)
+    with _StackRecorder(truth) as recorder:
+        handle = pipe.transformer.register_forward_pre_hook(recorder, with_kwargs=True)
+        if policy != "always":
+            cachepilot.enable(pipe, policy, config.predictor)
+        try:
+            generators = [torch.Generator().manual_seed(config.seed + start + i) for i in range(count)]
+            pipe(labels, num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generators,
+                 output_type="pt")
+        finally:
+            handle.remove()
+            cachepilot.disable(pipe)
     hidden = torch.stack(recorder.inputs, 1).half().cpu().numpy()      # (rows, steps, tokens, dim)
     residual = torch.stack(recorder.residuals, 1).half().cpu().numpy()
     rows = hidden.shape[0]  # count x CFG copies
@@ -150,6 +156,7 @@ def collect(
     if not (out_dir / WEIGHTS_FILE).exists():
         write_step_weights(out_dir, pipe, config)
     pipe.set_progress_bar_config(disable=True)
+    truth = pipe.unhooked_copy().transformer  # computes the true residuals on the cached trajectories
     written = []
     todo = list(range(config.num_shards)) if shards is None else shards
     for shard in todo:
@@ -161,7 +168,7 @@ def collect(
             continue
         columns: dict[str, list] = {}
         for policy, start in tqdm(config.shard_jobs(shard), desc=f"collect shard {shard}", disable=not progress):
-            for key, values in _record_batch(pipe, policy, start, config).items():
+            for key, values in _record_batch(pipe, truth, policy, start, config).items():
                 columns.setdefault(key, []).extend(values)
         if not columns:
             continue

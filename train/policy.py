@@ -7,7 +7,6 @@ with no SB3 import.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import configure
 
 import cachepilot
-from cachepilot.pipeline import DigitsDiTPipeline
 from cachepilot.policies.learned import LearnedPolicy
 from cachepilot.quality import psnr
 from cachepilot.sampling import sample_images
@@ -66,10 +64,7 @@ class HeldOutEval(BaseCallback):
 
     def __init__(self, pipe, config: PolicyConfig):
         super().__init__()
-        self.pipe = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer),
-                                      scheduler=copy.deepcopy(pipe.scheduler))
-        cachepilot.disable(self.pipe)
-        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.unhooked_copy()
         self.config, self.last = config, 0
         self.labels = [i % 10 for i in range(config.eval_samples)]
         self.reference = sample_images(self.pipe, self.labels, seed=config.eval_seed,

@@ -15,11 +15,9 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def env(pipe):
-    import copy
 
-    from cachepilot.pipeline import DigitsDiTPipeline
 
-    own = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=copy.deepcopy(pipe.scheduler))
+    own = pipe.unhooked_copy()
     return CachingEnv(own, num_steps=STEPS)
 
 

@@ -1,4 +1,3 @@
-import copy
 
 import numpy as np
 import pytest
@@ -6,13 +5,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.envs.vec_env import CachingVecEnv
-from cachepilot.pipeline import DigitsDiTPipeline
 
 STEPS, N = 8, 3
 
 
 def _twin(pipe):
-    return DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=copy.deepcopy(pipe.scheduler))
+    return pipe.unhooked_copy()
 
 
 def _rollout(env, masks_of, episodes=2):

@@ -18,11 +18,9 @@ TINY = dict(num_envs=4, num_steps=10, total_timesteps=160, batch_size=40, n_epoc
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, pipe):
-    import copy
 
-    from cachepilot.pipeline import DigitsDiTPipeline
 
-    own = DigitsDiTPipeline(transformer=copy.deepcopy(pipe.transformer), scheduler=copy.deepcopy(pipe.scheduler))
+    own = pipe.unhooked_copy()
     work = tmp_path_factory.mktemp("ppo")
     config = PolicyConfig(**TINY)
     model = train_policy(config, work, progress=False, pipe=own)
