@@ -45,8 +45,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--envs", type=int, default=None, help="samples per batched env step")
     po.add_argument("--predictor", default=None, help="what FORECAST uses during training (default: learned)")
     po.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
-    po.add_argument("--warm-start", default=None,
-                    help="searched_schedules.json to behaviour-clone before PPO (see search-schedule)")
+    po.add_argument("--prior", default=None,
+                    help="searched_schedules.json whose schedule the policy observes (default: the shipped "
+                         "one; 'none': the uniform schedule)")
+    po.add_argument("--warm-start", action="store_true", help="behaviour-clone the prior schedule before PPO")
+    po.add_argument("--seed", type=int, default=None)
     po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
     po.add_argument("--lr", type=float, default=None)
     po.add_argument("--ent-coef", type=float, default=None)
@@ -101,9 +104,16 @@ def _run_train_policy(args: argparse.Namespace) -> None:
         config.predictor = args.predictor
     if args.targets is not None:
         config.targets = tuple(args.targets)
-    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("warm_start", args.warm_start)):
+    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("seed", args.seed)):
         if value is not None:
             setattr(config, name, value)
+    config.warm_start = args.warm_start
+    if args.prior is None:
+        from cachepilot.checkpoints import DEFAULT_CACHE
+
+        config.prior = str(DEFAULT_CACHE / "searched_schedules.json")
+    else:
+        config.prior = None if args.prior.lower() == "none" else args.prior
     pipe = load_pipeline()
     model = train_policy(config, args.work_dir, resume=args.resume, pipe=pipe)
     export_policy(model, args.out, pipe.transformer, config)

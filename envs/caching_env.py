@@ -15,6 +15,7 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.loading import load_pipeline
 from cachepilot.pipeline import DigitsDiTPipeline
 from cachepilot.policies.features import CLIP, NUM_FEATURES
+from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import NUM_ACTIONS
 
 
@@ -41,11 +42,12 @@ class CachingEnv(gym.Env):
 
     def __init__(self, pipe: DigitsDiTPipeline | None = None, num_steps: int = 50, predictor: str = "taylor:1",
                  targets: tuple[float, float] = (0.2, 0.5), seeds: tuple[int, int] = (200_000, 300_000),
-                 guidance: float = 1.0, references: ReferenceStore | None = None):
+                 guidance: float = 1.0, references: ReferenceStore | None = None,
+                 prior: SchedulePrior | None = None):
         super().__init__()
         check_targets(targets)
         self.episodes = CachingEpisodes(pipe if pipe is not None else load_pipeline(), num_steps, predictor,
-                                        guidance, references)
+                                        guidance, references, prior)
         self.targets, self.seeds = targets, seeds
         self.observation_space = gym.spaces.Box(0.0, CLIP, (NUM_FEATURES,), np.float32)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)

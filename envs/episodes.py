@@ -3,7 +3,8 @@
 
 Each step runs through the same cache engine as inference: the actions reach it through
 `ExternalActions`, and the observation is the engine's own `preview` of what its policy would see.
-Budgets are exact (action masks, `policies.budget`). Reward: potential-based shaping on the relative
+Budgets are exact (action masks, `policies.budget`); the observation includes the prior schedule's
+suggestion (`policies.prior`). Reward: potential-based shaping on the relative
 distance of the latents to the full-compute reference trajectory of the same seed and class
 (r_t = D_t - D_{t+1}, which telescopes to -D_T), plus a terminal -D_T, both divided by D_T of a
 uniform schedule at the same budget, so that per-sample difficulty drops out of the advantage.
@@ -23,13 +24,15 @@ from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.budget import apply_masks, budget_computes, budget_masks
 from cachepilot.policies.external import ExternalActions
 from cachepilot.policies.features import observation_features
+from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import Action
 
 
 class CachingEpisodes:
     def __init__(self, pipe: DigitsDiTPipeline, num_steps: int, predictor: str, guidance: float = 1.0,
-                 references: ReferenceStore | None = None):
+                 references: ReferenceStore | None = None, prior: SchedulePrior | None = None):
         self.pipe = pipe
+        self.prior = prior if prior is not None else SchedulePrior()
         self.pipe.set_progress_bar_config(disable=True)
         if references is None:
             references = ReferenceStore(pipe.unhooked_copy(), num_steps, guidance)
@@ -42,6 +45,7 @@ class CachingEpisodes:
     def start(self, seeds: list[int], labels: list[int], targets: list[float]) -> np.ndarray:
         self.seeds, self.labels, self.targets = list(seeds), list(labels), torch.tensor(targets)
         self.allowed = torch.tensor([budget_computes(float(t), self.num_steps) for t in targets])
+        self.prior_masks = self.prior.masks(self.targets, self.num_steps)
         keys = list(zip(self.seeds, self.labels))
         self.references.compute(keys)
         self.reference = torch.stack([self.references.trajectory(s, c) for s, c in keys])  # (N, T+1, ...)
@@ -87,7 +91,7 @@ class CachingEpisodes:
             hidden = transformer.pos_embed(model_input)  # the stack input (DiT), as the hook sees it
         obs = self.engine.preview(self.engine.state_manager.get_state(), hidden, self.num_steps)
         self.masks = budget_masks(obs, self.allowed)
-        return observation_features(obs, self.targets, self.allowed).cpu().numpy().astype(np.float32)
+        return observation_features(obs, self.targets, self.allowed, self.prior_masks).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def uniform_errors(self, keys: list[tuple[int, int]], computes: list[int]) -> torch.Tensor:

@@ -22,6 +22,7 @@ from cachepilot.envs.references import ReferenceStore
 from cachepilot.loading import load_pipeline
 from cachepilot.pipeline import DigitsDiTPipeline
 from cachepilot.policies.features import CLIP, NUM_FEATURES
+from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import NUM_ACTIONS
 
 
@@ -29,12 +30,13 @@ class CachingVecEnv(VecEnv):
     def __init__(self, num_envs: int, pipe: DigitsDiTPipeline | None = None, num_steps: int = 50,
                  predictor: str = "taylor:1", targets: tuple[float, float] = (0.2, 0.5),
                  seeds: tuple[int, int] = (200_000, 300_000), guidance: float = 1.0,
-                 references: ReferenceStore | None = None, seed: int | None = None):
+                 references: ReferenceStore | None = None,
+                 prior: SchedulePrior | None = None, seed: int | None = None):
         check_targets(targets)
         super().__init__(num_envs, gym.spaces.Box(0.0, CLIP, (NUM_FEATURES,), np.float32),
                          gym.spaces.Discrete(NUM_ACTIONS))
         self.episodes = CachingEpisodes(pipe if pipe is not None else load_pipeline(), num_steps, predictor,
-                                        guidance, references)
+                                        guidance, references, prior)
         self.targets, self.seeds = targets, seeds
         self._rngs = [seeding.np_random(None if seed is None else seed + i)[0] for i in range(num_envs)]
         self._actions: np.ndarray | None = None

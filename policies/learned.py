@@ -1,7 +1,7 @@
 """`LearnedPolicy`: the exported actor of a PPO policy, in plain torch (no stable-baselines3 here).
 
 checkpoint directory: `config.json` (format version, backbone fingerprint, observation features,
-actions, trained step range, actor layout) + `model.safetensors` (the actor MLP: SB3's
+actions, trained step range, actor layout, the prior schedules it observes) + `model.safetensors` (the actor MLP: SB3's
 `mlp_extractor.policy_net` then `action_net`). Decisions: masked argmax of the logits, with the same
 budget masks as training, so `predict(deterministic=True)` and this agree.
 """
@@ -20,11 +20,12 @@ from cachepilot.errors import CheckpointError, InvalidInputError
 from cachepilot.policies.base import CachePolicy
 from cachepilot.policies.budget import budget_computes, budget_masks
 from cachepilot.policies.features import FEATURES, observation_features
+from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.fingerprint import check_fingerprint
 from cachepilot.runtime.observation import Observation
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
@@ -69,6 +70,7 @@ class LearnedPolicy(CachePolicy):
                 raise CheckpointError(f"policy checkpoint {source}: {field} is {config.get(field)!r}, this "
                                       f"version of cachepilot expects {expected!r}")
         self.config, self.source = config, source
+        self.prior = SchedulePrior({float(t): m for t, m in config.get("prior", {}).items()})
         self.actor = build_actor(config)
         try:
             self.actor.load_state_dict(weights)
@@ -92,13 +94,15 @@ class LearnedPolicy(CachePolicy):
         if not low <= num_steps <= high:
             warnings.warn(f"the policy {self.source} was trained for {low}..{high} steps, not {num_steps}: "
                           "its observations are normalised, but expect weaker decisions", stacklevel=2)
-        self.allowed = torch.full((batch_size,), budget_computes(self.target, num_steps))
+        device = next(self.actor.parameters()).device
+        self.allowed = torch.full((batch_size,), budget_computes(self.target, num_steps), device=device)
+        self.prior_masks = self.prior.masks([self.target] * batch_size, num_steps).to(device)
 
     @torch.no_grad()
     def decide(self, obs: Observation) -> torch.Tensor:
-        allowed = self.allowed.to(obs.computes.device)
+        allowed = self.allowed
         target = torch.tensor(self.target, device=obs.computes.device)
-        features = observation_features(obs, target, allowed)
+        features = observation_features(obs, target, allowed, self.prior_masks)
         logits = self.actor(features.to(next(self.actor.parameters()).dtype))
         logits = logits.masked_fill(~budget_masks(obs, allowed), float("-inf"))
         return logits.argmax(1)

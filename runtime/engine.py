@@ -56,6 +56,7 @@ class EngineState(BaseState):
         self.since_compute: torch.Tensor | None = None
         self.computes: torch.Tensor | None = None
         self.has_cache: torch.Tensor | None = None
+        self.drift: torch.Tensor | None = None
         self.decisions: list[torch.Tensor] = []
         self.seconds = {"policy": 0.0, "predictor": 0.0, "stack": 0.0}
 
@@ -120,9 +121,12 @@ class CacheEngine:
         if computed_rows.numel():
             if not state.history.allocated:
                 state.history.allocate(residual.new_zeros((rows, *residual.shape[1:])))
-            state.history.update(computed_rows, step, residual)
             computed = torch.zeros(samples, dtype=torch.bool, device=hidden.device)
             computed[compute.to(hidden.device)] = True
+            tic = time.perf_counter()
+            self._update_drift(state, computed, computed_rows, residual, step)  # observation cost
+            state.seconds["policy"] += time.perf_counter() - tic
+            state.history.update(computed_rows, step, residual)
             if state.probe_ref is None:
                 state.probe_ref = hidden.clone()
             else:
@@ -149,7 +153,7 @@ class CacheEngine:
         else:
             change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
         return Observation(state.step, state.num_steps, change, state.accumulated + step_change,
-                           state.since_compute, state.computes, state.has_cache)
+                           state.since_compute, state.computes, state.has_cache, state.drift)
 
     def preview(self, state: EngineState, hidden: torch.Tensor, num_steps: int) -> Observation:
         """The observation the next `execute` with this stack input will hand the policy.
@@ -206,6 +210,19 @@ class CacheEngine:
         return out, new_hidden, computed_rows, residual
 
     # -- bookkeeping ------------------------------------------------------------------------
+    def _update_drift(self, state: EngineState, computed: torch.Tensor, computed_rows: torch.Tensor,
+                      residual: torch.Tensor, step: int) -> None:
+        """Per computing sample, before its history takes the new residual: the relative change of its
+        stack residual since its previous compute, per step — how fast its cache goes stale (one
+        reduction over the computing rows; 0 until the sample has computed twice)."""
+        history = state.history
+        previous, previous_step = history.residuals[0, computed_rows], history.steps[0, computed_rows]
+        gap = (step - previous_step).clamp(min=1.0)
+        per_row = (_relative_l1(residual, previous) / gap).where(history.count[computed_rows] > 0, 0.0)
+        all_rows = per_row.new_zeros(state.copies * state.samples)
+        all_rows[computed_rows] = per_row
+        state.drift = torch.where(computed, all_rows.view(state.copies, state.samples).mean(0), state.drift)
+
     def _rows(self, sample_idx: torch.Tensor, state: EngineState) -> torch.Tensor:
         """Batch rows of the given samples: sample i owns rows i, i + S, i + 2S, ... (CFG copies)."""
         offsets = torch.arange(state.copies) * state.samples
@@ -232,6 +249,7 @@ class CacheEngine:
         state.since_compute = torch.zeros(state.samples, dtype=torch.long, device=device)
         state.computes = torch.zeros(state.samples, dtype=torch.long, device=device)
         state.has_cache = torch.zeros(state.samples, dtype=torch.bool, device=device)
+        state.drift = torch.zeros(state.samples, device=device)
 
     def _pipeline_steps(self) -> int | None:
         scheduler = getattr(self.pipeline, "scheduler", None)

@@ -16,6 +16,8 @@ class Observation:
     since_compute: steps since the last compute (0 before the first).
     computes: how many times the sample has computed so far in this call.
     has_cache: whether a residual is cached (False before the first compute: COMPUTE is forced).
+    drift: relative change of the stack residual between the sample's last two computes, per step
+        (how fast its cache goes stale; 0 until it has computed twice; None from older callers).
     """
 
     step: int
@@ -25,6 +27,7 @@ class Observation:
     since_compute: torch.Tensor
     computes: torch.Tensor
     has_cache: torch.Tensor
+    drift: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -25,6 +25,7 @@ from cachepilot.errors import CheckpointError
 from cachepilot.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION
+from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.fingerprint import backbone_fingerprint
 
@@ -52,7 +53,8 @@ class PolicyConfig:
     eval_targets: tuple[float, ...] = (0.2, 0.4)
     eval_samples: int = 16
     eval_seed: int = 400_000                        # held-out seeds: neither training (200k+) nor bench (20k+)
-    warm_start: str | None = None                   # searched_schedules.json: behaviour-clone them first
+    prior: str | None = None                        # searched_schedules.json the policy observes (None: uniform)
+    warm_start: bool = False                        # behaviour-clone the prior schedule before PPO
     warm_start_episodes: int = 8
     warm_start_epochs: int = 300
     seed: int = 0
@@ -94,6 +96,10 @@ class HeldOutEval(BaseCallback):
         return results
 
 
+def _prior(config: PolicyConfig) -> SchedulePrior:
+    return SchedulePrior.from_file(config.prior) if config.prior else SchedulePrior()
+
+
 def _last_checkpoint(work_dir: Path) -> Path | None:
     zips = sorted(work_dir.glob(f"{CHECKPOINT_PREFIX}_*_steps.zip"), key=lambda p: int(p.stem.split("_")[-2]))
     return zips[-1] if zips else None
@@ -106,7 +112,8 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     work_dir.mkdir(parents=True, exist_ok=True)
     pipe = pipe if pipe is not None else load_pipeline()
     env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
-                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed)
+                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed,
+                        prior=_prior(config))
     if resume:
         last = _last_checkpoint(work_dir)
         if last is None:
@@ -121,12 +128,11 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
         )
     model.set_logger(configure(str(work_dir / "logs"), ["csv"] + (["stdout"] if not progress else [])))
     if config.warm_start and not resume:
-        from cachepilot.train.warm_start import behaviour_clone, schedule_rollouts
+        from cachepilot.train.warm_start import behaviour_clone, prior_rollouts
 
-        found = json.loads(Path(config.warm_start).read_text())
-        schedules = {float(k): v["mask"] for k, v in found["schedules"].items()}
-        observations, actions = schedule_rollouts(env, schedules, config.warm_start_episodes, seed=config.seed)
-        accuracy = behaviour_clone(model, observations, actions, epochs=config.warm_start_epochs, progress=progress)
+        observations, actions, returns = prior_rollouts(env, config.warm_start_episodes, seed=config.seed)
+        accuracy = behaviour_clone(model, observations, actions, returns, epochs=config.warm_start_epochs,
+                                   progress=progress)
         model.logger.record("warm_start/accuracy", accuracy)
     (work_dir / "policy_config.json").write_text(json.dumps(asdict(config), indent=2))
     checkpoints = CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(work_dir),
@@ -161,6 +167,7 @@ def actor_export(model, transformer: torch.nn.Module, config: PolicyConfig) -> t
         "num_steps_range": [config.num_steps, config.num_steps],
         "targets_trained": list(config.targets),
         "predictor": config.predictor,
+        "prior": _prior(config).to_dict(),
         "net_arch": list(config.net_arch),
         "activation": "tanh",
         "timesteps": int(model.num_timesteps),

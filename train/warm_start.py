@@ -1,9 +1,10 @@
-"""Behaviour-cloning warm start: teach the PPO actor the searched fixed schedules before RL.
+"""Behaviour-cloning warm start: teach the PPO actor to follow its prior schedule before RL.
 
-The offline-searched schedule is the baseline a per-sample policy must beat; starting PPO from it
-means RL only has to find where per-sample deviations pay, instead of rediscovering the schedule.
-Rollouts follow each searched schedule in the env (its exact budget), and the actor is fitted by
-cross-entropy to the schedule's action at every step.
+The prior (`policies.prior`, the offline-searched fixed schedules) is the baseline a per-sample policy
+must beat; the actor observes the prior's suggestion, and starting PPO from "follow it" means RL only
+has to find where per-sample deviations pay, instead of rediscovering the schedule. Rollouts follow
+the prior in the env (targets drawn from the training range, exact budgets), and the actor is fitted
+by cross-entropy to the prior's action at every step.
 """
 
 from __future__ import annotations
@@ -16,40 +17,50 @@ from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.runtime.actions import Action
 
 
-def schedule_rollouts(env: CachingVecEnv, schedules: dict[float, str], episodes: int, seed: int = 0):
-    """(observations, actions) of `episodes` batched episodes following the schedules, targets cycling."""
+def prior_rollouts(env: CachingVecEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(observations, actions, returns to go) of `episodes` batched episodes that follow the env's prior."""
     rng = np.random.default_rng(seed)
-    targets = sorted(schedules)
-    observations, actions = [], []
-    for episode in range(episodes):
-        chosen = [targets[(episode * env.num_envs + i) % len(targets)] for i in range(env.num_envs)]
+    observations, actions, returns = [], [], []
+    for _ in range(episodes):
         seeds = rng.integers(*env.seeds, size=env.num_envs).tolist()
         labels = rng.integers(0, 10, size=env.num_envs).tolist()
-        obs = env.episodes.start(seeds, labels, chosen)
-        masks = torch.tensor([[c == "1" for c in schedules[t]] for t in chosen])
+        targets = rng.uniform(*env.targets, size=env.num_envs).tolist()
+        obs = env.episodes.start(seeds, labels, targets)
+        masks = env.episodes.prior_masks
+        rewards = []
         while not env.episodes.done:
-            step = env.episodes.run.step
-            act = torch.where(masks[:, step], int(Action.COMPUTE), int(Action.FORECAST))
+            act = torch.where(masks[:, env.episodes.run.step], int(Action.COMPUTE), int(Action.FORECAST))
             observations.append(obs)
             actions.append(act.numpy())
-            env.episodes.step(act)
+            rewards.append(env.episodes.step(act)[1].numpy())
             if not env.episodes.done:
                 obs = env.episodes.observe()
-    return np.concatenate(observations), np.concatenate(actions)
+        returns.append(np.cumsum(np.stack(rewards)[::-1], axis=0)[::-1])  # gamma = 1, as PPO is configured
+    return np.concatenate(observations), np.concatenate(actions), np.concatenate(returns).reshape(-1)
 
 
-def behaviour_clone(model, observations: np.ndarray, actions: np.ndarray, epochs: int = 30, lr: float = 3e-3,
-                    batch_size: int = 512, progress: bool = True) -> float:
-    """Fit the actor by cross-entropy; returns the final accuracy on the rollouts."""
+def behaviour_clone(model, observations: np.ndarray, actions: np.ndarray, returns: np.ndarray | None = None,
+                    epochs: int = 30, lr: float = 3e-3, batch_size: int = 512, label_smoothing: float = 0.05,
+                    progress: bool = True) -> float:
+    """Fit the actor by cross-entropy (label smoothing leaves PPO some exploration) and, given the
+    returns to go, the critic by regression (so PPO's first advantages are not noise that undoes the
+    clone). Returns the actor's final accuracy on the rollouts."""
     policy = model.policy
     obs = torch.as_tensor(observations, dtype=torch.float32)
     act = torch.as_tensor(actions, dtype=torch.long)
+    ret = None if returns is None else torch.as_tensor(returns, dtype=torch.float32)
     params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    if ret is not None:
+        params += list(policy.mlp_extractor.value_net.parameters()) + list(policy.value_net.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     for _ in tqdm(range(epochs), desc="behaviour cloning", disable=not progress):
         for idx in torch.randperm(len(obs)).split(batch_size):
-            logits = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(obs[idx])))
-            loss = torch.nn.functional.cross_entropy(logits, act[idx])
+            features = policy.extract_features(obs[idx])
+            logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
+            loss = torch.nn.functional.cross_entropy(logits, act[idx], label_smoothing=label_smoothing)
+            if ret is not None:
+                values = policy.value_net(policy.mlp_extractor.forward_critic(features)).squeeze(1)
+                loss = loss + torch.nn.functional.mse_loss(values, ret[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

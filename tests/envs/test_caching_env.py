@@ -101,3 +101,20 @@ def test_step_before_reset_is_an_error(env):
     env.run = None
     with pytest.raises(RuntimeError, match="before start"):
         env.step(0)
+
+
+def test_observation_carries_the_prior_and_the_residual_drift(pipe):
+    from cachepilot.policies.features import FEATURES
+    from cachepilot.policies.prior import SchedulePrior
+
+    prior = SchedulePrior({0.5: "101010010011"})
+    env = CachingEnv(pipe.unhooked_copy(), num_steps=STEPS, prior=prior)
+    obs, _ = env.reset(seed=0, options={"target": 0.5})
+    seen = []
+    for _ in range(4):
+        seen.append(obs)
+        obs, *_ = env.step(Action.COMPUTE)
+    seen = np.stack(seen)
+    assert seen[:, FEATURES.index("prior_compute")].tolist() == [1, 0, 1, 0]
+    drift = seen[:, FEATURES.index("drift")]
+    assert drift[0] == 0 and drift[1] == 0 and (drift[2:] > 0).all()  # known after two computes

@@ -9,7 +9,9 @@ from diffusers import DiTTransformer2DModel
 
 import cachepilot
 from cachepilot import CheckpointError, InvalidInputError
+from cachepilot.policies.features import FEATURES, NUM_FEATURES
 from cachepilot.policies.learned import LearnedPolicy
+from cachepilot.policies.prior import SchedulePrior
 from cachepilot.train.policy import PolicyConfig, export_policy, train_policy
 
 TINY = dict(num_envs=4, num_steps=10, total_timesteps=160, batch_size=40, n_epochs=1, checkpoint_every=80,
@@ -31,7 +33,7 @@ def exported(tmp_path_factory, pipe):
 def test_export_matches_sb3_deterministic_predict(exported):
     model, out, *_ = exported
     policy = LearnedPolicy(out, target=0.3)
-    obs = np.random.default_rng(0).uniform(0, 1, (64, 7)).astype(np.float32)
+    obs = np.random.default_rng(0).uniform(0, 1, (64, NUM_FEATURES)).astype(np.float32)
     expected, _ = model.predict(obs, deterministic=True)
     with torch.no_grad():
         assert (policy.actor(torch.from_numpy(obs)).argmax(1).numpy() == expected).all()
@@ -94,19 +96,44 @@ def test_bad_checkpoints_and_targets(exported, tmp_path):
     (other_spec / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="observation"):
         LearnedPolicy(other_spec)
+    config["observation"] = list(FEATURES)
+    config["prior"] = {"0.3": "0110"}
+    (other_spec / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="prior schedule"):
+        LearnedPolicy(other_spec)
     other = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1,
                                   num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
     with pytest.raises(CheckpointError, match="hidden_size"):
         cachepilot.enable(other, LearnedPolicy(out), "reuse", num_inference_steps=10)
 
 
-def test_warm_start_clones_a_schedule(exported):
+def test_warm_start_clones_the_prior_schedule(exported):
     from cachepilot.envs.vec_env import CachingVecEnv
-    from cachepilot.train.warm_start import behaviour_clone, schedule_rollouts
+    from cachepilot.train.warm_start import behaviour_clone, prior_rollouts
 
     model, _, _, config, own = exported
-    env = CachingVecEnv(4, own, num_steps=10, predictor="taylor:1", seed=0)
-    schedules = {0.3: "1000100001", 0.5: "1010101011"}
-    observations, actions = schedule_rollouts(env, schedules, episodes=2)
-    assert observations.shape == (2 * 10 * 4, 7) and set(actions.tolist()) == {0, 2}
-    assert behaviour_clone(model, observations, actions, epochs=150, progress=False) >= 0.95
+    prior = SchedulePrior({0.3: "1000100001", 0.5: "1010101011"})
+    env = CachingVecEnv(4, own, num_steps=10, predictor="taylor:1", seed=0, prior=prior, targets=(0.3, 0.5))
+    observations, actions, returns = prior_rollouts(env, episodes=2)
+    assert observations.shape == (2 * 10 * 4, NUM_FEATURES) and set(actions.tolist()) == {0, 2}
+    assert returns.shape == (2 * 10 * 4,) and np.isfinite(returns).all()
+    # the prior's own suggestion is in the observation: following it is what was done
+    assert (observations[:, FEATURES.index("prior_compute")] == (actions == 0)).all()
+    assert behaviour_clone(model, observations, actions, returns, epochs=50, progress=False) >= 0.95
+
+
+def test_shipped_policy_takes_the_searched_schedule(pipe):
+    """The README's claim about the shipped artefact: its decisions are the searched schedule's."""
+    from cachepilot.checkpoints import DEFAULT_CACHE, DEFAULT_POLICY
+
+    searched = json.loads((DEFAULT_CACHE / "searched_schedules.json").read_text())["schedules"]
+    own = pipe.unhooked_copy()
+    for target in (0.2, 0.4):
+        cachepilot.enable(own, LearnedPolicy(DEFAULT_POLICY, target=target), "learned")
+        try:
+            own([0, 4, 9], num_inference_steps=50, output_type="pt")
+            decisions = cachepilot.last_stats(own).decisions
+        finally:
+            cachepilot.disable(own)
+        mask = torch.tensor([c == "1" for c in searched[f"{target:g}"]["mask"]])
+        assert torch.equal(decisions == 0, mask[:, None].expand_as(decisions))

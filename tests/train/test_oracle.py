@@ -1,0 +1,28 @@
+import torch
+
+from cachepilot.envs.episodes import CachingEpisodes
+from cachepilot.policies.prior import SchedulePrior
+from cachepilot.train.oracle import follow_masks, move_compute, oracle_masks
+
+
+def test_move_compute_moves_one_interior_compute_per_row_where_it_can():
+    masks = torch.tensor([[1, 0, 1, 0, 0, 1], [1, 1, 0, 0, 0, 1]], dtype=torch.bool)
+    moved = move_compute(masks, 1, 1)
+    assert moved[0].tolist() == [1, 0, 0, 1, 0, 1] and moved[1].tolist() == [1, 0, 1, 0, 0, 1]
+    assert torch.equal(move_compute(masks, 1, -1)[1], masks[1])  # would land on the first step: unchanged
+    crowded = torch.tensor([[1, 0, 1, 1, 0, 1]], dtype=torch.bool)
+    assert torch.equal(move_compute(crowded, 1, 1), crowded)      # would land on a compute: unchanged
+    assert torch.equal(move_compute(masks, 2, 1), masks)         # k = last compute: never moved
+    assert (move_compute(masks, 1, 2).sum(1) == masks.sum(1)).all()
+
+
+def test_oracle_keeps_budgets_and_never_does_worse_than_the_prior(pipe):
+    episodes = CachingEpisodes(pipe.unhooked_copy(), 10, "taylor:1", prior=SchedulePrior())
+    seeds, labels, targets = [1, 2, 3, 4], [0, 3, 7, 9], [0.3, 0.3, 0.5, 0.5]
+    prior = episodes.prior.masks(targets, 10)
+    masks = oracle_masks(episodes, seeds, labels, targets, sweeps=1, shifts=(-1, 1), progress=False)
+    assert torch.equal(masks.sum(1), prior.sum(1)) and masks[:, 0].all() and masks[:, -1].all()
+    before = follow_masks(episodes, seeds, labels, targets, prior)
+    after, obs, actions, rewards = follow_masks(episodes, seeds, labels, targets, masks, record=True)
+    assert (after <= before + 1e-6).all()
+    assert obs.shape[:2] == (10, 4) and torch.equal(actions == 0, masks.T)

@@ -1,0 +1,75 @@
+"""Per-sample oracle schedules: the teacher a learned policy imitates before PPO.
+
+The oracle knows each training sample's full-compute reference, so it is not a policy: starting from
+the prior schedule, it moves single computes of *each sample's own* mask by a few steps and keeps a
+move when that sample's final distance to its reference falls (greedy, one move per sample per
+sweep, all samples and candidate moves evaluated in batched episodes). On the digits model this
+gains several dB in-sample over the best common mask: the headroom per-sample decisions have. The
+policy imitates what of it can be predicted from its observations (`warm_start`), then PPO tunes it.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from cachepilot.envs.episodes import CachingEpisodes
+from cachepilot.runtime.actions import Action
+
+
+def follow_masks(episodes: CachingEpisodes, seeds: list[int], labels: list[int], targets: list[float],
+                 masks: torch.Tensor, record: bool = False):
+    """Run one batched episode that computes where `masks` (N, T) say and forecasts elsewhere.
+    Returns the final relative distances (N,), and with record=True also the per-step
+    observations (T, N, F), actions (T, N) and rewards (T, N)."""
+    obs = episodes.start(seeds, labels, targets)
+    observations, actions, rewards = [], [], []
+    final = None
+    while not episodes.done:
+        act = torch.where(masks[:, episodes.run.step], int(Action.COMPUTE), int(Action.FORECAST))
+        if record:
+            observations.append(torch.from_numpy(obs))
+        chosen, reward, infos = episodes.step(act)
+        if record:
+            actions.append(chosen)
+            rewards.append(reward)
+        if episodes.done:
+            final = torch.tensor([info["final_distance"] for info in infos])
+        else:
+            obs = episodes.observe()
+    if record:
+        return final, torch.stack(observations), torch.stack(actions), torch.stack(rewards)
+    return final
+
+
+def move_compute(masks: torch.Tensor, k: int, shift: int) -> torch.Tensor:
+    """Each row's k-th compute (first and last excluded) moved by `shift` steps where that lands on a
+    free interior step; other rows unchanged."""
+    moved = masks.clone()
+    steps = masks.shape[1]
+    for row, mask in enumerate(masks):
+        computes = mask.nonzero().flatten()
+        if not 1 <= k < len(computes) - 1:
+            continue
+        old, new = int(computes[k]), int(computes[k]) + shift
+        if 0 < new < steps - 1 and not mask[new]:
+            moved[row, old], moved[row, new] = False, True
+    return moved
+
+
+def oracle_masks(episodes: CachingEpisodes, seeds: list[int], labels: list[int], targets: list[float],
+                 sweeps: int = 2, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True) -> torch.Tensor:
+    """(N, T) bool: each sample's greedily improved mask, starting from the episodes' prior."""
+    masks = episodes.prior.masks(targets, episodes.num_steps)
+    best = follow_masks(episodes, seeds, labels, targets, masks)
+    interior = int(masks.sum(1).max()) - 1
+    moves = [(k, s) for k in range(1, interior) for s in shifts]
+    for _ in tqdm(range(sweeps), desc="oracle sweeps", disable=not progress):
+        chosen, chosen_distance = masks.clone(), best.clone()
+        for k, shift in tqdm(moves, desc="moves", leave=False, disable=not progress):
+            candidate = move_compute(masks, k, shift)
+            distance = follow_masks(episodes, seeds, labels, targets, candidate)
+            better = distance < chosen_distance
+            chosen[better], chosen_distance[better] = candidate[better], distance[better]
+        masks, best = chosen, chosen_distance
+    return masks
