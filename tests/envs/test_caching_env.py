@@ -59,8 +59,12 @@ def test_invalid_actions_are_replaced_not_obeyed(env):
     assert actions.count(Action.COMPUTE) == info["computes_allowed"]
 
 
-def test_env_steps_are_the_runtime_steps(env):
-    """Playing a schedule through the env gives bit-for-bit the latents `enable(pipe, Schedule)` gives."""
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_env_steps_are_the_runtime_steps(env, pipe, guidance):
+    """Playing a schedule through the env gives bit-for-bit the latents `enable(pipe, Schedule)` gives;
+    with guidance > 1 both CFG branches of a sample share its decisions, as at inference."""
+    if guidance != 1.0:
+        env = CachingEnv(pipe.unhooked_copy(), num_steps=STEPS, guidance=guidance)
     target, seed, label = 0.34, 7, 4
     _, _, _, info = _play(env, lambda env, step: 0, target=target, noise_seed=seed, label=label)  # sizes budget
     mask = uniform_mask(STEPS, info["computes_allowed"])
@@ -73,7 +77,8 @@ def test_env_steps_are_the_runtime_steps(env):
     twin = env.references.pipe
     cachepilot.enable(twin, Schedule(mask), "taylor:1")
     try:
-        run = twin.start([label], STEPS, generator=[torch.Generator().manual_seed(seed)])
+        run = twin.start([label], STEPS, guidance, generator=[torch.Generator().manual_seed(seed)])
+        assert run.use_cfg == (guidance > 1)
         for _ in range(STEPS):
             twin.step(run)
         twin.finish(run)
