@@ -97,12 +97,12 @@ class LearnedPolicy(CachePolicy):
         device = next(self.actor.parameters()).device
         self.allowed = torch.full((batch_size,), budget_computes(self.target, num_steps), device=device)
         self.prior_masks = self.prior.masks([self.target] * batch_size, num_steps).to(device)
+        self.target_tensor = torch.tensor(self.target, device=device)  # once per call, not per step
 
     @torch.no_grad()
     def decide(self, obs: Observation) -> torch.Tensor:
         allowed = self.allowed
-        target = torch.tensor(self.target, device=obs.computes.device)
-        features = observation_features(obs, target, allowed, self.prior_masks)
+        features = observation_features(obs, self.target_tensor, allowed, self.prior_masks)
         logits = self.actor(features.to(next(self.actor.parameters()).dtype))
         logits = logits.masked_fill(~budget_masks(obs, allowed), float("-inf"))
         return logits.argmax(1)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cachepilot.envs.vec_env import CachingVecEnv
-from cachepilot.runtime.actions import Action
+from cachepilot.train.oracle import follow_masks
 
 
 def prior_rollouts(env: CachingVecEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -25,18 +25,12 @@ def prior_rollouts(env: CachingVecEnv, episodes: int, seed: int = 0) -> tuple[np
         seeds = rng.integers(*env.seeds, size=env.num_envs).tolist()
         labels = rng.integers(0, 10, size=env.num_envs).tolist()
         targets = rng.uniform(*env.targets, size=env.num_envs).tolist()
-        obs = env.episodes.start(seeds, labels, targets)
-        masks = env.episodes.prior_masks
-        rewards = []
-        while not env.episodes.done:
-            act = torch.where(masks[:, env.episodes.run.step], int(Action.COMPUTE), int(Action.FORECAST))
-            observations.append(obs)
-            actions.append(act.numpy())
-            rewards.append(env.episodes.step(act)[1].numpy())
-            if not env.episodes.done:
-                obs = env.episodes.observe()
-        returns.append(np.cumsum(np.stack(rewards)[::-1], axis=0)[::-1])  # gamma = 1, as PPO is configured
-    return np.concatenate(observations), np.concatenate(actions), np.concatenate(returns).reshape(-1)
+        masks = env.episodes.prior.masks(targets, env.episodes.num_steps)
+        _, obs, act, rewards = follow_masks(env.episodes, seeds, labels, targets, masks, record=True)
+        observations.append(obs.flatten(0, 1))
+        actions.append(act.flatten())
+        returns.append(rewards.flip(0).cumsum(0).flip(0).flatten())  # gamma = 1, as PPO is configured
+    return torch.cat(observations).numpy(), torch.cat(actions).numpy(), torch.cat(returns).numpy()
 
 
 def behaviour_clone(model, observations: np.ndarray, actions: np.ndarray, returns: np.ndarray | None = None,
