@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.envs.vec_env import CachingVecEnv
-from cachepilot.loading import load_pipeline
+from cachepilot.embedded.digits.loading import load_pipeline
 
 
 def measure(env, masks_of, num_envs: int, steps: int, episodes: int, seed: int = 0) -> float:

@@ -25,9 +25,10 @@ import torch
 
 import cachepilot
 from cachepilot.checkpoints import DEFAULT_CACHE
-from cachepilot.envs.episodes import CachingEpisodes
+from cachepilot.driver import unhooked_twin
+from cachepilot.envs.caching_env import make_episodes
 from cachepilot.envs.references import relative_distance
-from cachepilot.loading import load_pipeline
+from cachepilot.embedded.digits.loading import load_pipeline
 from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.prior import SchedulePrior
@@ -120,19 +121,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
-    episodes = CachingEpisodes(load_pipeline(), args.steps, "learned", prior=SchedulePrior.from_file(args.prior))
+    episodes, _ = make_episodes(load_pipeline(), args.steps, "learned", None, None,
+                                SchedulePrior.from_file(args.prior), None, None)
     rng = np.random.default_rng(0)
     seeds = rng.integers(200_000, 300_000, args.samples).tolist()  # training seeds, as the policy's
     labels = rng.integers(0, 10, args.samples).tolist()
+    conditions = [{"class_labels": label} for label in labels]
     targets = rng.uniform(0.15, 0.55, args.samples).tolist()
     prior = episodes.prior.masks(targets, args.steps)
-    prior_distance = follow_masks(episodes, seeds, labels, targets, prior)
-    masks = oracle_masks(episodes, seeds, labels, targets, sweeps=args.sweeps, shifts=(-1, 1))
-    oracle_distance, obs, actions, _ = follow_masks(episodes, seeds, labels, targets, masks, record=True)
+    prior_distance = follow_masks(episodes, seeds, conditions, targets, prior)
+    masks = oracle_masks(episodes, seeds, conditions, targets, sweeps=args.sweeps, shifts=(-1, 1))
+    oracle_distance, obs, actions, _ = follow_masks(episodes, seeds, conditions, targets, masks, record=True)
     gain = 20 * torch.log10(prior_distance / oracle_distance)
 
     computes = actions == Action.COMPUTE
-    pipe = episodes.pipe.unhooked_copy()  # the episodes' own pipe is driven by their agent
+    pipe = unhooked_twin(episodes.pipe)  # the episodes' own pipe is driven by their agent
     config = pipe.transformer.config
     shape = (1, config.in_channels, config.sample_size, config.sample_size)
     noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])  # as start()

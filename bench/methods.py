@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 import cachepilot
-from cachepilot.pipeline import DigitsDiTPipeline
+from cachepilot.driver import unhooked_twin
 
 
 @dataclass
@@ -24,14 +24,14 @@ class Method:
 
     name: str
     knobs: Sequence[Any]
-    apply: Callable[[DigitsDiTPipeline, Any], DigitsDiTPipeline]
-    remove: Callable[[DigitsDiTPipeline], None]
-    before_call: Callable[[DigitsDiTPipeline], None] = field(default=lambda pipe: None)
+    apply: Callable[[Any, Any], Any]
+    remove: Callable[[Any], None]
+    before_call: Callable[[Any], None] = field(default=lambda pipe: None)
     family: str = "cachepilot"
     steps_for: Callable[[Any, int], int] | None = None  # sample with fewer steps instead of caching
 
 
-def _ours(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequence[Any]) -> Method:
+def ours_method(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequence[Any]) -> Method:
     def apply(pipe, knob):
         cachepilot.enable(pipe, policy(knob), predictor)
         return pipe
@@ -52,16 +52,16 @@ def cachepilot_methods(steps: int = 50) -> list[Method]:
     intervals = [2, 3, 4, 5, 6]
     deltas = [0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5]  # compute fractions ~0.5 down to ~0.03
     return [
-        _ours("always", lambda _: "always", "reuse", [None]),  # the engine at full compute: its overhead
-        _ours("fixed+reuse", lambda n: f"fixed:{n}", "reuse", intervals),
-        _ours("fixed+taylor1", lambda n: f"fixed:{n}", "taylor:1", intervals),
-        _ours("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
-        _ours("threshold+reuse", lambda d: f"threshold:{d}", "reuse", deltas),
-        _ours("threshold+taylor1", lambda d: f"threshold:{d}", "taylor:1", deltas),
-        _ours("threshold+taylor2", lambda d: f"threshold:{d}", "taylor:2", deltas),
+        ours_method("always", lambda _: "always", "reuse", [None]),  # the engine at full compute: its overhead
+        ours_method("fixed+reuse", lambda n: f"fixed:{n}", "reuse", intervals),
+        ours_method("fixed+taylor1", lambda n: f"fixed:{n}", "taylor:1", intervals),
+        ours_method("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
+        ours_method("threshold+reuse", lambda d: f"threshold:{d}", "reuse", deltas),
+        ours_method("threshold+taylor1", lambda d: f"threshold:{d}", "taylor:1", deltas),
+        ours_method("threshold+taylor2", lambda d: f"threshold:{d}", "taylor:2", deltas),
         # diffusers' TaylorSeer schedule with our forecasters: the same computes, only the predictor differs
-        _ours("ts-schedule+taylor1", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:1", intervals),
-        _ours("ts-schedule+taylor2", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:2", intervals),
+        ours_method("ts-schedule+taylor1", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:1", intervals),
+        ours_method("ts-schedule+taylor2", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:2", intervals),
     ] + _learned_methods(steps, intervals, deltas)
 
 
@@ -84,7 +84,7 @@ def _searched_schedules(steps: int) -> list[Method]:
     if found["num_steps"] != steps:
         return []
     masks = {float(k): v["mask"] for k, v in found["schedules"].items()}
-    return [_ours("searched-schedule", lambda f: "schedule:" + masks[f], found["predictor"], sorted(masks))]
+    return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], found["predictor"], sorted(masks))]
 
 
 def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float]) -> list[Method]:
@@ -93,18 +93,18 @@ def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[floa
 
     methods = [fewer_steps()] + _searched_schedules(steps)
     if (DEFAULT_POLICY / "config.json").exists():
-        methods.append(_ours("learned-policy", lambda f: f"learned:{f}", "learned", [0.2, 0.3, 0.4, 0.5]))
+        methods.append(ours_method("learned-policy", lambda f: f"learned:{f}", "learned", [0.2, 0.3, 0.4, 0.5]))
     if not (DEFAULT_PREDICTOR / "config.json").exists():
         return methods
     return methods + [
-        _ours("fixed+learned", lambda n: f"fixed:{n}", "learned", intervals),
-        _ours("threshold+learned", lambda d: f"threshold:{d}", "learned", deltas),
-        _ours("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), "learned", intervals),
+        ours_method("fixed+learned", lambda n: f"fixed:{n}", "learned", intervals),
+        ours_method("threshold+learned", lambda d: f"threshold:{d}", "learned", deltas),
+        ours_method("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), "learned", intervals),
     ]
 
 
 # -- diffusers' own cache hooks --------------------------------------------------------------
-def _remove_diffusers_hooks(pipe: DigitsDiTPipeline, *names: str) -> None:
+def _remove_diffusers_hooks(pipe: Any, *names: str) -> None:
     from diffusers.hooks import HookRegistry
 
     registry = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
@@ -155,7 +155,7 @@ def cache_dit_methods() -> list[Method]:
 
     def apply(pipe, threshold):
         # cache-dit patches the transformer in place: work on a copy so the shared one stays clean
-        clone = pipe.unhooked_copy()
+        clone = unhooked_twin(pipe)
         cache_dit.enable_cache(clone.transformer, cache_config=DBCacheConfig(
             Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=threshold,
             max_warmup_steps=2, enable_separate_cfg=False))

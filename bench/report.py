@@ -18,7 +18,7 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         cells = []
         for c in COLUMNS:
-            v = r[c]
+            v = r.get(c)
             cells.append("" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

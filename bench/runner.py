@@ -1,16 +1,18 @@
-"""Run every method over its knob on the same seeds and measure it against full compute.
+"""Run every method over its knob on the same seeds and conditions and measure it against full compute.
 
 Per (method, knob): compute fraction (block evaluations counted, not assumed), wall-clock
 speed-up vs. full compute in the same process (medians of repeats, full compute timed alternately
-with the method), PSNR / SSIM of each image vs.
-the full-compute image of the same seed, class accuracy and Fréchet distance (reference classifier).
+with the method), PSNR / SSIM of each image vs. the full-compute image of the same seed and condition,
+and, for the embedded digits model, class accuracy and Fréchet distance (reference classifier).
+Any supported diffusers pipeline runs through the sampling driver, on the conditions it is given
+(the evaluation split: never trained on).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -18,76 +20,80 @@ from tqdm.auto import tqdm
 import cachepilot
 from cachepilot.bench.counting import BlockCounter
 from cachepilot.bench.methods import Method
-from cachepilot.classifier import DigitsClassifier
-from cachepilot.pipeline import DigitsDiTPipeline
-from cachepilot.quality import class_accuracy, frechet_distance, psnr, ssim
-from cachepilot.sampling import sample_images
-from cachepilot.train.digits_data import load_digits_split
+from cachepilot.driver import SamplingDriver, unhooked_twin
+from cachepilot.quality import psnr, ssim
+from cachepilot.runtime.adapters import get_adapter
 
 
 @dataclass
 class BenchConfig:
     samples: int = 64
     steps: int = 50
-    guidance: float = 1.0
+    guidance: float | None = 1.0
     seed: int = 20_000  # seeds not used by training or the demo
     batch_size: int = 64
     repeats: int = 3
+    call_kwargs: dict = field(default_factory=dict)  # every call's kwargs beyond guidance (height, width, ...)
+
+    def driver(self, pipe) -> SamplingDriver:
+        kwargs = {**self.call_kwargs, **({"guidance_scale": self.guidance} if self.guidance is not None else {})}
+        return SamplingDriver(pipe, self.steps, kwargs, batch_size=self.batch_size)
 
 
-def _labels(samples: int) -> list[int]:
-    return [i % 10 for i in range(samples)]  # balanced classes
+def _conditions(conditions: list[dict], samples: int) -> list[dict]:
+    return [conditions[i % len(conditions)] for i in range(samples)]  # balanced over the conditions
 
 
-def _generate(pipe: DigitsDiTPipeline, method: Method | None, config: BenchConfig) -> tuple[torch.Tensor, float, int]:
+def _generate(pipe, method: Method | None, config: BenchConfig, conditions: list[dict]) -> tuple[torch.Tensor, float, int]:
     """Images, wall seconds, block rows evaluated for one pass over the seeds."""
-    labels = _labels(config.samples)
-    blocks = list(pipe.transformer.transformer_blocks)
+    chosen = _conditions(conditions, config.samples)
+    driver = config.driver(pipe)
+    blocks = get_adapter(pipe.transformer).blocks(pipe.transformer)
     chunks, rows, wall = [], 0, 0.0
     for start in range(0, config.samples, config.batch_size):
-        batch = labels[start:start + config.batch_size]
+        batch = chosen[start:start + config.batch_size]
         if method is not None:
             method.before_call(pipe)
         with BlockCounter(blocks) as counter:
             tic = time.perf_counter()
-            chunks.append(sample_images(pipe, batch, seed=config.seed + start, num_inference_steps=config.steps,
-                                        guidance_scale=config.guidance, batch_size=config.batch_size))
+            chunks.append(driver.sample(batch, [config.seed + start + i for i in range(len(batch))]).images)
             wall += time.perf_counter() - tic
         rows += counter.rows
     return torch.cat(chunks), wall, rows
 
 
-def _timed_pair(pipe, method, reference_pipe, config, method_config=None) -> tuple[torch.Tensor, float, float, int]:
+def _timed_pair(pipe, method, reference_pipe, config, conditions, method_config=None) -> tuple[torch.Tensor, float, float, int]:
     """Images, median wall of the method, median wall of full compute timed alternately with it
     (on an unhooked twin of the pipeline), rows: a speed-up from runs made side by side, so drift in
     the machine's speed (other load, thermal, allocator warm-up) hits both alike."""
     walls, full_walls = [], []
     for _ in range(config.repeats):
-        full_walls.append(_generate(reference_pipe, None, config)[1])
-        images, wall, rows = _generate(pipe, method, method_config or config)
+        full_walls.append(_generate(reference_pipe, None, config, conditions)[1])
+        images, wall, rows = _generate(pipe, method, method_config or config, conditions)
         walls.append(wall)
     return images, statistics.median(walls), statistics.median(full_walls), rows
 
 
 def run_bench(
-    pipe: DigitsDiTPipeline, classifier: DigitsClassifier, methods: list[Method], config: BenchConfig,
-    progress: bool = True,
+    pipe, methods: list[Method], config: BenchConfig, conditions: list[dict] | None = None,
+    quality=None, progress: bool = True,
 ) -> list[dict]:
-    pipe.set_progress_bar_config(disable=True)
-    reference_pipe = pipe.unhooked_copy()
-    labels = torch.tensor(_labels(config.samples))
-    held_out = load_digits_split().held_out_images
-    warm_up = BenchConfig(**{**config.__dict__, "samples": min(config.samples, config.batch_size), "steps": 2})
-    _generate(pipe, None, warm_up)
-    _generate(reference_pipe, None, warm_up)
-    reference, _, full_wall, full_rows = _timed_pair(pipe, None, reference_pipe, config)
+    """conditions: what each sample is sampled with (default: the digits classes, balanced); quality:
+    `fn(images, conditions) -> dict` of model-specific figures per row (the digits classifier's)."""
+    if conditions is None:
+        conditions = [{"class_labels": i} for i in range(int(pipe.num_classes))]
+    reference_pipe = unhooked_twin(pipe)
+    chosen = _conditions(conditions, config.samples)
+    warm_up = replace(config, samples=min(config.samples, config.batch_size), steps=2)
+    _generate(pipe, None, warm_up, conditions)
+    _generate(reference_pipe, None, warm_up, conditions)
+    reference, _, full_wall, full_rows = _timed_pair(pipe, None, reference_pipe, config, conditions)
 
     def row(method: str, knob, images, wall, full_wall, rows) -> dict:
         return {
             "method": method, "knob": knob, "compute_fraction": rows / full_rows, "speedup": full_wall / wall,
             "wall_s": wall, "psnr": psnr(images, reference), "ssim": ssim(images, reference),
-            "class_acc": class_accuracy(classifier, images, labels),
-            "fd": frechet_distance(classifier, images, held_out),
+            **(quality(images, chosen) if quality is not None else {}),
         }
 
     results = [row("full", None, reference, full_wall, full_wall, full_rows)]
@@ -97,7 +103,7 @@ def run_bench(
         # fewer-steps samples with its own step count; full compute is always timed at the full count
         own = config if method.steps_for is None else replace(config, steps=method.steps_for(knob, config.steps))
         try:
-            images, wall, full_wall, rows = _timed_pair(used, method, reference_pipe, config, own)
+            images, wall, full_wall, rows = _timed_pair(used, method, reference_pipe, config, conditions, own)
             stats = cachepilot.last_stats(used)  # ours only: time in policy / predictor / stack
         finally:
             method.remove(used)

@@ -2,7 +2,7 @@
 
 from cachepilot.api import disable, enable, last_stats
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
-from cachepilot.pipeline import DigitsDiTPipeline
+from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
 
 __version__ = "0.1.0"
 

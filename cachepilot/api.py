@@ -6,10 +6,12 @@ transformer itself (cache-dit style) and leaves `_cache_config` alone.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from cachepilot.errors import CheckpointError
 from cachepilot.policies.base import CachePolicy
 from cachepilot.policies.spec import make_policy
 from cachepilot.predictors.base import Predictor
@@ -46,13 +48,36 @@ def enable(
     """
     transformer, pipeline = _split(pipe_or_model)
     if checkpoint is not None or speed is not None:  # a learned policy checkpoint at a compute target
-        from cachepilot.checkpoints import DEFAULT_POLICY
         from cachepilot.policies.learned import LearnedPolicy
 
-        policy = LearnedPolicy(checkpoint or DEFAULT_POLICY, target=0.3 if speed is None else speed)
-        predictor = predictor or "learned"
+        policy_dir, predictor_dir = resolve_checkpoint(checkpoint)
+        policy = LearnedPolicy(policy_dir, target=0.3 if speed is None else speed)
+        predictor = predictor or (f"learned:{predictor_dir}" if predictor_dir is not None else "learned")
     return apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> tuple[Path, Path | None]:
+    """(policy directory, predictor directory or None) of a cache checkpoint: the shipped one by default, a
+    `cachepilot fit` directory (policy/ + predictors/), a bare policy directory, or a hub id (downloaded with
+    huggingface_hub, then read exactly like a directory)."""
+    from cachepilot.checkpoints import DEFAULT_POLICY, DEFAULT_PREDICTOR
+
+    if checkpoint is None:
+        return DEFAULT_POLICY, DEFAULT_PREDICTOR
+    path = Path(checkpoint)
+    if not path.exists() and str(checkpoint).count("/") == 1 and not str(checkpoint).startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(str(checkpoint)))
+        except Exception as err:  # offline, unknown repo
+            raise CheckpointError(f"cache checkpoint {checkpoint} is neither a directory nor a reachable hub id: "
+                                  f"{err}".splitlines()[0]) from None
+    if (path / "policy" / "config.json").is_file():
+        predictors = path / "predictors"
+        return path / "policy", predictors if (predictors / "config.json").is_file() else None
+    return path, None
 
 
 def disable(pipe_or_model: Any) -> None:

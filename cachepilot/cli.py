@@ -91,7 +91,7 @@ def _run_train_predictors(args: argparse.Namespace) -> None:
 
 
 def _run_train_policy(args: argparse.Namespace) -> None:
-    from cachepilot.loading import load_pipeline
+    from cachepilot.embedded.digits.loading import load_pipeline
     from cachepilot.train.policy import PolicyConfig, export_policy, train_policy
 
     config = PolicyConfig()
@@ -132,7 +132,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     from sb3_contrib import MaskablePPO
 
-    from cachepilot.loading import load_pipeline
+    from cachepilot.embedded.digits.loading import load_pipeline
     from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy
 
     last = _last_checkpoint(args.work_dir)
@@ -157,7 +157,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 def _run_search(args: argparse.Namespace) -> None:
     import json
 
-    from cachepilot.loading import load_pipeline
+    from cachepilot.embedded.digits.loading import load_pipeline
     from cachepilot.train.schedule_search import search_schedule
 
     pipe = load_pipeline()
@@ -191,7 +191,7 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_collect(args: argparse.Namespace) -> None:
-    from cachepilot.loading import load_pipeline
+    from cachepilot.embedded.digits.loading import load_pipeline
     from cachepilot.train.collect import CollectConfig, collect
 
     config = CollectConfig(samples_per_policy=args.samples, steps=args.steps, guidance=args.guidance,
@@ -280,6 +280,62 @@ def _run_bench(args: argparse.Namespace) -> None:
           repeats=args.repeats, seed=args.seed, methods=args.methods, checkpoint=args.checkpoint)
 
 
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """The options that name a user's pipeline and what it is sampled with."""
+    p.add_argument("--pipeline", default=None,
+                   help="diffusers pipeline directory or hub id (DiffusionPipeline.from_pretrained); default: the "
+                        "embedded digits model")
+    p.add_argument("--prompts", default=None,
+                   help="conditions: a prompts file (one per line), a JSONL of call kwargs per sample, a saved HF "
+                        "dataset directory, hf:NAME[:SPLIT], or classes:0-9 (default: every class of a "
+                        "class-conditional pipeline)")
+    p.add_argument("--call-kwargs", type=_json_object, default={},
+                   help='JSON object of kwargs for every pipeline call, e.g. \'{"height": 512, "guidance_scale": 3.5}\'')
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: as saved)")
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    fit = sub.add_parser("fit", help="the whole recipe on a pipeline: collect -> predictors -> schedule search -> "
+                                     "policy -> export -> bench, each stage resumable")
+    fit.add_argument("--out", type=Path, required=True, help="the cache checkpoint directory to write")
+    _add_pipeline_args(fit)
+    fit.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 10 with --smoke)")
+    fit.add_argument("--targets", type=float, nargs="+", default=None, help="compute fractions to fit and report")
+    fit.add_argument("--smoke", action="store_true", help="every stage at toy sizes: check the plumbing in minutes")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(func=_run_fit)
+
+
+def _run_fit(args: argparse.Namespace) -> None:
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.fit import FitConfig, fit
+
+    overrides = {"call_kwargs": args.call_kwargs, "seed": args.seed}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.targets is not None:
+        overrides["targets"] = list(args.targets)
+    config = FitConfig.smoke(**overrides) if args.smoke else FitConfig(**overrides)
+    config.check()
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    record = fit(pipe, args.out, args.prompts, config)
+    print(f"fitted cache written to {args.out} (stage seconds {record['stage_seconds']}); use it with "
+          f"cachepilot.enable(pipe, checkpoint={str(args.out)!r}, speed=0.3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cachepilot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect(sub)
     _add_search(sub)
     _add_export(sub)
+    _add_fit(sub)
     return parser
 
 

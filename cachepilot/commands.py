@@ -16,11 +16,11 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.policies.spec import make_policy
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.quality import psnr
-from cachepilot.loading import load_classifier, load_pipeline
-from cachepilot.pipeline import DEFAULT_GUIDANCE_SCALE
-from cachepilot.quality import class_accuracy, frechet_distance
-from cachepilot.sampling import image_grid, sample_images
-from cachepilot.train.digits_data import load_digits_split
+from cachepilot.embedded.digits.loading import load_classifier, load_pipeline
+from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE
+from cachepilot.embedded.digits.metrics import class_accuracy, frechet_distance
+from cachepilot.embedded.digits.sampling import image_grid, sample_images
+from cachepilot.embedded.digits.data import load_digits_split
 
 console = Console()
 
@@ -142,7 +142,10 @@ def bench(
     pipe.check_inputs([0], steps, guidance)
     config = BenchConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
                          repeats=repeats)
-    rows = run_bench(pipe, load_classifier(), available, config)
+    from cachepilot.embedded.digits.metrics import digits_quality
+
+    quality = digits_quality(load_classifier(), load_digits_split().held_out_images)
+    rows = run_bench(pipe, available, config, quality=quality)
     meta = {"samples": samples, "steps": steps, "guidance": guidance, "batch": batch_size, "repeats": repeats,
             "threads": torch.get_num_threads()}
     write_report(rows, out, meta)

@@ -1,92 +1,81 @@
-"""Load the embedded (or a user's) pipeline and classifier, with errors that name the problem.
+"""Load any supported diffusers pipeline (a local directory or a hub id), with errors before any work.
 
-diffusers' own loaders fail deep inside with a traceback for a missing directory, a corrupt
-safetensors file or a checkpoint of another model class; we check those up front.
+The embedded digits pipeline is the default; every other pipeline goes through diffusers'
+`DiffusionPipeline.from_pretrained`, so a hub id works for users with network and a local
+directory works offline. The transformer must be one the cache engine supports.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import DiTTransformer2DModel
-from diffusers.utils import logging as diffusers_logging
 
-from cachepilot.checkpoints import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE
-from cachepilot.classifier import DigitsClassifier
-from cachepilot.errors import CheckpointError
-from cachepilot.pipeline import DigitsDiTPipeline
+from cachepilot.errors import CheckpointError, InvalidInputError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def _read_config(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{what}: {path} is missing")
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise InvalidInputError(f"unknown dtype {name!r}: use one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _pipeline_class(path: Path) -> str | None:
+    index = path / "model_index.json"
+    if not index.is_file():
+        return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(index.read_text()).get("_class_name")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{what}: {path} is not valid JSON ({err})") from None
+        raise CheckpointError(f"{index} is not valid JSON ({err})") from None
 
 
-def _check_class(config: dict, expected: type, path: Path) -> None:
-    found = config.get("_class_name")
-    if found != expected.__name__:
-        raise CheckpointError(
-            f"{path} holds a {found or 'model of unknown class'}, expected a {expected.__name__}"
-        )
+def load_pipeline(path_or_id: str | Path | None = None, device: str | torch.device = "cpu",
+                  dtype: str | torch.dtype | None = None) -> Any:
+    """The embedded digits pipeline (default, or a directory holding a `DigitsDiTPipeline`), or any diffusers
+    pipeline whose transformer cachepilot supports (checked before returning)."""
+    from cachepilot.embedded.digits import loading as digits
+    from cachepilot.runtime.adapters import get_adapter
 
+    torch_dtype = parse_dtype(dtype)
+    if path_or_id is None:
+        return digits.load_pipeline(device=device)
+    local = Path(path_or_id)
+    if local.exists():
+        if not local.is_dir():
+            raise CheckpointError(f"a pipeline must be a directory, got the file {local}")
+        name = _pipeline_class(local)
+        if name is None:
+            raise CheckpointError(f"{local} is not a diffusers pipeline directory (model_index.json is missing)")
+        if name == "DigitsDiTPipeline":
+            return digits.load_pipeline(local, device=device)
+    elif str(path_or_id).startswith((".", "/")) or str(path_or_id).count("/") != 1:
+        raise CheckpointError(f"pipeline not found: {path_or_id} is neither a directory nor a hub id (org/name)")
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
-def _check_dir(path: Path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{what} directory not found: {path}")
-    if not path.is_dir():
-        raise CheckpointError(f"{what} must be a directory, got the file {path}")
-    return path
-
-
-def _load_weights(loader, path: Path, what: str):
-    """Call a diffusers loader quietly, turning read/parse failures into a `CheckpointError`."""
     diffusers_logging.disable_progress_bar()
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     try:
-        return loader()
-    except CheckpointError:
-        raise
-    except Exception as err:  # safetensors, OSError, shape mismatches: all mean a bad checkpoint
-        raise CheckpointError(f"{what} at {path} could not be loaded, it looks corrupt: {err}") from err
+        pipe = DiffusionPipeline.from_pretrained(str(path_or_id), local_files_only=local.exists(), **kwargs)
+    except Exception as err:  # missing files, corrupt weights, no network for a hub id
+        raise CheckpointError(f"the pipeline {path_or_id} could not be loaded: {err}".splitlines()[0]) from err
     finally:
         diffusers_logging.enable_progress_bar()
-
-
-def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsDiTPipeline:
-    """The embedded digits pipeline by default; `path` a pipeline directory saved by `train backbone`."""
-    path = _check_dir(Path(path) if path is not None else DEFAULT_PIPELINE, "pipeline checkpoint")
-    index = _read_config(path / "model_index.json", "not a pipeline checkpoint")
-    if index.get("transformer", [None, None])[1] != DiTTransformer2DModel.__name__:
-        raise CheckpointError(
-            f"{path} holds a {index.get('transformer', [None, 'missing transformer'])[1]}, "
-            f"expected a {DiTTransformer2DModel.__name__} (model_index.json)"
-        )
-    config = _read_config(path / "transformer" / "config.json", "transformer config")
-    _check_class(config, DiTTransformer2DModel, path / "transformer")
-    if not config.get("num_embeds_ada_norm"):
-        raise CheckpointError(f"{path}: the transformer is not class-conditional (num_embeds_ada_norm is unset)")
-    pipe = _load_weights(
-        lambda: DigitsDiTPipeline.from_pretrained(
-            path, dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False
-        ),
-        path, "pipeline",
-    )
-    pipe.transformer.eval()
+    transformer = getattr(pipe, "transformer", None)
+    if not isinstance(transformer, torch.nn.Module):
+        raise CheckpointError(f"{path_or_id} ({type(pipe).__name__}) has no `transformer` for cachepilot to cache")
+    get_adapter(transformer)  # unsupported families fail here, naming the supported ones
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
-
-def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsClassifier:
-    """The reference classifier shipped in `checkpoints/digits-classifier` by default."""
-    path = _check_dir(Path(path) if path is not None else DEFAULT_CLASSIFIER, "classifier checkpoint")
-    _check_class(_read_config(path / "config.json", "classifier config"), DigitsClassifier, path)
-    model = _load_weights(
-        lambda: DigitsClassifier.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False),
-        path, "classifier",
-    )
-    return model.to(device).eval()

@@ -1,58 +1,27 @@
-"""Quality of generated digits: judged by the reference classifier, and fidelity to full compute.
-
-class accuracy: does the classifier agree with the requested class?
-Fréchet distance: torchmetrics' FID with the classifier's penultimate layer as feature extractor,
-an offline stand-in for FID (Inception weights cannot be downloaded here).
-"""
+"""Fidelity of a cached generation to full compute, for any model: PSNR and SSIM of each image (or video
+frame) vs. the full-compute output of the same seed and condition."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchmetrics.image.fid import FrechetInceptionDistance
-
-from cachepilot.classifier import DigitsClassifier
 
 
-class _ClassifierFeatures(nn.Module):
-    """Adapter: torchmetrics calls the feature extractor on images and reads `num_features`."""
-
-    def __init__(self, classifier: DigitsClassifier):
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.num_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images)
-
-
-@torch.no_grad()
-def class_accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """images (N, 1, 8, 8) in [0, 1]; share of images classified as their requested label."""
-    classifier.eval()
-    predicted = classifier(images.to(classifier.device)).argmax(-1).cpu()
-    return (predicted == labels.cpu()).float().mean().item()
-
-
-@torch.no_grad()
-def frechet_distance(classifier: DigitsClassifier, images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to classifier features of two image sets."""
-    classifier.eval()
-    metric = FrechetInceptionDistance(
-        feature=_ClassifierFeatures(classifier), normalize=True, input_img_size=tuple(images.shape[1:])
-    ).to(classifier.device)
-    metric.update(reference.to(classifier.device), real=True)
-    metric.update(images.to(classifier.device), real=False)
-    return metric.compute().item()
+def _frames(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) as is; video (N, F, C, H, W) as N x F frames."""
+    return images.flatten(0, 1) if images.ndim == 5 else images
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean over images of the PSNR (dB, data range 1) of each image vs. its reference."""
+    """Mean over images (frames) of the PSNR (dB, data range 1) of each vs. its reference."""
+    images, reference = _frames(images), _frames(reference)
     values = peak_signal_noise_ratio(images, reference, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return values.clamp(max=100.0).mean().item()  # identical images: inf, capped so means stay finite
 
 
 def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean SSIM of each image vs. its reference (7x7 Gaussian window fits 8x8 digits)."""
-    return structural_similarity_index_measure(images, reference, data_range=1.0, kernel_size=7).item()
+    """Mean SSIM of each image (frame) vs. its reference (Gaussian window up to 11, at most the image side)."""
+    images, reference = _frames(images), _frames(reference)
+    side = min(images.shape[-2:])
+    kernel = max(3, min(11, side - (1 - side % 2)))
+    return structural_similarity_index_measure(images, reference, data_range=1.0, kernel_size=kernel).item()

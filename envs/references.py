@@ -1,19 +1,22 @@
 """Full-compute reference trajectories, computed once and stored (HF datasets), never per episode.
 
-For a (noise seed, class) pair: the latents after every denoising step of the uncached pipeline.
-The env's reward measures the cached trajectory against it; the error of a uniform schedule at the
-same budget (also cached here) normalises the reward so sample difficulty drops out of the advantage.
+For a (noise seed, condition) pair: the latents after every denoising step of the pipeline at full
+compute, sampled through the same driver as the episodes. The env's reward measures the cached
+trajectory against it; the error of a uniform schedule at the same budget normalises the reward so
+sample difficulty drops out of the advantage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Array2D, Dataset, Features, Value, load_from_disk
+from datasets import Array2D, Dataset, Features, Sequence as ListFeature, Value, load_from_disk
 
-from cachepilot.pipeline import DigitsDiTPipeline
+from cachepilot.conditions import condition_key
+from cachepilot.driver import SamplingDriver, caching
 
 
 def relative_distance(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -29,52 +32,56 @@ def uniform_mask(num_steps: int, computes: int) -> list[bool]:
 
 
 class ReferenceStore:
-    """Reference latents per (seed, label); `save`/`load` persist them as an HF dataset.
+    """Reference latent trajectories per (seed, condition key); `save`/`load` persist them as an HF dataset.
 
-    `pipe` must be unhooked (full compute): the env keeps a twin of its pipeline for this.
-    """
+    The driver's pipeline may be hooked by cachepilot (the env's is): references run with full
+    compute through the engine's always path, which is bit-exact to the unhooked model."""
 
-    def __init__(self, pipe: DigitsDiTPipeline, num_steps: int, guidance: float = 1.0):
-        self.pipe, self.num_steps, self.guidance = pipe, num_steps, guidance
-        self.trajectories: dict[tuple[int, int], torch.Tensor] = {}
+    def __init__(self, driver: SamplingDriver):
+        self.driver = driver
+        self.trajectories: dict[tuple[int, str], torch.Tensor] = {}
 
-    @torch.no_grad()
-    def trajectory(self, seed: int, label: int) -> torch.Tensor:
-        """(num_steps + 1, C, H, W): the initial noise, then the latents after each step."""
-        key = (int(seed), int(label))
+    @property
+    def num_steps(self) -> int:
+        return self.driver.num_steps
+
+    def trajectory(self, seed: int, condition: dict) -> torch.Tensor:
+        """(num_steps, *latent shape): the latents after each step."""
+        key = (int(seed), condition_key(condition))
         if key not in self.trajectories:
-            self.compute([key])
+            self.compute([seed], [condition])
         return self.trajectories[key]
 
     @torch.no_grad()
-    def compute(self, keys: list[tuple[int, int]]) -> None:
-        """Batch-compute the missing references (one pipeline run for all of them)."""
-        keys = [k for k in dict.fromkeys(keys) if k not in self.trajectories]
-        if not keys:
+    def compute(self, seeds: Sequence[int], conditions: Sequence[dict]) -> None:
+        """Batch-compute the missing references (one driver call for all of them)."""
+        todo = {}
+        for seed, condition in zip(seeds, conditions):
+            key = (int(seed), condition_key(condition))
+            if key not in self.trajectories:
+                todo[key] = condition
+        if not todo:
             return
-        run = self.pipe.start([label for _, label in keys], self.num_steps, self.guidance,
-                              generator=[torch.Generator().manual_seed(seed) for seed, _ in keys])
-        states = [run.latents.clone()]
-        for _ in range(self.num_steps):
-            self.pipe.step(run)
-            states.append(run.latents.clone())
-        self.pipe.finish(run)
-        stacked = torch.stack(states, 1).cpu()
-        for i, key in enumerate(keys):
-            self.trajectories[key] = stacked[i]
+        with caching(self.driver.pipe, None):
+            result = self.driver.sample(list(todo.values()), [seed for seed, _ in todo], trajectory=True)
+        for i, key in enumerate(todo):
+            self.trajectories[key] = result.trajectory[i]
 
     def save(self, path: str | Path) -> None:
         keys = sorted(self.trajectories)
         flat = [self.trajectories[k].flatten(1).numpy() for k in keys]
-        shape = flat[0].shape if flat else (self.num_steps + 1, 1)
+        width = flat[0].shape[1] if flat else 1
+        shape = list(self.trajectories[keys[0]].shape[1:]) if keys else []
         Dataset.from_dict(
-            {"seed": [k[0] for k in keys], "label": [k[1] for k in keys], "latents": flat},
-            features=Features({"seed": Value("int64"), "label": Value("int64"),
-                               "latents": Array2D(shape, "float32")}),
+            {"seed": [k[0] for k in keys], "condition": [k[1] for k in keys], "latents": flat,
+             "shape": [shape] * len(keys)},
+            features=Features({"seed": Value("int64"), "condition": Value("string"),
+                               "latents": Array2D((self.num_steps, width), "float32"),
+                               "shape": ListFeature(Value("int64"))}),
         ).save_to_disk(str(path))
 
-    def load(self, path: str | Path, sample_shape: tuple[int, ...]) -> None:
+    def load(self, path: str | Path) -> None:
         data = load_from_disk(str(path)).with_format("numpy")
-        for seed, label, latents in zip(data["seed"], data["label"], data["latents"]):
-            self.trajectories[(int(seed), int(label))] = torch.from_numpy(np.asarray(latents)).view(
-                self.num_steps + 1, *sample_shape)
+        for seed, condition, latents, shape in zip(data["seed"], data["condition"], data["latents"], data["shape"]):
+            self.trajectories[(int(seed), str(condition))] = torch.from_numpy(np.asarray(latents)).view(
+                self.num_steps, *[int(d) for d in shape])

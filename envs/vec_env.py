@@ -1,4 +1,4 @@
-"""`CachingVecEnv`: N samples in lockstep through one batched model call per step (an SB3 `VecEnv`).
+"""`CachingVecEnv`: N samples in lockstep through one batched pipeline call per step (an SB3 `VecEnv`).
 
 SB3's DummyVecEnv would call the model once per sample and SubprocVecEnv would load a model copy per
 process; here all samples share one pipeline call. Episodes have the same length, so they all end and
@@ -16,27 +16,26 @@ import torch
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from cachepilot.envs.caching_env import check_targets, draw_episode
-from cachepilot.envs.episodes import CachingEpisodes
+from cachepilot.conditions import ConditionSet
+from cachepilot.envs.caching_env import check_targets, draw_episode, make_episodes
 from cachepilot.envs.references import ReferenceStore
-from cachepilot.loading import load_pipeline
-from cachepilot.pipeline import DigitsDiTPipeline
 from cachepilot.policies.features import CLIP, NUM_FEATURES
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import NUM_ACTIONS
 
 
 class CachingVecEnv(VecEnv):
-    def __init__(self, num_envs: int, pipe: DigitsDiTPipeline | None = None, num_steps: int = 50,
+    def __init__(self, num_envs: int, pipe=None, num_steps: int = 50,
                  predictor: str = "taylor:1", targets: tuple[float, float] = (0.2, 0.5),
-                 seeds: tuple[int, int] = (200_000, 300_000), guidance: float = 1.0,
+                 seeds: tuple[int, int] = (200_000, 300_000), guidance: float | None = None,
                  references: ReferenceStore | None = None,
-                 prior: SchedulePrior | None = None, seed: int | None = None):
+                 prior: SchedulePrior | None = None, seed: int | None = None,
+                 conditions: ConditionSet | None = None, call_kwargs: dict | None = None):
         check_targets(targets)
         super().__init__(num_envs, gym.spaces.Box(0.0, CLIP, (NUM_FEATURES,), np.float32),
                          gym.spaces.Discrete(NUM_ACTIONS))
-        self.episodes = CachingEpisodes(pipe if pipe is not None else load_pipeline(), num_steps, predictor,
-                                        guidance, references, prior)
+        self.episodes, self.conditions = make_episodes(pipe, num_steps, predictor, guidance, references, prior,
+                                                       conditions, call_kwargs)
         self.targets, self.seeds = targets, seeds
         self._rngs = [seeding.np_random(None if seed is None else seed + i)[0] for i in range(num_envs)]
         self._actions: np.ndarray | None = None
@@ -47,10 +46,11 @@ class CachingVecEnv(VecEnv):
         return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def reset(self) -> np.ndarray:
-        draws = [draw_episode(rng, self.seeds, self.targets) for rng in self._rngs]
-        self.reset_infos = [{"noise_seed": s, "label": c, "target": t} for s, c, t in draws]
+        draws = [draw_episode(rng, self.seeds, self.targets, len(self.conditions)) for rng in self._rngs]
+        self.reset_infos = [{"noise_seed": s, "condition": c, "target": t} for s, c, t in draws]
         self._episode_returns[:] = 0
-        return self.episodes.start(*map(list, zip(*draws)))
+        return self.episodes.start([s for s, _, _ in draws], [self.conditions.conditions[c] for _, c, _ in draws],
+                                   [t for _, _, t in draws])
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs)
@@ -75,7 +75,7 @@ class CachingVecEnv(VecEnv):
         return self.episodes.masks.cpu().numpy()
 
     def close(self) -> None:
-        pass
+        self.episodes.close()
 
     def get_attr(self, attr_name: str, indices=None) -> list[Any]:
         return [getattr(self, attr_name) for _ in self._indices(indices)]

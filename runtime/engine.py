@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -82,8 +83,19 @@ class CacheEngine:
         self.cfg_copies = cfg_copies
         self.pipeline = pipeline
         self.running_stack = False  # pass-through hooks compute while the engine runs the stack
+        self.samples_hint: int | None = None  # samples in the current call, when a driver knows it
         self.last_stats: CacheStats | None = None
         self.state_manager = None  # set by apply_cache: the stack hook's per-context states
+
+    @contextmanager
+    def bypassed(self):
+        """Calls of the transformer inside run every block for real, untouched by the cache (collection
+        computes the true residual at a cached trajectory's inputs this way, with no model copy)."""
+        self.running_stack = True
+        try:
+            yield
+        finally:
+            self.running_stack = False
 
     # -- the step ---------------------------------------------------------------------------
     def execute(
@@ -258,6 +270,8 @@ class CacheEngine:
 
     def _cfg_copies(self, rows: int) -> int:
         copies = self.cfg_copies
+        if copies is None and self.samples_hint and rows % self.samples_hint == 0:
+            copies = rows // self.samples_hint  # the driver knows the call's samples: the rest are CFG copies
         if copies is None:
             copies = 2 if getattr(self.pipeline, "do_classifier_free_guidance", False) else 1
         if copies < 1 or rows % copies:

@@ -36,6 +36,8 @@ class StackHook(ModelHook):
         self.state_manager = StateManager(EngineState)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.engine.running_stack:  # a bypassed call (`CacheEngine.bypassed`): the plain block
+            return self.fn_ref.original_forward(*args, **kwargs)
         adapter: StackAdapter = self.engine.adapter
         if self.state_manager._context is None:
             self.state_manager.set_context(_DEFAULT_CONTEXT)

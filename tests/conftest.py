@@ -7,7 +7,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def pipe():
     """The embedded pipeline, loaded once per test session."""
-    from cachepilot.loading import load_pipeline
+    from cachepilot.embedded.digits.loading import load_pipeline
 
     pipeline = load_pipeline()
     pipeline.set_progress_bar_config(disable=True)
@@ -16,6 +16,6 @@ def pipe():
 
 @pytest.fixture(scope="session")
 def classifier():
-    from cachepilot.loading import load_classifier
+    from cachepilot.embedded.digits.loading import load_classifier
 
     return load_classifier()

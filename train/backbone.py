@@ -19,7 +19,7 @@ from diffusers.models.embeddings import LabelEmbedding
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from cachepilot.train.digits_data import IMAGE_SIZE, NUM_CLASSES, load_digits_split, to_model_range
+from cachepilot.embedded.digits.data import IMAGE_SIZE, NUM_CLASSES, load_digits_split, to_model_range
 
 
 @dataclass
@@ -191,7 +191,7 @@ def export_pipeline(module: BackboneModule, config: BackboneConfig, out_dir: Pat
 
     Weights are stored in float16 to keep the embedded checkpoint a few MB; they load as float32.
     """
-    from cachepilot.pipeline import DigitsDiTPipeline
+    from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
 
     transformer = module.transformer.to("cpu", torch.float16)
     pipe = DigitsDiTPipeline(transformer=transformer, scheduler=build_scheduler(config))

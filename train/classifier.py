@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from cachepilot.classifier import DigitsClassifier
-from cachepilot.train.digits_data import load_digits_split
+from cachepilot.embedded.digits.classifier import DigitsClassifier
+from cachepilot.embedded.digits.data import load_digits_split
 
 
 def random_shift(images: torch.Tensor, max_shift: int = 1) -> torch.Tensor:

@@ -4,8 +4,10 @@ For every sample and denoising step: the block stack's input and its true residu
 at that input, one dataset row per sample (Array3D (steps, tokens, hidden), float16). Trajectories
 are sampled with full compute *and* under caching policies: skipping shifts the inputs the stack
 sees, so a head fitted on full-compute states alone would be trained on the wrong distribution.
-Under a policy the true residual is computed by an unhooked copy of the transformer on the cached
-trajectory's own inputs.
+Under a policy the true residual is computed by the same transformer with the cache bypassed, on the
+cached trajectory's own inputs (no model copy: collection is the expensive stage on a 12B model).
+Every trajectory is a call of the pipeline's own `__call__` through the sampling driver: sample i
+takes condition i mod len(conditions) and noise seed `seed + i`.
 
 Work is split in shards; each worker writes its own (`--shard-index`), a finished shard is never
 recomputed, so an interrupted collection resumes where it stopped.
@@ -14,6 +16,7 @@ recomputed, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +26,13 @@ import torch
 from datasets import Array3D, Dataset, Features, Value, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
-import cachepilot
+from cachepilot.conditions import class_conditions, condition_key
+from cachepilot.driver import SamplingDriver, caching
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
-from cachepilot.pipeline import DigitsDiTPipeline
 from cachepilot.policies.spec import make_policy
+from cachepilot.predictors.spec import make_predictor
 from cachepilot.runtime.adapters import get_adapter
+from cachepilot.runtime.hooks import get_engine
 from cachepilot.runtime.fingerprint import backbone_fingerprint, check_fingerprint
 
 CONFIG_FILE = "collect_config.json"
@@ -38,7 +43,8 @@ WEIGHTS_FILE = "step_weights.json"
 class CollectConfig:
     samples_per_policy: int = 256
     steps: int = 50
-    guidance: float = 1.0
+    call_kwargs: dict = field(default_factory=dict)  # every call's kwargs (guidance_scale, height, ...)
+    conditions: list = field(default_factory=list)    # per-sample call kwargs (default: the digits classes)
     seed: int = 100_000  # training seeds: disjoint from the bench's (20_000+) and evaluate's (10_000+)
     policies: list[str] = field(default_factory=lambda: ["always", "fixed:3", "fixed:5"])
     predictor: str = "taylor:1"  # what the cached trajectories forecast with
@@ -54,20 +60,25 @@ class CollectConfig:
 
 
 class _StackRecorder:
-    """Runs an unhooked twin of the transformer on every call and keeps its stack input and residual.
+    """Records, for every transformer call, the block stack's input and its *true* residual.
 
-    Use as a context manager: the capture hooks live on the twin only while recording."""
+    Without cachepilot hooks the real call is recorded. With them, a forward pre-hook on the transformer
+    first runs the same call with the cache bypassed (every block for real) and records that, so cached
+    trajectories get the residual the stack would have produced at the inputs the cache led to."""
 
-    def __init__(self, truth: torch.nn.Module):
-        self.truth = truth
+    def __init__(self, transformer: torch.nn.Module):
+        self.transformer = transformer
+        self.blocks = get_adapter(transformer).blocks(transformer)
+        self.adapter = get_adapter(transformer)
         self.inputs: list[torch.Tensor] = []
         self.residuals: list[torch.Tensor] = []
+        self._recording = False
         self._current: torch.Tensor | None = None
 
     def __enter__(self) -> "_StackRecorder":
-        blocks = get_adapter(self.truth).blocks(self.truth)
-        self._handles = [blocks[0].register_forward_pre_hook(self._capture_input, with_kwargs=True),
-                         blocks[-1].register_forward_hook(self._capture_output)]
+        self._handles = [self.blocks[0].register_forward_pre_hook(self._capture_input, with_kwargs=True),
+                         self.blocks[-1].register_forward_hook(self._capture_output),
+                         self.transformer.register_forward_pre_hook(self._on_call, with_kwargs=True)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -75,39 +86,47 @@ class _StackRecorder:
             handle.remove()
 
     def _capture_input(self, module, args, kwargs):
-        self._current = args[0] if args else kwargs["hidden_states"]
+        if self._recording:
+            self._current = args[0] if args else kwargs["hidden_states"]
 
     def _capture_output(self, module, args, output):
-        hidden_out = output[1] if isinstance(output, tuple) else output
-        self.inputs.append(self._current.detach())
-        self.residuals.append((hidden_out - self._current).detach())
+        if self._recording:
+            hidden_out = self.adapter.read_output(output, {})["hidden_states"]
+            self.inputs.append(self._current.detach())
+            self.residuals.append((hidden_out - self._current).detach())
 
-    def __call__(self, module, args, kwargs):  # forward pre-hook on the pipeline's transformer
-        with torch.no_grad():
-            self.truth(*args, **kwargs)
-
-
-def _record_batch(pipe: DigitsDiTPipeline, truth: torch.nn.Module, policy: str, start: int,
-                  config: CollectConfig) -> dict:
-    count = min(config.batch_size, config.samples_per_policy - start)
-    labels = [(start + i) % 10 for i in range(count)]
-    with _StackRecorder(truth) as recorder:
-        handle = pipe.transformer.register_forward_pre_hook(recorder, with_kwargs=True)
-        if policy != "always":
-            cachepilot.enable(pipe, policy, config.predictor)
+    def _on_call(self, module, args, kwargs):
+        engine = get_engine(self.transformer)
+        if engine is None:  # full compute: the real call is the truth
+            self._recording = True
+            return None
+        if engine.running_stack:  # our own bypassed call below
+            return None
+        self._recording = True
         try:
-            generators = [torch.Generator().manual_seed(config.seed + start + i) for i in range(count)]
-            pipe(labels, num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generators,
-                 output_type="pt")
+            with torch.no_grad(), engine.bypassed():
+                self.transformer(*args, **kwargs)
         finally:
-            handle.remove()
-            cachepilot.disable(pipe)
-    hidden = torch.stack(recorder.inputs, 1).half().cpu().numpy()      # (rows, steps, tokens, dim)
+            self._recording = False
+        return None
+
+
+def _record_batch(driver: SamplingDriver, policy: str, start: int, config: CollectConfig) -> dict:
+    count = min(config.batch_size, config.samples_per_policy - start)
+    conditions = [config.conditions[(start + i) % len(config.conditions)] for i in range(count)]
+    seeds = [config.seed + start + i for i in range(count)]
+    with _StackRecorder(driver.pipe.transformer) as recorder:
+        with caching(driver.pipe, None if policy == "always" else policy, config.predictor):
+            driver.sample(conditions, seeds)
+    hidden = torch.stack(recorder.inputs, 1).half().cpu().numpy()      # (rows, calls, tokens, dim)
     residual = torch.stack(recorder.residuals, 1).half().cpu().numpy()
     rows = hidden.shape[0]  # count x CFG copies
+    if hidden.shape[1] != config.steps:
+        raise CachepilotError(f"{type(driver.pipe).__name__} called its transformer {hidden.shape[1]} times in "
+                              f"{config.steps} steps: collection supports one batched call per step")
     return {
-        "sample": [config.seed + start + (r % count) for r in range(rows)],
-        "class_label": [labels[r % count] for r in range(rows)],
+        "sample": [seeds[r % count] for r in range(rows)],
+        "condition": [condition_key(conditions[r % count]) for r in range(rows)],
         "cfg_copy": [r // count for r in range(rows)],
         "policy": [policy] * rows,
         "hidden": list(hidden), "residual": list(residual),
@@ -116,15 +135,24 @@ def _record_batch(pipe: DigitsDiTPipeline, truth: torch.nn.Module, policy: str, 
 
 def _features(steps: int, tokens: int, dim: int) -> Features:
     return Features({
-        "sample": Value("int64"), "class_label": Value("int64"), "cfg_copy": Value("int64"),
+        "sample": Value("int64"), "condition": Value("string"), "cfg_copy": Value("int64"),
         "policy": Value("string"),
         "hidden": Array3D((steps, tokens, dim), "float16"), "residual": Array3D((steps, tokens, dim), "float16"),
     })
 
 
-def _write_config(out_dir: Path, config: CollectConfig, pipe: DigitsDiTPipeline) -> None:
+def check_config(config: CollectConfig) -> None:
+    """Every setting checked before anything is written or computed."""
+    if config.samples_per_policy < 1 or config.steps < 2 or config.num_shards < 1 or config.batch_size < 1:
+        raise InvalidInputError("collect needs samples >= 1, steps >= 2, shards >= 1 and batch size >= 1")
+    if not config.conditions:
+        raise InvalidInputError("collect needs at least one condition (prompt or class id)")
     for spec in config.policies:
         make_policy(spec)  # fail early on a bad spec
+    make_predictor(config.predictor)
+
+
+def _write_config(out_dir: Path, config: CollectConfig, pipe) -> None:
     meta = {"collect": asdict(config), **backbone_fingerprint(pipe.transformer)}
     path = out_dir / CONFIG_FILE
     if path.exists():
@@ -145,30 +173,38 @@ def shard_dir(out_dir: Path, shard: int, num_shards: int) -> Path:
 
 
 def collect(
-    pipe: DigitsDiTPipeline, out_dir: Path, config: CollectConfig, shards: list[int] | None = None,
-    progress: bool = True,
+    pipe, out_dir: Path, config: CollectConfig, shards: list[int] | None = None, progress: bool = True,
 ) -> list[Path]:
-    """Write the given shards (default: all) of the collection; finished shards are skipped."""
+    """Write the given shards (default: all) of the collection; finished shards are skipped.
+
+    Under `torchrun` (WORLD_SIZE > 1) with no explicit shards, rank r writes shards r, r + W, ...: one
+    process per GPU, no shard bookkeeping by hand."""
     out_dir = Path(out_dir)
-    if config.samples_per_policy < 1 or config.steps < 2 or config.num_shards < 1 or config.batch_size < 1:
-        raise InvalidInputError("collect needs samples >= 1, steps >= 2, shards >= 1 and batch size >= 1")
-    _write_config(out_dir, config, pipe)
-    if not (out_dir / WEIGHTS_FILE).exists():
-        write_step_weights(out_dir, pipe, config)
-    pipe.set_progress_bar_config(disable=True)
-    truth = pipe.unhooked_copy().transformer  # computes the true residuals on the cached trajectories
-    written = []
-    todo = list(range(config.num_shards)) if shards is None else shards
+    if not config.conditions:
+        num_classes = getattr(pipe, "num_classes", None)
+        if num_classes is not None:
+            config.conditions = list(class_conditions(int(num_classes)).conditions)
+    check_config(config)
+    todo = list(range(config.num_shards)) if shards is None else list(shards)
+    if shards is None:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        todo = todo[rank::world]
     for shard in todo:
         if not 0 <= shard < config.num_shards:
             raise InvalidInputError(f"shard index {shard} is outside 0..{config.num_shards - 1}")
+    _write_config(out_dir, config, pipe)
+    driver = SamplingDriver(pipe, config.steps, config.call_kwargs, batch_size=config.batch_size)
+    if not (out_dir / WEIGHTS_FILE).exists():
+        write_step_weights(out_dir, driver, config)
+    written = []
+    for shard in todo:
         target = shard_dir(out_dir, shard, config.num_shards)
         if (target / "dataset_info.json").exists():
             written.append(target)
             continue
         columns: dict[str, list] = {}
         for policy, start in tqdm(config.shard_jobs(shard), desc=f"collect shard {shard}", disable=not progress):
-            for key, values in _record_batch(pipe, truth, policy, start, config).items():
+            for key, values in _record_batch(driver, policy, start, config).items():
                 columns.setdefault(key, []).extend(values)
         if not columns:
             continue
@@ -182,11 +218,11 @@ def collect(
     return written
 
 
-def write_step_weights(out_dir: Path, pipe: DigitsDiTPipeline, config: CollectConfig) -> None:
+def write_step_weights(out_dir: Path, driver: SamplingDriver, config: CollectConfig) -> None:
     """Per-step loss weights for the forecaster: the final image's sensitivity to each step."""
     from cachepilot.train.sensitivity import step_sensitivity
 
-    weights = step_sensitivity(pipe, config.steps, guidance=config.guidance)
+    weights = step_sensitivity(driver, config.conditions)
     (Path(out_dir) / WEIGHTS_FILE).write_text(json.dumps(weights.tolist()))
 
 

@@ -17,16 +17,16 @@ from cachepilot.envs.episodes import CachingEpisodes
 from cachepilot.runtime.actions import Action
 
 
-def follow_masks(episodes: CachingEpisodes, seeds: list[int], labels: list[int], targets: list[float],
+def follow_masks(episodes: CachingEpisodes, seeds: list[int], conditions: list[dict], targets: list[float],
                  masks: torch.Tensor, record: bool = False):
     """Run one batched episode that computes where `masks` (N, T) say and forecasts elsewhere.
     Returns the final relative distances (N,), and with record=True also the per-step
     observations (T, N, F), actions (T, N) and rewards (T, N)."""
-    obs = episodes.start(seeds, labels, targets)
+    obs = episodes.start(seeds, conditions, targets)
     observations, actions, rewards = [], [], []
     final = None
     while not episodes.done:
-        act = torch.where(masks[:, episodes.run.step], int(Action.COMPUTE), int(Action.FORECAST))
+        act = torch.where(masks[:, episodes.step_index], int(Action.COMPUTE), int(Action.FORECAST))
         if record:
             observations.append(torch.from_numpy(obs))
         chosen, reward, infos = episodes.step(act)
@@ -57,18 +57,18 @@ def move_compute(masks: torch.Tensor, k: int, shift: int) -> torch.Tensor:
     return moved
 
 
-def oracle_masks(episodes: CachingEpisodes, seeds: list[int], labels: list[int], targets: list[float],
+def oracle_masks(episodes: CachingEpisodes, seeds: list[int], conditions: list[dict], targets: list[float],
                  sweeps: int = 2, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True) -> torch.Tensor:
     """(N, T) bool: each sample's greedily improved mask, starting from the episodes' prior."""
     masks = episodes.prior.masks(targets, episodes.num_steps)
-    best = follow_masks(episodes, seeds, labels, targets, masks)
+    best = follow_masks(episodes, seeds, conditions, targets, masks)
     interior = int(masks.sum(1).max()) - 1
     moves = [(k, s) for k in range(1, interior) for s in shifts]
     for _ in tqdm(range(sweeps), desc="oracle sweeps", disable=not progress):
         chosen, chosen_distance = masks.clone(), best.clone()
         for k, shift in tqdm(moves, desc="moves", leave=False, disable=not progress):
             candidate = move_compute(masks, k, shift)
-            distance = follow_masks(episodes, seeds, labels, targets, candidate)
+            distance = follow_masks(episodes, seeds, conditions, targets, candidate)
             better = distance < chosen_distance
             chosen[better], chosen_distance[better] = candidate[better], distance[better]
         masks, best = chosen, chosen_distance

@@ -19,10 +19,11 @@ from stable_baselines3.common.logger import configure
 import cachepilot
 from cachepilot.policies.learned import LearnedPolicy
 from cachepilot.quality import psnr
-from cachepilot.sampling import sample_images
+from cachepilot.conditions import ConditionSet
+from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.errors import CheckpointError
-from cachepilot.loading import load_pipeline
+from cachepilot.embedded.digits.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION
 from cachepilot.policies.prior import SchedulePrior
@@ -64,13 +65,14 @@ class HeldOutEval(BaseCallback):
     """Every `eval_every` steps: the deterministic actor (exactly as exported) on held-out seeds, through
     the real pipeline on an unhooked twin; logs PSNR vs. full compute and compute fraction per target."""
 
-    def __init__(self, pipe, config: PolicyConfig):
+    def __init__(self, pipe, config: PolicyConfig, conditions: ConditionSet, call_kwargs: dict | None = None):
         super().__init__()
-        self.pipe = pipe.unhooked_copy()
+        self.pipe = unhooked_twin(pipe)
         self.config, self.last = config, 0
-        self.labels = [i % 10 for i in range(config.eval_samples)]
-        self.reference = sample_images(self.pipe, self.labels, seed=config.eval_seed,
-                                       num_inference_steps=config.num_steps)
+        self.driver = SamplingDriver(self.pipe, config.num_steps, call_kwargs)
+        self.conditions = [conditions.conditions[i % len(conditions)] for i in range(config.eval_samples)]
+        self.seeds = [config.eval_seed + i for i in range(config.eval_samples)]
+        self.reference = self.driver.sample(self.conditions, self.seeds).images
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last >= self.config.eval_every:
@@ -84,8 +86,7 @@ class HeldOutEval(BaseCallback):
         for target in self.config.eval_targets:
             cachepilot.enable(self.pipe, LearnedPolicy(state=state, target=target), self.config.predictor)
             try:
-                images = sample_images(self.pipe, self.labels, seed=self.config.eval_seed,
-                                       num_inference_steps=self.config.num_steps)
+                images = self.driver.sample(self.conditions, self.seeds).images
                 fraction = cachepilot.last_stats(self.pipe).compute_fraction
             finally:
                 cachepilot.disable(self.pipe)
@@ -105,7 +106,11 @@ def _last_checkpoint(work_dir: Path) -> Path | None:
     return zips[-1] if zips else None
 
 
-def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, progress: bool = True, pipe=None):
+def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, progress: bool = True, pipe=None,
+                 conditions: ConditionSet | None = None, eval_conditions: ConditionSet | None = None,
+                 call_kwargs: dict | None = None):
+    """PPO on `pipe` (default: the embedded digits one) over the training `conditions`; the periodic held-out
+    evaluation samples `eval_conditions` (default: the training ones) with held-out seeds."""
     from sb3_contrib import MaskablePPO
 
     work_dir = Path(work_dir)
@@ -113,7 +118,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     pipe = pipe if pipe is not None else load_pipeline()
     env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
                         targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed,
-                        prior=_prior(config))
+                        prior=_prior(config), conditions=conditions, call_kwargs=call_kwargs)
     if resume:
         last = _last_checkpoint(work_dir)
         if last is None:
@@ -137,7 +142,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     (work_dir / "policy_config.json").write_text(json.dumps(asdict(config), indent=2))
     checkpoints = CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(work_dir),
                                      name_prefix=CHECKPOINT_PREFIX)
-    evaluation = HeldOutEval(pipe, config)
+    evaluation = HeldOutEval(pipe, config, eval_conditions or env.conditions, call_kwargs)
     model.learn(config.total_timesteps, callback=[checkpoints, evaluation], progress_bar=progress,
                 reset_num_timesteps=not resume)
     model.logger.record("time/total_timesteps", model.num_timesteps)

@@ -10,32 +10,29 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-import cachepilot
+from cachepilot.driver import SamplingDriver, caching
 from cachepilot.envs.references import uniform_mask
-from cachepilot.pipeline import DigitsDiTPipeline
 from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.budget import budget_computes
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.quality import psnr
-from cachepilot.sampling import sample_images
 
 
 def search_schedule(
-    pipe: DigitsDiTPipeline, target: float, num_steps: int = 50, samples: int = 16, seed: int = 300_000,
+    driver: SamplingDriver, conditions: list[dict], target: float, samples: int = 16, seed: int = 300_000,
     predictor: str = "learned", max_sweeps: int = 6, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True,
 ) -> tuple[list[bool], float]:
-    """(best mask, its mean PSNR vs. full compute on the training seeds)."""
-    labels = [i % 10 for i in range(samples)]
-    pipe.set_progress_bar_config(disable=True)
-    reference = sample_images(pipe, labels, seed=seed, num_inference_steps=num_steps)
+    """(best mask, its mean PSNR vs. full compute) over `samples` training samples: condition i mod
+    len(conditions), seed `seed + i`, sampled through the driver's pipeline (which must be unhooked)."""
+    num_steps = driver.num_steps
+    chosen = [conditions[i % len(conditions)] for i in range(samples)]
+    seeds = [seed + i for i in range(samples)]
+    reference = driver.sample(chosen, seeds).images
     forecaster = make_predictor(predictor)
 
     def score(mask: list[bool]) -> float:
-        cachepilot.enable(pipe, Schedule(mask), forecaster)
-        try:
-            return psnr(sample_images(pipe, labels, seed=seed, num_inference_steps=num_steps), reference)
-        finally:
-            cachepilot.disable(pipe)
+        with caching(driver.pipe, Schedule(mask), forecaster):
+            return psnr(driver.sample(chosen, seeds).images, reference)
 
     best = uniform_mask(num_steps, budget_computes(target, num_steps))
     best_score = score(best)

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import torch
 
-from cachepilot.pipeline import DigitsDiTPipeline
+from cachepilot.conditions import group_by_shared
+from cachepilot.driver import SamplingDriver
 from cachepilot.runtime.adapters import get_adapter
 
 
 @torch.no_grad()
-def step_sensitivity(
-    pipe: DigitsDiTPipeline, steps: int, samples: int = 16, seed: int = 90_000, guidance: float = 1.0,
-    scale: float = 1e-2,
-) -> torch.Tensor:
-    """(steps,) mean-one weights: final-image change per unit of stack-output perturbation at each step."""
-    labels = [i % 10 for i in range(samples)]
-    last_block = get_adapter(pipe.transformer).blocks(pipe.transformer)[-1]
+def step_sensitivity(driver: SamplingDriver, conditions: list[dict], samples: int = 16, seed: int = 90_000,
+                     scale: float = 1e-2) -> torch.Tensor:
+    """(steps,) mean-one weights: final-image change per unit of stack-output perturbation at each step.
+    The driver's pipeline must not be cached (every call of the last block is one step)."""
+    steps = driver.num_steps
+    first_group = [conditions[i] for i in group_by_shared(conditions)[0]]  # one batched call per run
+    chosen = [first_group[i % len(first_group)] for i in range(samples)]
+    driver = SamplingDriver(driver.pipe, steps, driver.call_kwargs, batch_size=samples)
+    seeds = [seed + i for i in range(samples)]
+    adapter = get_adapter(driver.pipe.transformer)
+    last_block = adapter.blocks(driver.pipe.transformer)[-1]
 
     def run(perturb_step: int | None) -> torch.Tensor:
         calls = {"n": 0}
@@ -32,25 +37,23 @@ def step_sensitivity(
             step, calls["n"] = calls["n"], calls["n"] + 1
             if step != perturb_step:
                 return output
-            hidden = output[1] if isinstance(output, tuple) else output
+            streams = adapter.read_output(output, {})
+            hidden = streams["hidden_states"]
             delta = torch.randn(hidden.shape, generator=noise_gen).to(hidden) * scale * hidden.std()
             run.delta_sq = delta.pow(2).flatten(1).sum(1)
-            hidden = hidden + delta
-            return (output[0], hidden) if isinstance(output, tuple) else hidden
+            return adapter.make_output({**streams, "hidden_states": hidden + delta})
 
         handle = last_block.register_forward_hook(hook)
         try:
-            generators = [torch.Generator().manual_seed(seed + i) for i in range(samples)]
-            return pipe(labels, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
-                        output_type="pt").images
+            return driver.sample(chosen, seeds).images
         finally:
             handle.remove()
 
-    pipe.set_progress_bar_config(disable=True)
     reference = run(None)
     weights = []
     for step in range(steps):
         moved = (run(step) - reference).pow(2).flatten(1).sum(1)
-        weights.append((moved / run.delta_sq).mean())
+        rows = run.delta_sq.view(-1, len(seeds)).sum(0)  # CFG copies of a sample perturbed together
+        weights.append((moved / rows).mean())
     weights = torch.stack(weights)
     return weights / weights.mean()

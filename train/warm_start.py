@@ -23,10 +23,10 @@ def prior_rollouts(env: CachingVecEnv, episodes: int, seed: int = 0) -> tuple[np
     observations, actions, returns = [], [], []
     for _ in range(episodes):
         seeds = rng.integers(*env.seeds, size=env.num_envs).tolist()
-        labels = rng.integers(0, 10, size=env.num_envs).tolist()
+        conditions = [env.conditions.conditions[i] for i in rng.integers(0, len(env.conditions), size=env.num_envs)]
         targets = rng.uniform(*env.targets, size=env.num_envs).tolist()
         masks = env.episodes.prior.masks(targets, env.episodes.num_steps)
-        _, obs, act, rewards = follow_masks(env.episodes, seeds, labels, targets, masks, record=True)
+        _, obs, act, rewards = follow_masks(env.episodes, seeds, conditions, targets, masks, record=True)
         observations.append(obs.flatten(0, 1))
         actions.append(act.flatten())
         returns.append(rewards.flip(0).cumsum(0).flip(0).flatten())  # gamma = 1, as PPO is configured

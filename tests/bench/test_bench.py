@@ -14,7 +14,11 @@ def test_tiny_sweep_writes_rows_and_report(pipe, classifier, tmp_path):
     for m in methods[1:]:
         m.knobs = list(m.knobs)[:2]
     config = BenchConfig(samples=10, steps=8, batch_size=10, repeats=1)
-    rows = run_bench(pipe, classifier, methods, config, progress=False)
+    from cachepilot.embedded.digits.data import load_digits_split
+    from cachepilot.embedded.digits.metrics import digits_quality
+
+    quality = digits_quality(classifier, load_digits_split().held_out_images)
+    rows = run_bench(pipe, methods, config, quality=quality, progress=False)
     assert [r["method"] for r in rows][:2] == ["full", "always"]
     full, always = rows[0], rows[1]
     assert full["compute_fraction"] == 1.0 and always["compute_fraction"] == 1.0

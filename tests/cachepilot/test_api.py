@@ -3,7 +3,7 @@ import torch
 
 import cachepilot
 from cachepilot.quality import psnr
-from cachepilot.sampling import sample_images
+from cachepilot.embedded.digits.sampling import sample_images
 
 
 def test_always_compute_equals_the_unhooked_pipeline(pipe):

@@ -6,7 +6,7 @@ from diffusers import PixArtTransformer2DModel
 
 from cachepilot import CheckpointError
 from cachepilot.checkpoints import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE
-from cachepilot.loading import load_classifier, load_pipeline
+from cachepilot.embedded.digits.loading import load_classifier, load_pipeline
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from cachepilot import InvalidInputError
-from cachepilot.quality import class_accuracy
-from cachepilot.sampling import sample_images
+from cachepilot.embedded.digits.metrics import class_accuracy
+from cachepilot.embedded.digits.sampling import sample_images
 
 
 def _gen(seed: int) -> torch.Generator:

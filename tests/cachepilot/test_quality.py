@@ -1,7 +1,7 @@
 import torch
 
-from cachepilot.quality import class_accuracy, frechet_distance
-from cachepilot.train.digits_data import load_digits_split
+from cachepilot.embedded.digits.metrics import class_accuracy, frechet_distance
+from cachepilot.embedded.digits.data import load_digits_split
 
 
 def test_classifier_is_accurate_on_held_out_digits(classifier):

@@ -6,6 +6,7 @@ import torch
 import cachepilot
 from cachepilot.envs import ENV_ID
 from cachepilot.envs.caching_env import CachingEnv
+from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.envs.references import uniform_mask
 from cachepilot.policies.baselines import Schedule
 from cachepilot.runtime.actions import Action
@@ -15,10 +16,7 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def env(pipe):
-
-
-    own = pipe.unhooked_copy()
-    return CachingEnv(own, num_steps=STEPS)
+    return CachingEnv(unhooked_twin(pipe), num_steps=STEPS)
 
 
 def _play(env, choose, **options):
@@ -48,14 +46,14 @@ def test_budget_is_exact_whatever_the_agent_does(env):
         def random_valid(env, step):
             return int(rng.choice(np.flatnonzero(env.action_masks())))
 
-        _, actions, last, info = _play(env, random_valid, target=target, noise_seed=5, label=3)
+        _, actions, last, info = _play(env, random_valid, target=target, noise_seed=5, condition=3)
         assert actions.count(Action.COMPUTE) == info["computes_allowed"]
         assert actions[0] == Action.COMPUTE and actions[-1] == Action.COMPUTE
         assert last["compute_fraction"] == info["computes_allowed"] / STEPS
 
 
 def test_invalid_actions_are_replaced_not_obeyed(env):
-    _, actions, last, info = _play(env, lambda env, step: int(Action.COMPUTE), target=0.25, noise_seed=1, label=1)
+    _, actions, last, info = _play(env, lambda env, step: int(Action.COMPUTE), target=0.25, noise_seed=1, condition=1)
     assert actions.count(Action.COMPUTE) == info["computes_allowed"]
 
 
@@ -64,34 +62,32 @@ def test_env_steps_are_the_runtime_steps(env, pipe, guidance):
     """Playing a schedule through the env gives bit-for-bit the latents `enable(pipe, Schedule)` gives;
     with guidance > 1 both CFG branches of a sample share its decisions, as at inference."""
     if guidance != 1.0:
-        env = CachingEnv(pipe.unhooked_copy(), num_steps=STEPS, guidance=guidance)
-    target, seed, label = 0.34, 7, 4
-    _, _, _, info = _play(env, lambda env, step: 0, target=target, noise_seed=seed, label=label)  # sizes budget
+        env = CachingEnv(unhooked_twin(pipe), num_steps=STEPS, guidance=guidance)
+    target, seed, label = 0.34, 7, 4  # the condition index is the class on the default digits conditions
+    _, _, _, info = _play(env, lambda env, step: 0, target=target, noise_seed=seed, condition=label)  # sizes budget
     mask = uniform_mask(STEPS, info["computes_allowed"])
     _, actions, last, _ = _play(env, lambda env, step: int(Action.COMPUTE if mask[step] else Action.FORECAST),
-                                target=target, noise_seed=seed, label=label)
-    env_latents = env.run.latents.clone()
+                                target=target, noise_seed=seed, condition=label)
+    env_latents = env.episodes.latents.clone()
     assert actions == [0 if m else 2 for m in mask]
     # the uniform schedule is the reward's normaliser: its return is exactly -2
     assert last["final_distance"] == pytest.approx(last["uniform_distance"], rel=1e-6)
-    twin = env.references.pipe
+    twin = unhooked_twin(pipe)
     cachepilot.enable(twin, Schedule(mask), "taylor:1")
     try:
-        run = twin.start([label], STEPS, guidance, generator=[torch.Generator().manual_seed(seed)])
-        assert run.use_cfg == (guidance > 1)
-        for _ in range(STEPS):
-            twin.step(run)
-        twin.finish(run)
+        driver = SamplingDriver(twin, STEPS, {"guidance_scale": guidance})
+        result = driver.sample([{"class_labels": label}], [seed])
     finally:
         cachepilot.disable(twin)
-    assert torch.equal(env_latents, run.latents)
+    assert twin.do_classifier_free_guidance == (guidance > 1)
+    assert torch.equal(env_latents, result.latents)
 
 
 def test_uniform_schedule_return_is_minus_two(env):
-    _, _, _, info = _play(env, lambda env, step: 0, target=0.4, noise_seed=11, label=9)
+    _, _, _, info = _play(env, lambda env, step: 0, target=0.4, noise_seed=11, condition=9)
     mask = uniform_mask(STEPS, info["computes_allowed"])
     total, _, _, _ = _play(env, lambda env, step: int(Action.COMPUTE if mask[step] else Action.FORECAST),
-                           target=0.4, noise_seed=11, label=9)
+                           target=0.4, noise_seed=11, condition=9)
     assert total == pytest.approx(-2.0, rel=1e-5)
 
 
@@ -102,10 +98,20 @@ def test_registered_and_validates_targets(pipe):
     cachepilot.disable(pipe)
 
 
-def test_step_before_reset_is_an_error(env):
-    env.run = None
+def test_step_before_reset_is_an_error(pipe):
+    fresh = CachingEnv(unhooked_twin(pipe), num_steps=4)
     with pytest.raises(RuntimeError, match="before start"):
-        env.step(0)
+        fresh.step(0)
+
+
+def test_reset_mid_episode_aborts_the_running_call_cleanly(env):
+    """A reset before the end unwinds the pipeline call in its worker thread; the next episode is clean."""
+    first, *_ = _play(env, lambda env, step: 0, target=0.3, noise_seed=3, condition=2)
+    env.reset(seed=0, options={"target": 0.3, "noise_seed": 3, "condition": 2})
+    env.step(0)
+    env.step(2)
+    again, *_ = _play(env, lambda env, step: 0, target=0.3, noise_seed=3, condition=2)
+    assert again == pytest.approx(first, abs=1e-9)
 
 
 def test_observation_carries_the_prior_and_the_residual_drift(pipe):
@@ -113,7 +119,7 @@ def test_observation_carries_the_prior_and_the_residual_drift(pipe):
     from cachepilot.policies.prior import SchedulePrior
 
     prior = SchedulePrior({0.5: "101010010011"})
-    env = CachingEnv(pipe.unhooked_copy(), num_steps=STEPS, prior=prior)
+    env = CachingEnv(unhooked_twin(pipe), num_steps=STEPS, prior=prior)
     obs, _ = env.reset(seed=0, options={"target": 0.5})
     seen = []
     for _ in range(4):

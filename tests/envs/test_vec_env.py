@@ -10,7 +10,9 @@ STEPS, N = 8, 3
 
 
 def _twin(pipe):
-    return pipe.unhooked_copy()
+    from cachepilot.driver import unhooked_twin
+
+    return unhooked_twin(pipe)
 
 
 def _rollout(env, masks_of, episodes=2):

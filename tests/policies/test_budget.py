@@ -3,7 +3,9 @@ import torch
 
 from cachepilot import InvalidInputError
 from cachepilot.policies.budget import apply_masks, budget_computes, budget_masks
-from cachepilot.policies.external import ExternalActions
+import queue
+
+from cachepilot.policies.external import SteppedActions
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.observation import Observation
 
@@ -40,9 +42,15 @@ def test_apply_masks_replaces_only_forbidden():
     assert out.tolist() == [0, 2, 1]
 
 
-def test_external_actions_are_used_once():
-    policy = ExternalActions()
-    policy.set(torch.tensor([0, 2]))
-    assert policy.decide(_obs(1, [1, 1])).tolist() == [0, 2]
-    with pytest.raises(RuntimeError, match="set 2 actions"):
+def test_stepped_actions_hand_out_the_observation_and_reuse_the_step_for_a_second_context():
+    policy, outbox = SteppedActions(), queue.Queue()
+    policy.new_call(outbox)
+    policy.inbox.put(torch.tensor([0, 2]))
+    obs = _obs(1, [1, 1])
+    assert policy.decide(obs).tolist() == [0, 2]
+    assert outbox.get_nowait() == ("obs", obs)
+    assert policy.decide(_obs(1, [1, 1])).tolist() == [0, 2]  # true CFG: same step, same decision
+    assert outbox.empty()
+    policy.inbox.put(torch.tensor([0]))
+    with pytest.raises(RuntimeError, match=r"\(1,\) actions for 2 samples"):
         policy.decide(_obs(2, [1, 1]))

@@ -1,8 +1,8 @@
 import torch
 
-from cachepilot.loading import load_pipeline
+from cachepilot.embedded.digits.loading import load_pipeline
 from cachepilot.train.backbone import BackboneConfig, BackboneModule, train_backbone
-from cachepilot.train.digits_data import load_digits_split
+from cachepilot.embedded.digits.data import load_digits_split
 
 # ema_decay 0.9: the default 0.999 would average a 60-step run back to the initial weights
 TINY = dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, batch_size=64, warmup_steps=5, lr=2e-3,

@@ -1,4 +1,4 @@
-from cachepilot.loading import load_classifier
+from cachepilot.embedded.digits.loading import load_classifier
 from cachepilot.train.classifier import train_classifier
 
 

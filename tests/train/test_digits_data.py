@@ -1,6 +1,6 @@
 import torch
 
-from cachepilot.train.digits_data import load_digits_split
+from cachepilot.embedded.digits.data import load_digits_split
 
 
 def test_split_is_stratified_disjoint_and_deterministic():

@@ -1,3 +1,4 @@
+from cachepilot.driver import SamplingDriver, unhooked_twin
 import torch
 
 from cachepilot.envs.episodes import CachingEpisodes
@@ -17,12 +18,13 @@ def test_move_compute_moves_one_interior_compute_per_row_where_it_can():
 
 
 def test_oracle_keeps_budgets_and_never_does_worse_than_the_prior(pipe):
-    episodes = CachingEpisodes(pipe.unhooked_copy(), 10, "taylor:1", prior=SchedulePrior())
-    seeds, labels, targets = [1, 2, 3, 4], [0, 3, 7, 9], [0.3, 0.3, 0.5, 0.5]
+    episodes = CachingEpisodes(SamplingDriver(unhooked_twin(pipe), 10), "taylor:1", prior=SchedulePrior())
+    seeds, targets = [1, 2, 3, 4], [0.3, 0.3, 0.5, 0.5]
+    conditions = [{"class_labels": c} for c in (0, 3, 7, 9)]
     prior = episodes.prior.masks(targets, 10)
-    masks = oracle_masks(episodes, seeds, labels, targets, sweeps=1, shifts=(-1, 1), progress=False)
+    masks = oracle_masks(episodes, seeds, conditions, targets, sweeps=1, shifts=(-1, 1), progress=False)
     assert torch.equal(masks.sum(1), prior.sum(1)) and masks[:, 0].all() and masks[:, -1].all()
-    before = follow_masks(episodes, seeds, labels, targets, prior)
-    after, obs, actions, rewards = follow_masks(episodes, seeds, labels, targets, masks, record=True)
+    before = follow_masks(episodes, seeds, conditions, targets, prior)
+    after, obs, actions, rewards = follow_masks(episodes, seeds, conditions, targets, masks, record=True)
     assert (after <= before + 1e-6).all()
     assert obs.shape[:2] == (10, 4) and torch.equal(actions == 0, masks.T)

@@ -1,3 +1,4 @@
+from cachepilot.driver import unhooked_twin
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ TINY = dict(num_envs=4, num_steps=10, total_timesteps=160, batch_size=40, n_epoc
 def exported(tmp_path_factory, pipe):
 
 
-    own = pipe.unhooked_copy()
+    own = unhooked_twin(pipe)
     work = tmp_path_factory.mktemp("ppo")
     config = PolicyConfig(**TINY)
     model = train_policy(config, work, progress=False, pipe=own)
@@ -127,7 +128,7 @@ def test_shipped_policy_takes_the_searched_schedule(pipe):
     from cachepilot.checkpoints import DEFAULT_CACHE, DEFAULT_POLICY
 
     searched = json.loads((DEFAULT_CACHE / "searched_schedules.json").read_text())["schedules"]
-    own = pipe.unhooked_copy()
+    own = unhooked_twin(pipe)
     for target in (0.2, 0.4):
         cachepilot.enable(own, LearnedPolicy(DEFAULT_POLICY, target=target), "learned")
         try:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cachepilot.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
+from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
 
 
 def sample_images(
@@ -23,16 +23,12 @@ def sample_images(
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """(N, 1, H, W) in [0, 1]; sample i seeded with seed + i."""
-    labels = list(class_labels)
-    chunks = []
-    for start in range(0, len(labels), batch_size):
-        batch = labels[start:start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
-        out = pipe(batch, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                   generator=generators, output_type="pt")
-        chunks.append(out.images.cpu())
-    return torch.cat(chunks)
+    """(N, 1, H, W) in [0, 1]; sample i seeded with seed + i (through the generic sampling driver)."""
+    from cachepilot.driver import SamplingDriver
+
+    labels = [int(c) for c in class_labels]
+    driver = SamplingDriver(pipe, num_inference_steps, {"guidance_scale": guidance_scale}, batch_size=batch_size)
+    return driver.sample([{"class_labels": c} for c in labels], [seed + i for i in range(len(labels))]).images
 
 
 def image_grid(images: torch.Tensor, ncols: int = 10, scale: int = 16, pad: int = 2) -> Image.Image:

@@ -6,9 +6,7 @@ model works directly on 8x8 pixels, so this pipeline mirrors its `__call__` with
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,24 +19,12 @@ from cachepilot.errors import InvalidInputError
 DEFAULT_GUIDANCE_SCALE = 1.0
 
 
-@dataclass
-class DenoisingRun:
-    """The state of one sampling call between steps."""
-
-    latents: torch.Tensor
-    model_labels: torch.Tensor
-    guidance_scale: float
-    use_cfg: bool
-    hooked: bool
-    num_steps: int
-    step: int = 0
-
-
 class DigitsDiTPipeline(DiffusionPipeline):
     """transformer: a class-conditional `DiTTransformer2DModel` (null class = `num_embeds_ada_norm`);
     scheduler: any diffusers scheduler (the embedded checkpoint ships DDIM)."""
 
     model_cpu_offload_seq = "transformer"
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(self, transformer: DiTTransformer2DModel, scheduler: SchedulerMixin):
         super().__init__()
@@ -88,40 +74,34 @@ class DigitsDiTPipeline(DiffusionPipeline):
             raise InvalidInputError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         return labels
 
-    def unhooked_copy(self) -> "DigitsDiTPipeline":
-        """An independent full-compute twin (own weights copy, own scheduler, no cachepilot hooks, no
-        progress bar): references, timings and evaluations run beside a hooked pipeline without touching it."""
-        from cachepilot.runtime.hooks import remove_cache
-
-        twin = DigitsDiTPipeline(transformer=copy.deepcopy(self.transformer), scheduler=copy.deepcopy(self.scheduler))
-        remove_cache(twin.transformer)
-        twin.set_progress_bar_config(disable=True)
-        return twin
-
-    def _reset_cache_hooks(self) -> bool:
-        """Reset stateful cache hooks (ours or diffusers'); True when the transformer has any."""
-        registry = getattr(self.transformer, "_diffusers_hook", None)
-        if registry is None:
-            return False
-        registry.reset_stateful_hooks(recurse=True)
-        return True
-
     @torch.no_grad()
-    def start(
+    def __call__(
         self,
         class_labels: int | Sequence[int] | torch.Tensor,
         num_inference_steps: int = 50,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        output_type: str = "pt",
-    ) -> DenoisingRun:
-        """Validate, draw the initial noise and set up the scheduler; `step` then advances one step.
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> ImagePipelineOutput | tuple:
+        """Sample one image per class label.
 
-        `__call__` is start + step x N + finish; the gym env drives the same three so that a step
-        there is exactly a step here.
+        guidance_scale: classifier-free guidance weight w in eps = eps_u + w (eps_c - eps_u);
+        w = 1 runs the conditional branch only (one model call per step), any other w >= 0 runs
+        both halves in one batch [cond; uncond]. A list of generators gives each sample its own
+        noise, so a sample does not depend on what else is in the batch.
+        output_type: "pil" (list of grey PIL images), "np" (N, 8, 8, 1) in [0, 1], or "pt" (N, 1, 8, 8).
+        callback_on_step_end: diffusers' step callback, `fn(pipe, step, timestep, {"latents": ...})`
+        returning the (possibly changed) tensors; cachepilot's sampling driver reads the latents with it.
         """
         labels = self.check_inputs(class_labels, num_inference_steps, guidance_scale, output_type)
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise InvalidInputError(f"callback_on_step_end_tensor_inputs may hold {self._callback_tensor_inputs}, "
+                                    f"got {sorted(unknown)}")
         batch = labels.shape[0]
         if isinstance(generator, list) and len(generator) != batch:
             raise InvalidInputError(f"got {len(generator)} generators for {batch} class labels")
@@ -137,60 +117,26 @@ class DigitsDiTPipeline(DiffusionPipeline):
         use_cfg = self.do_classifier_free_guidance
         model_labels = torch.cat([labels, torch.full_like(labels, self.num_classes)]) if use_cfg else labels
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        hooked = self._reset_cache_hooks()
-        return DenoisingRun(latents, model_labels, guidance_scale, use_cfg, hooked, num_inference_steps)
-
-    def model_input(self, run: DenoisingRun) -> tuple[torch.Tensor, torch.Tensor]:
-        """The transformer's input and timesteps at the run's current step."""
-        t = self.scheduler.timesteps[run.step]
-        model_input = torch.cat([run.latents, run.latents]) if run.use_cfg else run.latents
-        return self.scheduler.scale_model_input(model_input, t), t.expand(model_input.shape[0])
-
-    @torch.no_grad()
-    def step(self, run: DenoisingRun) -> None:
-        """One denoising step: the transformer (through any cache hooks) and the scheduler."""
-        t = self.scheduler.timesteps[run.step]
-        if run.hooked:  # DiT has no `cache_context`: tell cache hooks where the loop is
-            _set_cache_context(self.transformer, CacheContext(
-                "denoise", step_index=run.step, num_inference_steps=run.num_steps, timestep=t))
-        model_input, timesteps = self.model_input(run)
-        noise_pred = self.transformer(model_input, timestep=timesteps, class_labels=run.model_labels).sample
-        if run.use_cfg:
-            cond, uncond = noise_pred.chunk(2)
-            noise_pred = uncond + run.guidance_scale * (cond - uncond)
-        run.latents = self.scheduler.step(noise_pred, t, run.latents).prev_sample
-        run.step += 1
-
-    def finish(self, run: DenoisingRun) -> torch.Tensor:
-        """Close the cache context and reset stateful hooks; returns the final latents."""
-        if run.hooked:
-            _set_cache_context(self.transformer, None)
-            self._reset_cache_hooks()
-        return run.latents
-
-    @torch.no_grad()
-    def __call__(
-        self,
-        class_labels: int | Sequence[int] | torch.Tensor,
-        num_inference_steps: int = 50,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-    ) -> ImagePipelineOutput | tuple:
-        """Sample one image per class label.
-
-        guidance_scale: classifier-free guidance weight w in eps = eps_u + w (eps_c - eps_u);
-        w = 1 runs the conditional branch only (one model call per step), any other w >= 0 runs
-        both halves in one batch [cond; uncond]. A list of generators gives each sample its own
-        noise, so a sample does not depend on what else is in the batch.
-        output_type: "pil" (list of grey PIL images), "np" (N, 8, 8, 1) in [0, 1], or "pt" (N, 1, 8, 8).
-        """
-        run = self.start(class_labels, num_inference_steps, guidance_scale, generator, latents, output_type)
-        for _ in self.progress_bar(range(num_inference_steps)):
-            self.step(run)
-        latents = self.finish(run)
+        hooked = getattr(self.transformer, "_diffusers_hook", None) is not None
+        try:
+            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+                if hooked:  # DiT has no `cache_context`: tell cache hooks where the loop is
+                    _set_cache_context(self.transformer, CacheContext(
+                        "denoise", step_index=i, num_inference_steps=num_inference_steps, timestep=t))
+                model_input = torch.cat([latents, latents]) if use_cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise_pred = self.transformer(model_input, timestep=t.expand(model_input.shape[0]),
+                                              class_labels=model_labels).sample
+                if use_cfg:
+                    cond, uncond = noise_pred.chunk(2)
+                    noise_pred = uncond + guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+                if callback_on_step_end is not None:
+                    latents = callback_on_step_end(self, i, t, {"latents": latents}).get("latents", latents)
+        finally:
+            if hooked:  # close the context and reset stateful hooks, whatever happened in the loop
+                _set_cache_context(self.transformer, None)
+                self.transformer._diffusers_hook.reset_stateful_hooks(recurse=True)
         images = (latents.float() / 2 + 0.5).clamp(0, 1)
         self.maybe_free_model_hooks()
         if output_type == "pt":

@@ -1,0 +1,57 @@
+"""Quality of generated digits, judged by the reference classifier.
+
+class accuracy: does the classifier agree with the requested class?
+Fréchet distance: torchmetrics' FID with the classifier's penultimate layer as feature extractor,
+an offline stand-in for FID (Inception weights cannot be downloaded here).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from cachepilot.embedded.digits.classifier import DigitsClassifier
+
+
+class _ClassifierFeatures(nn.Module):
+    """Adapter: torchmetrics calls the feature extractor on images and reads `num_features`."""
+
+    def __init__(self, classifier: DigitsClassifier):
+        super().__init__()
+        self.classifier = classifier
+        self.num_features = classifier.num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(images)
+
+
+@torch.no_grad()
+def class_accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """images (N, 1, 8, 8) in [0, 1]; share of images classified as their requested label."""
+    classifier.eval()
+    predicted = classifier(images.to(classifier.device)).argmax(-1).cpu()
+    return (predicted == labels.cpu()).float().mean().item()
+
+
+@torch.no_grad()
+def frechet_distance(classifier: DigitsClassifier, images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to classifier features of two image sets."""
+    classifier.eval()
+    metric = FrechetInceptionDistance(
+        feature=_ClassifierFeatures(classifier), normalize=True, input_img_size=tuple(images.shape[1:])
+    ).to(classifier.device)
+    metric.update(reference.to(classifier.device), real=True)
+    metric.update(images.to(classifier.device), real=False)
+    return metric.compute().item()
+
+
+def digits_quality(classifier: DigitsClassifier, held_out: torch.Tensor):
+    """The bench's model-specific figures for digits: `fn(images, conditions) -> {class_acc, fd}`."""
+
+    def quality(images: torch.Tensor, conditions: list[dict]) -> dict:
+        labels = torch.tensor([int(c["class_labels"]) for c in conditions])
+        return {"class_acc": class_accuracy(classifier, images, labels),
+                "fd": frechet_distance(classifier, images, held_out)}
+
+    return quality

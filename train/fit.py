@@ -1,0 +1,274 @@
+"""`cachepilot fit`: the whole recipe on a user's pipeline, one stage after another, each resumable.
+
+conditions -> collect -> predictors -> schedule search -> policy -> export -> bench report, written to one
+cache checkpoint directory that `cachepilot.enable(pipe, checkpoint=DIR, speed=0.3)` loads:
+
+    DIR/cachepilot_config.json   backbone fingerprint, steps, call kwargs, condition split, stage timings
+    DIR/conditions.json          train / validation / evaluation conditions (figures are on evaluation only)
+    DIR/predictors/              the learned forecaster head
+    DIR/searched_schedules.json  the best fixed schedule per budget (the policy's prior and its baseline)
+    DIR/policy/                  the exported actor
+    DIR/bench/                   results.json / results.md / pareto.png on the evaluation conditions
+    DIR/README.md                model, conditions, budgets and figures
+    DIR/work/                    resumable intermediate state (collection shards, Lightning and PPO checkpoints)
+
+A stage whose output is complete is skipped, so an interrupted fit resumes where it stopped. `smoke=True`
+runs every stage at toy sizes: the plumbing on a user's model in minutes before a long GPU run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from cachepilot.conditions import ConditionSet, ConditionSplit, class_conditions, load_conditions, split_conditions
+from cachepilot.driver import SamplingDriver
+from cachepilot.errors import InvalidInputError
+from cachepilot.runtime.fingerprint import backbone_fingerprint
+
+CONFIG_FILE = "cachepilot_config.json"
+FORMAT_VERSION = 1
+console = Console(stderr=True)
+
+
+@dataclass
+class FitConfig:
+    steps: int = 50
+    call_kwargs: dict = field(default_factory=dict)
+    targets: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5])
+    collect_samples: int = 256
+    collect_policies: list[str] = field(default_factory=lambda: ["always", "fixed:3", "fixed:5"])
+    collect_shards: int = 6
+    predictor_steps: int = 3000
+    search_samples: int = 16
+    policy_timesteps: int = 100_000
+    policy_envs: int = 16
+    bench_samples: int = 64
+    bench_repeats: int = 3
+    batch_size: int = 64
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls, **overrides: Any) -> "FitConfig":
+        """Every stage at toy sizes (a few minutes on 2 CPU cores for a tiny model)."""
+        return cls(**{**dict(steps=10, targets=[0.3, 0.5], collect_samples=4, collect_policies=["always", "fixed:2"],
+                             collect_shards=1, predictor_steps=20, search_samples=4, policy_timesteps=80,
+                             policy_envs=4, bench_samples=4, bench_repeats=1, batch_size=8), **overrides})
+
+    def check(self) -> None:
+        for name in ("steps", "collect_samples", "collect_shards", "predictor_steps", "search_samples",
+                     "policy_timesteps", "policy_envs", "bench_samples", "bench_repeats", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"fit: {name} must be an integer >= 1, got {value!r}")
+        if self.steps < 4:
+            raise InvalidInputError(f"fit: steps must be >= 4 for a cache to have anything to skip, got {self.steps}")
+        if not self.targets or not all(0 < t < 1 for t in self.targets):
+            raise InvalidInputError(f"fit: targets must be compute fractions in (0, 1), got {self.targets}")
+
+
+def _conditions_for(pipe, prompts: str | Path | ConditionSet | None) -> ConditionSet:
+    if isinstance(prompts, ConditionSet):
+        return prompts
+    if prompts is not None:
+        return load_conditions(prompts)
+    num_classes = getattr(pipe, "num_classes", None)
+    labels = getattr(pipe, "labels", None)  # diffusers' DiTPipeline: class name -> id, from id2label
+    if num_classes is None and isinstance(labels, dict) and labels:
+        ids = sorted({int(i) for i in labels.values()})
+        return ConditionSet(tuple({"class_labels": i} for i in ids), f"{type(pipe).__name__} classes")
+    if num_classes is None:
+        raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE "
+                                "(one prompt per line, or a JSONL of call kwargs)")
+    return class_conditions(int(num_classes))
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any work when the output directory cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".cachepilot-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise InvalidInputError(f"cannot write to the output directory {out}: {err.strerror or err}") from None
+
+
+def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
+    """One 1-step call per group of call-wide kwargs: a condition the pipeline rejects fails here, with the
+    pipeline's own message, before any work."""
+    from cachepilot.conditions import group_by_shared
+
+    probe = SamplingDriver(driver.pipe, 1, driver.call_kwargs, batch_size=1)
+    every = [c for part in (split.train, split.validation, split.evaluation) for c in part.conditions]
+    for group in group_by_shared(every):
+        try:
+            probe.sample([every[group[0]]], [0])
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(f"{type(driver.pipe).__name__} rejects the condition {every[group[0]]}: "
+                                    f"{err}".splitlines()[0]) from None
+
+
+class Fit:
+    """The stages of one fit; `run()` runs those whose output is not complete yet."""
+
+    STAGES = ("collect", "predictors", "schedules", "policy", "bench")
+
+    def __init__(self, pipe, out: Path, prompts: str | Path | ConditionSet | None = None,
+                 config: FitConfig | None = None, progress: bool = True):
+        self.pipe, self.out, self.config, self.progress = pipe, Path(out), config or FitConfig(), progress
+        self.config.check()
+        _check_writable(self.out)
+        self.work = self.out / "work"
+        self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
+        self.split = self._split(_conditions_for(pipe, prompts))
+        self.record = self._read_record()
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------
+    def _split(self, conditions: ConditionSet) -> ConditionSplit:
+        path = self.out / "conditions.json"
+        split = split_conditions(conditions, seed=self.config.seed)
+        if path.exists():
+            stored = ConditionSplit.from_json(json.loads(path.read_text()))
+            if stored.to_json() != split.to_json():
+                raise InvalidInputError(f"{self.out} was fitted on other conditions: use another --out, or the "
+                                        "same prompts to resume")
+        else:
+            _check_pipeline_call(self.driver, split)
+            path.write_text(json.dumps(split.to_json(), indent=2))
+        return split
+
+    def _read_record(self) -> dict:
+        path = self.out / CONFIG_FILE
+        record = {
+            "format_version": FORMAT_VERSION, "pipeline_class": type(self.pipe).__name__,
+            "backbone": backbone_fingerprint(self.pipe.transformer), "num_steps": self.config.steps,
+            "call_kwargs": self.config.call_kwargs, "fit": asdict(self.config),
+            "conditions": {name: len(getattr(self.split, name)) for name in ("train", "validation", "evaluation")},
+            "split_by": self.split.by, "stage_seconds": {},
+        }
+        if path.exists():
+            stored = json.loads(path.read_text())
+            for key in ("backbone", "num_steps", "call_kwargs", "fit"):
+                if stored.get(key) != record[key]:
+                    raise InvalidInputError(f"{self.out} holds a fit with another {key}: use another --out, or the "
+                                            "same settings to resume")
+            record["stage_seconds"] = stored.get("stage_seconds", {})
+        path.write_text(json.dumps(record, indent=2))
+        return record
+
+    def _save_record(self) -> None:
+        (self.out / CONFIG_FILE).write_text(json.dumps(self.record, indent=2))
+
+    def _done(self, stage: str) -> bool:
+        return {
+            "collect": lambda: all((self.work / "collect" / "shards" / f"shard-{s:05d}-of-{self.config.collect_shards:05d}"
+                                    / "dataset_info.json").exists() for s in range(self.config.collect_shards)),
+            "predictors": lambda: (self.out / "predictors" / "config.json").exists(),
+            "schedules": lambda: self._schedules_left() == [],
+            "policy": lambda: (self.out / "policy" / "config.json").exists(),
+            "bench": lambda: (self.out / "bench" / "results.json").exists(),
+        }[stage]()
+
+    def run(self, stages: tuple[str, ...] | None = None) -> dict:
+        """Run the stages (default: all) whose output is incomplete; returns the checkpoint record."""
+        for index, stage in enumerate(stages or self.STAGES, 1):
+            if self._done(stage):
+                console.print(f"[{index}/{len(self.STAGES)}] {stage}: complete, skipped")
+                continue
+            console.print(f"[{index}/{len(self.STAGES)}] {stage} ...")
+            tic = time.perf_counter()
+            getattr(self, f"_stage_{stage}")()
+            seconds = time.perf_counter() - tic
+            self.record["stage_seconds"][stage] = round(seconds + self.record["stage_seconds"].get(stage, 0.0), 2)
+            self._save_record()
+            console.print(f"[{index}/{len(self.STAGES)}] {stage}: done in {seconds:.1f} s")
+        if (self.out / "bench" / "results.json").exists():
+            from cachepilot.bench.fit_report import write_readme
+
+            write_readme(self.pipe, self.out)
+        return self.record
+
+    # -- stages --------------------------------------------------------------------------------------------
+    def _stage_collect(self) -> None:
+        from cachepilot.train.collect import CollectConfig, collect
+
+        config = CollectConfig(samples_per_policy=self.config.collect_samples, steps=self.config.steps,
+                               call_kwargs=self.config.call_kwargs, conditions=list(self.split.train.conditions),
+                               policies=list(self.config.collect_policies), predictor="taylor:1",
+                               num_shards=self.config.collect_shards, batch_size=self.config.batch_size)
+        collect(self.pipe, self.work / "collect", config, progress=self.progress)
+
+    def _stage_predictors(self) -> None:
+        from cachepilot.train.predictors import PredictorConfig, train_predictors
+
+        work = self.work / "predictors"
+        config = PredictorConfig(max_steps=self.config.predictor_steps,
+                                 val_every=max(1, min(500, self.config.predictor_steps)))
+        accelerator = "gpu" if self.pipe.device.type == "cuda" else "cpu"
+        train_predictors(self.work / "collect", self.out / "predictors", work, config,
+                         resume=(work / "last.ckpt").exists(), accelerator=accelerator, progress=self.progress)
+
+    def _schedules_path(self) -> Path:
+        return self.out / "searched_schedules.json"
+
+    def _schedules_left(self) -> list[float]:
+        path = self._schedules_path()
+        found = json.loads(path.read_text())["schedules"] if path.exists() else {}
+        return [t for t in self.config.targets if f"{t:g}" not in found]
+
+    def _stage_schedules(self) -> None:
+        from cachepilot.train.schedule_search import search_schedule
+
+        path = self._schedules_path()
+        record = json.loads(path.read_text()) if path.exists() else {
+            "num_steps": self.config.steps, "predictor": f"learned:{self.out / 'predictors'}",
+            "samples": self.config.search_samples, "seed": 300_000, "schedules": {}}
+        for target in self._schedules_left():  # one target at a time: an interruption keeps the ones found
+            mask, score = search_schedule(self.driver, list(self.split.train.conditions), target,
+                                          samples=self.config.search_samples, predictor=record["predictor"],
+                                          progress=self.progress)
+            record["schedules"][f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
+            path.write_text(json.dumps(record, indent=2))
+
+    def _stage_policy(self) -> None:
+        from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy, train_policy
+
+        work = self.work / "policy"
+        low, high = min(self.config.targets), max(self.config.targets)
+        config = PolicyConfig(num_envs=self.config.policy_envs, num_steps=self.config.steps,
+                              total_timesteps=self.config.policy_timesteps,
+                              targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
+                              predictor=f"learned:{self.out / 'predictors'}", prior=str(self._schedules_path()),
+                              warm_start=True, seed=self.config.seed,
+                              eval_samples=min(16, max(2, self.config.bench_samples)),
+                              eval_targets=tuple(self.config.targets[:2]))
+        if self.config.policy_timesteps < 2_000:  # smoke sizes
+            config = replace(config, rollout_episodes=1, batch_size=self.config.steps, n_epochs=1,
+                             checkpoint_every=self.config.policy_timesteps, eval_every=self.config.policy_timesteps,
+                             warm_start_episodes=1, warm_start_epochs=5)
+        model = train_policy(config, work, resume=_last_checkpoint(work) is not None, progress=self.progress,
+                             pipe=self.pipe, conditions=self.split.train, eval_conditions=self.split.validation,
+                             call_kwargs=self.config.call_kwargs)
+        export_policy(model, self.out / "policy", self.pipe.transformer, config)
+        from cachepilot.runtime.hooks import remove_cache
+
+        remove_cache(self.pipe.transformer)  # the env's hooks: later stages sample the plain pipeline
+
+    def _stage_bench(self) -> None:
+        from cachepilot.bench.fit_report import bench_checkpoint
+
+        bench_checkpoint(self.pipe, self.out, self.split.evaluation, self.config)
+
+
+def fit(pipe, out: Path, prompts: str | Path | ConditionSet | None = None, config: FitConfig | None = None,
+        progress: bool = True) -> dict:
+    """Run the whole recipe on `pipe` into the cache checkpoint directory `out` (see the module doc)."""
+    with torch.inference_mode(False):
+        return Fit(pipe, out, prompts, config, progress).run()
