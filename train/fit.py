@@ -101,18 +101,19 @@ def _check_writable(out: Path) -> None:
 
 
 def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
-    """One 1-step call per group of call-wide kwargs: a condition the pipeline rejects fails here, with the
+    """Every condition through a 1-step call (batched): a condition the pipeline rejects fails here, with the
     pipeline's own message, before any work."""
-    from cachepilot.conditions import group_by_shared
-
-    probe = SamplingDriver(driver.pipe, 1, driver.call_kwargs, batch_size=1)
-    every = [c for part in (split.train, split.validation, split.evaluation) for c in part.conditions]
-    for group in group_by_shared(every):
+    probe = SamplingDriver(driver.pipe, 1, driver.call_kwargs, batch_size=driver.batch_size)
+    every = list(dict.fromkeys(json.dumps(c, sort_keys=True) for part in (split.train, split.validation,
+                                                                          split.evaluation) for c in part.conditions))
+    every = [json.loads(c) for c in every]
+    for start in range(0, len(every), driver.batch_size):
+        batch = every[start:start + driver.batch_size]
         try:
-            probe.sample([every[group[0]]], [0])
+            probe.sample(batch, list(range(len(batch))))
         except (TypeError, ValueError) as err:
-            raise InvalidInputError(f"{type(driver.pipe).__name__} rejects the condition {every[group[0]]}: "
-                                    f"{err}".splitlines()[0]) from None
+            raise InvalidInputError(f"{type(driver.pipe).__name__} rejects the condition(s) {start + 1}..{start + len(batch)} "
+                                    f"(first: {batch[0]}): {err}".splitlines()[0]) from None
 
 
 class Fit:

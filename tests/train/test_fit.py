@@ -1,0 +1,92 @@
+"""`cachepilot fit` end to end on tiny random diffusers pipelines of every supported family, built offline
+and loaded through the same loader users call; then `enable(checkpoint=...)` on the same pipeline, and the
+checkpoint refused on another model."""
+
+import json
+
+import pytest
+import torch
+
+import cachepilot
+from cachepilot import CheckpointError, InvalidInputError
+from cachepilot.driver import SamplingDriver
+from cachepilot.loading import load_pipeline
+from cachepilot.train.fit import FitConfig, fit
+
+from ..tiny_pipelines import build_tiny_pipeline, call_kwargs, example_condition
+
+PROMPTS = ["a red circle", "a blue square", "a small green star", "a big yellow ring", "a black cross",
+           "a white dot above a red line", "an orange triangle", "a purple circle below a blue square"]
+
+
+def _prompts_file(tmp_path, family):
+    path = tmp_path / "prompts.txt"
+    if family == "dit":
+        return None  # class-conditional: every class of the pipeline
+    path.write_text("\n".join(PROMPTS) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3", "pixart-sigma", "dit"])
+def test_fit_end_to_end_then_enable_the_checkpoint(family, tmp_path):
+    pipe = load_pipeline(build_tiny_pipeline(family, tmp_path / "pipe"))
+    kwargs = {k: v for k, v in call_kwargs(family).items() if k != "num_inference_steps"}
+    config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5])
+    out = tmp_path / "cache"
+    record = fit(pipe, out, _prompts_file(tmp_path, family), config, progress=False)
+    assert set(record["stage_seconds"]) == {"collect", "predictors", "schedules", "policy", "bench"}
+    for path in ("policy/config.json", "predictors/config.json", "searched_schedules.json", "conditions.json",
+                 "bench/results.json", "README.md", "cachepilot_config.json"):
+        assert (out / path).exists(), path
+    split = json.loads((out / "conditions.json").read_text())
+    if family != "dit":  # prompts: evaluation prompts were never trained on
+        train = {json.dumps(c, sort_keys=True) for c in split["train"]["conditions"]}
+        assert not train & {json.dumps(c, sort_keys=True) for c in split["evaluation"]["conditions"]}
+    rows = json.loads((out / "bench" / "results.json").read_text())
+    learned = [r for r in rows if r["method"] == "learned-policy"]
+    assert learned and all(0 < r["compute_fraction"] < 1 and r["psnr"] > 0 for r in learned)
+
+    # a second run finds every stage complete and recomputes nothing
+    again = fit(pipe, out, _prompts_file(tmp_path, family), config, progress=False)
+    assert again["stage_seconds"] == record["stage_seconds"]
+
+    driver = SamplingDriver(pipe, 6, kwargs)
+    conditions = [example_condition(family, i) for i in range(2)]
+    cachepilot.enable(pipe, checkpoint=out, speed=0.5)
+    try:
+        cached = driver.sample(conditions, [5, 6])
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    assert stats.batch_size == 2 and stats.compute_fraction == pytest.approx(0.5)
+    assert torch.isfinite(cached.images).all()
+
+
+def test_a_checkpoint_is_refused_on_another_model(tmp_path):
+    pipe = load_pipeline(build_tiny_pipeline("sd3", tmp_path / "sd3"))
+    kwargs = call_kwargs("sd3")
+    out = tmp_path / "cache"
+    fit(pipe, out, _prompts_file(tmp_path, "sd3"),
+        FitConfig.smoke(steps=5, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5]),
+        progress=False)
+    other = load_pipeline(build_tiny_pipeline("flux", tmp_path / "flux"))
+    with pytest.raises(CheckpointError, match="backbone_class"):
+        cachepilot.enable(other, checkpoint=out, speed=0.5)
+
+
+def test_bad_input_fails_before_any_work(tmp_path, pipe):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(InvalidInputError, match="no conditions"):
+        fit(pipe, tmp_path / "a", empty, FitConfig.smoke(), progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"class_labels": 1}\n{not json\n')
+    with pytest.raises(InvalidInputError, match="line 2"):
+        fit(pipe, tmp_path / "b", bad, FitConfig.smoke(), progress=False)
+    with pytest.raises(InvalidInputError, match="rejects the condition.*unknown class id"):
+        fit(pipe, tmp_path / "c", "classes:0-40", FitConfig.smoke(), progress=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InvalidInputError, match="cannot write"):
+        fit(pipe, blocker / "out", None, FitConfig.smoke(), progress=False)
+    assert not (tmp_path / "c" / "work").exists()
