@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from cachepilot.driver import unhooked_twin
 from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.embedded.digits.loading import load_pipeline
@@ -36,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     base = load_pipeline()
 
-    vec = CachingVecEnv(args.envs, base.unhooked_copy(), num_steps=args.steps, seed=0)
-    dummy = DummyVecEnv([lambda: CachingEnv(base.unhooked_copy(), num_steps=args.steps) for _ in range(args.envs)])
+    vec = CachingVecEnv(args.envs, unhooked_twin(base), num_steps=args.steps, seed=0)
+    dummy = DummyVecEnv([lambda: CachingEnv(unhooked_twin(base), num_steps=args.steps) for _ in range(args.envs)])
     dummy.seed(0)
     batched = measure(vec, lambda env: env.action_masks(), args.envs, args.steps, args.episodes)
     single = measure(dummy, lambda env: np.stack(env.env_method("action_masks")), args.envs, args.steps,

@@ -151,19 +151,26 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--steps", type=int, default=50)
     se.add_argument("--samples", type=int, default=16, help="training seeds the schedules are scored on")
     se.add_argument("--predictor", default="learned")
+    _add_pipeline_args(se)
     se.set_defaults(func=_run_search)
 
 
 def _run_search(args: argparse.Namespace) -> None:
     import json
 
-    from cachepilot.embedded.digits.loading import load_pipeline
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.loading import load_pipeline
     from cachepilot.train.schedule_search import search_schedule
 
-    pipe = load_pipeline()
+    bad = [t for t in args.targets if not 0 < t <= 1]
+    if bad:
+        raise CachepilotError(f"--targets must be compute fractions in (0, 1], got {bad}")
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    driver = SamplingDriver(pipe, args.steps, _call_kwargs(args))
+    conditions = _conditions(args, pipe)
     found = {}
     for target in args.targets:
-        mask, score = search_schedule(pipe, target, args.steps, args.samples, predictor=args.predictor)
+        mask, score = search_schedule(driver, conditions, target, args.samples, predictor=args.predictor)
         found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
         print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,25 +186,43 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
                      help="trajectory kinds: full compute and cached")
     col.add_argument("--predictor", default="taylor:1", help="what cached trajectories forecast with")
     col.add_argument("--steps", type=int, default=50)
-    col.add_argument("--guidance", type=float, default=1.0)
+    col.add_argument("--guidance", type=float, default=None, help="guidance_scale of every call (default: the pipeline's)")
     col.add_argument("--seed", type=int, default=100_000)
     col.add_argument("--num-shards", type=int, default=6)
     col.add_argument("--shard-index", type=int, nargs="*", default=None,
                      help="write only these shards (one worker per shard); default all")
     col.add_argument("--batch-size", type=int, default=64)
-    col.add_argument("--checkpoint", type=Path, default=None)
-    col.add_argument("--device", default="cpu")
+    _add_pipeline_args(col)
+    col.add_argument("--checkpoint", dest="pipeline", default=None, help=argparse.SUPPRESS)  # the old name
     col.set_defaults(func=_run_collect)
 
 
-def _run_collect(args: argparse.Namespace) -> None:
-    from cachepilot.embedded.digits.loading import load_pipeline
-    from cachepilot.train.collect import CollectConfig, collect
+def _call_kwargs(args: argparse.Namespace) -> dict:
+    kwargs = dict(args.call_kwargs)
+    if getattr(args, "guidance", None) is not None:
+        kwargs["guidance_scale"] = args.guidance
+    return kwargs
 
-    config = CollectConfig(samples_per_policy=args.samples, steps=args.steps, guidance=args.guidance,
+
+def _conditions(args: argparse.Namespace, pipe) -> list[dict]:
+    """The train split of --prompts (default: every class of a class-conditional pipeline)."""
+    from cachepilot.conditions import split_conditions
+    from cachepilot.train.fit import _conditions_for
+
+    return list(split_conditions(_conditions_for(pipe, args.prompts)).train.conditions)
+
+
+def _run_collect(args: argparse.Namespace) -> None:
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.collect import CollectConfig, check_config, collect
+
+    config = CollectConfig(samples_per_policy=args.samples, steps=args.steps, call_kwargs=_call_kwargs(args),
                            seed=args.seed, policies=list(args.policies), predictor=args.predictor,
-                           num_shards=args.num_shards, batch_size=args.batch_size)
-    paths = collect(load_pipeline(args.checkpoint, device=args.device), args.out, config, shards=args.shard_index)
+                           num_shards=args.num_shards, batch_size=args.batch_size, conditions=[{}])
+    check_config(config)  # before loading anything
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    config.conditions = _conditions(args, pipe)
+    paths = collect(pipe, args.out, config, shards=args.shard_index)
     print(f"{len(paths)} shard(s) ready under {args.out}/shards")
 
 
