@@ -68,7 +68,9 @@ def unhooked_twin(pipe: Any) -> Any:
     source = pipe.transformer  # rebuilt from config + weights: hooks (and their locks, queues) stay behind
     transformer = type(source).from_config(source.config)
     transformer.load_state_dict(source.state_dict())
-    transformer.to(device=source.device, dtype=source.dtype).eval()
+    if transformer.dtype != source.dtype:
+        transformer.to(dtype=source.dtype)
+    transformer.to(source.device).eval()
     twin = type(pipe).from_pipe(pipe, transformer=transformer, scheduler=copy.deepcopy(pipe.scheduler))
     twin.set_progress_bar_config(disable=True)
     return twin

@@ -47,3 +47,20 @@ def test_bad_cache_options_are_one_clear_line(tmp_path, capsys, argv, message):
     assert main(argv + extra) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_fit_bad_input_is_one_clear_line_before_any_work(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["fit", "--out", str(tmp_path / "a"), "--prompts", str(empty), "--smoke"]) == 2
+    assert "holds no conditions" in capsys.readouterr().err
+    unsupported = tmp_path / "unet-pipe"
+    unsupported.mkdir()
+    (unsupported / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert main(["fit", "--out", str(tmp_path / "b"), "--pipeline", str(unsupported), "--smoke"]) == 2
+    assert "could not be loaded" in capsys.readouterr().err
+    assert main(["fit", "--out", str(tmp_path / "c"), "--pipeline", "/nonexistent/pipe"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["fit", "--out", str(tmp_path / "d"), "--steps", "2"]) == 2
+    assert "steps must be >= 4" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
