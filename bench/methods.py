@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,7 +49,13 @@ def taylorseer_mask(interval: int, steps: int, warmup: int = TAYLORSEER_WARMUP) 
     return "".join("1" if s < warmup or (s - warmup - 1) % interval == 0 else "0" for s in range(steps))
 
 
-def cachepilot_methods(steps: int = 50) -> list[Method]:
+def cachepilot_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:
+    """Ours: training-free policies x predictors, fewer steps, and a cache checkpoint's learned methods
+    (cache: a `fit` directory; "default": the shipped digits cache; None: none)."""
+    if cache == "default":
+        from cachepilot.checkpoints import DEFAULT_CACHE
+
+        cache = DEFAULT_CACHE
     intervals = [2, 3, 4, 5, 6]
     deltas = [0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5]  # compute fractions ~0.5 down to ~0.03
     return [
@@ -62,7 +69,7 @@ def cachepilot_methods(steps: int = 50) -> list[Method]:
         # diffusers' TaylorSeer schedule with our forecasters: the same computes, only the predictor differs
         ours_method("ts-schedule+taylor1", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:1", intervals),
         ours_method("ts-schedule+taylor2", lambda n: "schedule:" + taylorseer_mask(n, steps), "taylor:2", intervals),
-    ] + _learned_methods(steps, intervals, deltas)
+    ] + _learned_methods(steps, intervals, deltas, cache)
 
 
 def fewer_steps() -> Method:
@@ -71,35 +78,45 @@ def fewer_steps() -> Method:
                   steps_for=lambda f, steps: max(1, round(f * steps)))
 
 
-def _searched_schedules(steps: int) -> list[Method]:
-    """The best fixed schedules of an offline search (`cachepilot search-schedule`), when shipped."""
+def _searched_schedules(steps: int, cache: Path) -> list[Method]:
+    """The best fixed schedules of an offline search (`cachepilot search-schedule`, `fit`), when the cache has them."""
     import json
 
-    from cachepilot.checkpoints import DEFAULT_CACHE
-
-    path = DEFAULT_CACHE / "searched_schedules.json"
+    path = Path(cache) / "searched_schedules.json"
     if not path.exists():
         return []
     found = json.loads(path.read_text())
     if found["num_steps"] != steps:
         return []
     masks = {float(k): v["mask"] for k, v in found["schedules"].items()}
-    return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], found["predictor"], sorted(masks))]
+    predictor = found["predictor"]
+    if predictor.startswith("learned") and (Path(cache) / "predictors" / "config.json").exists():
+        predictor = f"learned:{Path(cache) / 'predictors'}"  # the cache's own head, wherever the directory moved
+    return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], predictor, sorted(masks))]
 
 
-def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float]) -> list[Method]:
-    """The same schedules with the embedded learned forecaster, and the learned policy, when shipped."""
-    from cachepilot.checkpoints import DEFAULT_POLICY, DEFAULT_PREDICTOR
+def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float], cache: Path | None) -> list[Method]:
+    """Fewer steps; and, from a cache checkpoint (default: the shipped digits one), the searched schedules, the
+    learned policy and the usual schedules with its learned forecaster."""
+    from cachepilot.policies.learned import LearnedPolicy
 
-    methods = [fewer_steps()] + _searched_schedules(steps)
-    if (DEFAULT_POLICY / "config.json").exists():
-        methods.append(ours_method("learned-policy", lambda f: f"learned:{f}", "learned", [0.2, 0.3, 0.4, 0.5]))
-    if not (DEFAULT_PREDICTOR / "config.json").exists():
+    methods = [fewer_steps()]
+    if cache is None:
+        return methods
+    cache = Path(cache)
+    methods += _searched_schedules(steps, cache)
+    head = cache / "predictors"
+    learned = f"learned:{head}"
+    if (cache / "policy" / "config.json").exists():
+        targets = [0.2, 0.3, 0.4, 0.5]
+        methods.append(ours_method("learned-policy", lambda f: LearnedPolicy(cache / "policy", target=f),
+                                   learned if (head / "config.json").exists() else "taylor:2", targets))
+    if not (head / "config.json").exists():
         return methods
     return methods + [
-        ours_method("fixed+learned", lambda n: f"fixed:{n}", "learned", intervals),
-        ours_method("threshold+learned", lambda d: f"threshold:{d}", "learned", deltas),
-        ours_method("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), "learned", intervals),
+        ours_method("fixed+learned", lambda n: f"fixed:{n}", learned, intervals),
+        ours_method("threshold+learned", lambda d: f"threshold:{d}", learned, deltas),
+        ours_method("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), learned, intervals),
     ]
 
 
@@ -171,5 +188,5 @@ def cache_dit_methods() -> list[Method]:
                    family="cache-dit")]
 
 
-def all_methods(steps: int = 50) -> list[Method]:
-    return cachepilot_methods(steps) + diffusers_methods() + cache_dit_methods()
+def all_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:
+    return cachepilot_methods(steps, cache) + diffusers_methods() + cache_dit_methods()

@@ -39,8 +39,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     po = train.add_parser("policy", help="train the learned cache policy (MaskablePPO over CachingVecEnv)")
     po.add_argument("--work-dir", type=Path, default=Path("runs/policy"), help="SB3 checkpoints and CSV logs")
-    po.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/policy"),
-                    help="export the actor here when training ends")
+    po.add_argument("--out", type=Path, default=None,
+                    help="export the actor here when training ends (default for the digits model: the shipped "
+                         "checkpoints/digits-dit-cache/policy; required with --pipeline)")
     po.add_argument("--timesteps", type=int, default=None)
     po.add_argument("--envs", type=int, default=None, help="samples per batched env step")
     po.add_argument("--predictor", default=None, help="what FORECAST uses during training (default: learned)")
@@ -53,6 +54,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
     po.add_argument("--lr", type=float, default=None)
     po.add_argument("--ent-coef", type=float, default=None)
+    po.add_argument("--steps", type=int, default=None, help="denoising steps per episode (default 50)")
+    _add_pipeline_args(po)
     po.set_defaults(func=_run_train_policy)
 
     clf = train.add_parser("classifier", help="train the reference digits classifier used by the metrics")
@@ -91,11 +94,18 @@ def _run_train_predictors(args: argparse.Namespace) -> None:
 
 
 def _run_train_policy(args: argparse.Namespace) -> None:
-    from cachepilot.embedded.digits.loading import load_pipeline
+    from cachepilot.conditions import split_conditions
+    from cachepilot.loading import load_pipeline
+    from cachepilot.outputs import check_output_dir
+    from cachepilot.train.fit import _conditions_for
     from cachepilot.train.policy import PolicyConfig, export_policy, train_policy
 
+    if args.out is None:
+        if args.pipeline is not None:
+            raise CachepilotError("--out is required with --pipeline (the default is the shipped digits policy)")
+        args.out = Path("checkpoints/digits-dit-cache/policy")
     config = PolicyConfig()
-    for name, value in (("total_timesteps", args.timesteps), ("num_envs", args.envs)):
+    for name, value in (("total_timesteps", args.timesteps), ("num_envs", args.envs), ("num_steps", args.steps)):
         if value is not None:
             if value < 1:
                 raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -108,14 +118,17 @@ def _run_train_policy(args: argparse.Namespace) -> None:
         if value is not None:
             setattr(config, name, value)
     config.warm_start = args.warm_start
-    if args.prior is None:
+    if args.prior is None and args.pipeline is None:
         from cachepilot.checkpoints import DEFAULT_CACHE
 
         config.prior = str(DEFAULT_CACHE / "searched_schedules.json")
     else:
-        config.prior = None if args.prior.lower() == "none" else args.prior
-    pipe = load_pipeline()
-    model = train_policy(config, args.work_dir, resume=args.resume, pipe=pipe)
+        config.prior = None if args.prior is None or args.prior.lower() == "none" else args.prior
+    check_output_dir(args.out)
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    split = split_conditions(_conditions_for(pipe, args.prompts))
+    model = train_policy(config, args.work_dir, resume=args.resume, pipe=pipe, conditions=split.train,
+                         eval_conditions=split.validation, call_kwargs=args.call_kwargs)
     export_policy(model, args.out, pipe.transformer, config)
     print(f"exported policy to {args.out}")
 
@@ -124,6 +137,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="export the last PPO checkpoint of a work dir as a plain-torch policy")
     ex.add_argument("--work-dir", type=Path, default=Path("runs/policy"))
     ex.add_argument("--out", type=Path, default=Path("checkpoints/digits-dit-cache/policy"))
+    ex.add_argument("--pipeline", default=None,
+                    help="the pipeline the policy was trained on, when the work dir has no backbone.json "
+                         "(default: the embedded digits model)")
     ex.set_defaults(func=_run_export)
 
 
@@ -132,7 +148,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     from sb3_contrib import MaskablePPO
 
-    from cachepilot.embedded.digits.loading import load_pipeline
+    from cachepilot.loading import load_pipeline
     from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy
 
     last = _last_checkpoint(args.work_dir)
@@ -140,7 +156,12 @@ def _run_export(args: argparse.Namespace) -> None:
     if last is None or not config_path.exists():
         raise CachepilotError(f"no PPO checkpoint (ppo_*_steps.zip + policy_config.json) in {args.work_dir}")
     config = PolicyConfig(**json.loads(config_path.read_text()))
-    export_policy(MaskablePPO.load(last, device="cpu"), args.out, load_pipeline().transformer, config)
+    backbone_path = args.work_dir / "backbone.json"
+    if backbone_path.exists() and args.pipeline is None:
+        backbone = json.loads(backbone_path.read_text())  # recorded at training: no pipeline load needed
+    else:
+        backbone = load_pipeline(args.pipeline).transformer
+    export_policy(MaskablePPO.load(last, device="cpu"), args.out, backbone, config)
     print(f"exported {last} to {args.out}")
 
 
@@ -243,8 +264,16 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    gen = sub.add_parser("generate", help="sample digits and write a PNG grid")
-    gen.add_argument("--classes", type=int, nargs="+", default=list(range(10)), help="one image per class id")
+    gen = sub.add_parser("generate", help="sample images (digits by default) and write a PNG grid")
+    gen.add_argument("--classes", type=int, nargs="+", default=None,
+                     help="one image per class id (class-conditional pipelines; default 0-9 for the digits model)")
+    gen.add_argument("--cache", default=None,
+                     help="a `cachepilot fit` directory (or hub id) whose learned policy --policy learned uses")
+    gen.add_argument("--pipeline", default=None, help="diffusers pipeline directory or hub id (default: the "
+                                                      "embedded digits model)")
+    gen.add_argument("--prompts", default=None, help="one image per condition of this file (text pipelines)")
+    gen.add_argument("--call-kwargs", type=_json_object, default={}, help="JSON kwargs of every pipeline call")
+    gen.add_argument("--dtype", default=None)
     gen.add_argument("--out", type=Path, default=Path("grid.png"))
     gen.add_argument("--policy", default=None,
                      help="cache policy: always | fixed:N | threshold:DELTA | schedule:MASK (default: no cache)")
@@ -271,10 +300,20 @@ def _run_generate(args: argparse.Namespace) -> None:
         if policy not in (None, "learned"):
             raise CachepilotError("--speed sets the learned policy's target: use it with --policy learned")
         policy = f"learned:{0.3 if args.speed is None else args.speed}"
-    if policy is not None and policy.startswith("learned") and predictor is None:
+    if policy is not None and policy.startswith("learned") and predictor is None and args.cache is None:
         predictor = "learned"
-    generate(args.classes, args.out, checkpoint=args.checkpoint, steps=args.steps, guidance=args.guidance,
-             seed=args.seed, batch_size=args.batch_size, device=args.device, policy=policy, predictor=predictor)
+    if args.prompts is not None:
+        from cachepilot.conditions import load_conditions
+
+        conditions = list(load_conditions(args.prompts).conditions)
+    else:
+        conditions = [{"class_labels": c} for c in (args.classes if args.classes is not None else range(10))]
+    kwargs = dict(args.call_kwargs)
+    if args.guidance is not None:
+        kwargs["guidance_scale"] = args.guidance
+    generate(conditions, args.out, pipeline=args.pipeline or args.checkpoint, steps=args.steps, call_kwargs=kwargs,
+             seed=args.seed, batch_size=args.batch_size, device=args.device, dtype=args.dtype, policy=policy,
+             predictor=predictor, cache=args.cache)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -294,7 +333,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
     bench.add_argument("--seed", type=int, default=20_000)
     bench.add_argument("--methods", nargs="+", default=None, help="only these method names (default: all)")
-    bench.add_argument("--checkpoint", type=Path, default=None)
+    bench.add_argument("--cache", type=Path, default=None,
+                       help="a `cachepilot fit` directory whose learned methods join the sweep (default for the "
+                            "digits model: the shipped cache)")
+    _add_pipeline_args(bench)
+    bench.add_argument("--checkpoint", dest="pipeline", default=None, help=argparse.SUPPRESS)  # the old name
     bench.set_defaults(func=_run_bench)
 
 
@@ -302,7 +345,8 @@ def _run_bench(args: argparse.Namespace) -> None:
     from cachepilot.commands import bench
 
     bench(args.out, samples=args.samples, steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
-          repeats=args.repeats, seed=args.seed, methods=args.methods, checkpoint=args.checkpoint)
+          repeats=args.repeats, seed=args.seed, methods=args.methods, pipeline=args.pipeline, prompts=args.prompts,
+          cache=args.cache, call_kwargs=args.call_kwargs, device=args.device, dtype=args.dtype)
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:

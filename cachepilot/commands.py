@@ -13,6 +13,7 @@ from rich.table import Table
 
 import cachepilot
 from cachepilot.errors import InvalidInputError
+from cachepilot.outputs import check_output_dir
 from cachepilot.policies.spec import make_policy
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.quality import psnr
@@ -20,6 +21,7 @@ from cachepilot.embedded.digits.loading import load_classifier, load_pipeline
 from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE
 from cachepilot.embedded.digits.metrics import class_accuracy, frechet_distance
 from cachepilot.embedded.digits.sampling import image_grid, sample_images
+from cachepilot.outputs import check_output_dir
 from cachepilot.embedded.digits.data import load_digits_split
 
 console = Console()
@@ -30,41 +32,53 @@ def _check_batch_size(batch_size: int) -> None:
         raise InvalidInputError(f"batch size must be >= 1, got {batch_size}")
 
 
-def _timed_sample(pipe, classes, seed, steps, guidance, batch_size) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    images = sample_images(pipe, classes, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
-                           batch_size=batch_size)
-    return images, time.perf_counter() - start
-
-
 def generate(
-    classes: Sequence[int], out: Path, checkpoint: Path | None = None, steps: int = 50,
-    guidance: float | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
-    policy: str | None = None, predictor: str | None = None,
+    conditions: Sequence[dict], out: Path, pipeline: str | Path | None = None, steps: int = 50,
+    call_kwargs: dict | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
+    dtype: str | None = None, policy: str | None = None, predictor: str | None = None, cache: str | Path | None = None,
 ) -> dict:
-    """Sample one image per class id and write the grid; print and return wall times.
+    """Sample one image per condition (seed + i for image i) on any supported pipeline and write the grid;
+    print and return wall times.
 
-    With a cache `policy`, the same seeds are also run with full compute so the speed-up and
-    the fidelity (PSNR vs. full compute) are printed side by side.
+    With a cache `policy`, the same seeds are also run with full compute so the speed-up and the fidelity
+    (PSNR vs. full compute) are printed side by side. policy "learned:TARGET" uses the shipped policy, or the
+    `cache` directory's (a `cachepilot fit` output) with its learned forecaster.
     """
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
+    from cachepilot.images import image_grid as any_image_grid
+    from cachepilot.loading import load_pipeline as load_any_pipeline
+    from cachepilot.outputs import check_output_file
+
     _check_batch_size(batch_size)
-    guidance = DEFAULT_GUIDANCE_SCALE if guidance is None else guidance
-    policy_obj = make_policy(policy) if policy is not None else None
-    predictor_obj = make_predictor(predictor)
-    pipe = load_pipeline(checkpoint, device=device)
-    pipe.check_inputs(classes, steps, guidance)
-    pipe.set_progress_bar_config(disable=True)
-    sample_images(pipe, classes[:1], seed=seed, num_inference_steps=2, guidance_scale=guidance)  # warm-up
-    pipe.set_progress_bar_config(disable=False, desc="denoising", leave=False)
-    images, wall = _timed_sample(pipe, classes, seed, steps, guidance, batch_size)
-    result = {"images": len(classes), "steps": steps, "guidance": guidance, "full_wall_s": wall,
+    if not conditions:
+        raise InvalidInputError("nothing to generate: give at least one class or prompt")
+    out = check_output_file(out)
+    policy_obj, predictor_obj = _cache_policy(policy, predictor, cache)
+    pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
+    kwargs = dict(call_kwargs or {})
+    digits = isinstance(pipe, DigitsDiTPipeline)
+    if digits:
+        kwargs.setdefault("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+        pipe.check_inputs([c.get("class_labels", -1) for c in conditions], steps, kwargs["guidance_scale"])
+    seeds = [seed + i for i in range(len(conditions))]
+    SamplingDriver(pipe, 2, kwargs, batch_size).sample(list(conditions[:1]), seeds[:1])  # warm-up
+    driver = SamplingDriver(pipe, steps, kwargs, batch_size)
+
+    def timed() -> tuple[torch.Tensor, float]:
+        tic = time.perf_counter()
+        images = driver.sample(list(conditions), seeds).images
+        return images, time.perf_counter() - tic
+
+    images, wall = timed()
+    result = {"images": len(conditions), "steps": steps, "call_kwargs": kwargs, "full_wall_s": wall,
               "full_ms_per_step": 1000 * wall / steps}
     line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step)"
     if policy_obj is not None:
         reference = images
         cachepilot.enable(pipe, policy_obj, predictor_obj)
         try:
-            images, cached_wall = _timed_sample(pipe, classes, seed, steps, guidance, batch_size)
+            images, cached_wall = timed()
             stats = cachepilot.last_stats(pipe)
         finally:
             cachepilot.disable(pipe)
@@ -74,11 +88,27 @@ def generate(
         line = (f"{policy_obj.spec()} + {predictor_obj.spec()}: {cached_wall:.3f} s wall, compute fraction "
                 f"{stats.compute_fraction:.2f}, speed-up x{result['speedup']:.2f} vs. {line}; "
                 f"PSNR vs. full compute {result['psnr']:.2f} dB")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images).save(out)
-    console.print(f"generated {len(classes)} images, {steps} steps, guidance {guidance:g}; {line} -> {out}")
+    grid = image_grid(images) if digits else any_image_grid(images, scale=max(1, 128 // images.shape[-1]))
+    grid.save(out)
+    console.print(f"generated {len(conditions)} images, {steps} steps; {line} -> {out}", soft_wrap=True)
     return result
+
+
+def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path | None):
+    """(policy, predictor) objects; a learned policy comes from `cache` (a fit directory) when given."""
+    if policy is None:
+        return None, make_predictor(predictor)
+    name, _, arg = policy.partition(":")
+    if name == "learned" and cache is not None:
+        from cachepilot.api import resolve_checkpoint
+        from cachepilot.policies.learned import LearnedPolicy
+
+        policy_dir, predictor_dir = resolve_checkpoint(cache)
+        target = float(arg) if arg else 0.3
+        if predictor is None or predictor == "learned":
+            predictor = f"learned:{predictor_dir}" if predictor_dir is not None else "taylor:2"
+        return LearnedPolicy(policy_dir, target=target), make_predictor(predictor)
+    return make_policy(policy), make_predictor(predictor)
 
 
 def evaluate(
@@ -117,37 +147,64 @@ def evaluate(
     return result
 
 
+def bench_conditions(pipe, prompts: str | Path | None, cache: Path | None) -> tuple[list[dict], str]:
+    """What the bench samples: the evaluation split of --prompts, else of the cache's recorded conditions,
+    else every class of a class-conditional pipeline (with held-out seeds)."""
+    from cachepilot.conditions import ConditionSplit, load_conditions, split_conditions
+    from cachepilot.train.fit import _conditions_for
+
+    if prompts is not None:
+        evaluation = split_conditions(load_conditions(prompts)).evaluation
+    elif cache is not None and (Path(cache) / "conditions.json").exists():
+        evaluation = ConditionSplit.from_json(json.loads((Path(cache) / "conditions.json").read_text())).evaluation
+    else:
+        evaluation = _conditions_for(pipe, None)
+    return list(evaluation.conditions), evaluation.source
+
+
 def bench(
     out: Path, samples: int = 64, steps: int = 50, guidance: float | None = None, batch_size: int = 64,
-    repeats: int = 3, seed: int = 20_000, methods: Sequence[str] | None = None, checkpoint: Path | None = None,
+    repeats: int = 3, seed: int = 20_000, methods: Sequence[str] | None = None, pipeline: str | Path | None = None,
+    prompts: str | Path | None = None, cache: str | Path | None = None, call_kwargs: dict | None = None,
+    device: str = "cpu", dtype: str | None = None,
 ) -> list[dict]:
-    """Sweep every method over its knob (see `cachepilot.bench`) and write the report to `out`."""
+    """Sweep every method over its knob (see `cachepilot.bench`) on a pipeline (default: the embedded digits
+    one) and write the report to `out`. cache: a `cachepilot fit` directory whose learned methods join the
+    sweep (default for the digits model: the shipped cache)."""
     from cachepilot.bench.methods import all_methods
     from cachepilot.bench.report import markdown_table, write_report
     from cachepilot.bench.runner import BenchConfig, overhead_fraction, run_bench
+    from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
+    from cachepilot.loading import load_pipeline as load_any_pipeline
 
     for name, value in (("samples", samples), ("steps", steps), ("batch size", batch_size), ("repeats", repeats)):
         if value < 1:
             raise InvalidInputError(f"{name} must be >= 1, got {value}")
     if samples < 2:
         raise InvalidInputError("samples must be >= 2 (a Fréchet distance needs a covariance)")
-    guidance = DEFAULT_GUIDANCE_SCALE if guidance is None else guidance
-    available = all_methods(steps)
+    check_output_dir(out)
+    pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
+    digits = isinstance(pipe, DigitsDiTPipeline)
+    if digits:
+        guidance = DEFAULT_GUIDANCE_SCALE if guidance is None else guidance
+        pipe.check_inputs([0], steps, guidance)
+    available = all_methods(steps, cache if cache is not None else ("default" if digits else None))
     if methods:
         unknown = sorted(set(methods) - {m.name for m in available})
         if unknown:
             raise InvalidInputError(f"unknown bench method(s) {unknown}; available: {[m.name for m in available]}")
         available = [m for m in available if m.name in methods]
-    pipe = load_pipeline(checkpoint)
-    pipe.check_inputs([0], steps, guidance)
+    conditions, source = bench_conditions(pipe, prompts, cache)
     config = BenchConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
-                         repeats=repeats)
-    from cachepilot.embedded.digits.metrics import digits_quality
+                         repeats=repeats, call_kwargs=dict(call_kwargs or {}))
+    quality = None
+    if digits:
+        from cachepilot.embedded.digits.metrics import digits_quality
 
-    quality = digits_quality(load_classifier(), load_digits_split().held_out_images)
-    rows = run_bench(pipe, available, config, quality=quality)
-    meta = {"samples": samples, "steps": steps, "guidance": guidance, "batch": batch_size, "repeats": repeats,
-            "threads": torch.get_num_threads()}
+        quality = digits_quality(load_classifier(), load_digits_split().held_out_images)
+    rows = run_bench(pipe, available, config, conditions=conditions, quality=quality)
+    meta = {"pipeline": type(pipe).__name__, "conditions": source, "samples": samples, "steps": steps,
+            "guidance": guidance, "batch": batch_size, "repeats": repeats, "threads": torch.get_num_threads()}
     write_report(rows, out, meta)
     console.print(markdown_table(rows))
     overhead = overhead_fraction(rows)

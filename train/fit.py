@@ -28,6 +28,7 @@ import torch
 from rich.console import Console
 
 from cachepilot.conditions import ConditionSet, ConditionSplit, class_conditions, load_conditions, split_conditions
+from cachepilot.outputs import check_output_dir
 from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
 from cachepilot.runtime.fingerprint import backbone_fingerprint
@@ -45,10 +46,14 @@ class FitConfig:
     collect_samples: int = 256
     collect_policies: list[str] = field(default_factory=lambda: ["always", "fixed:3", "fixed:5"])
     collect_shards: int = 6
-    predictor_steps: int = 3000
+    predictor_steps: int = 3000        # round 0: on the collection above
+    dagger_policies: list[str] = field(default_factory=lambda: ["always", "fixed:2", "fixed:3", "fixed:5",
+                                                                 "threshold:0.05"])
+    dagger_steps: int = 5000           # round 1: collection + trajectories forecast with the round-0 head
     search_samples: int = 16
     policy_timesteps: int = 100_000
     policy_envs: int = 16
+    policy_lr: float = 1e-4
     bench_samples: int = 64
     bench_repeats: int = 3
     batch_size: int = 64
@@ -58,11 +63,12 @@ class FitConfig:
     def smoke(cls, **overrides: Any) -> "FitConfig":
         """Every stage at toy sizes (a few minutes on 2 CPU cores for a tiny model)."""
         return cls(**{**dict(steps=10, targets=[0.3, 0.5], collect_samples=4, collect_policies=["always", "fixed:2"],
-                             collect_shards=1, predictor_steps=20, search_samples=4, policy_timesteps=80,
+                             collect_shards=1, predictor_steps=20, dagger_policies=["fixed:2"], dagger_steps=20,
+                             search_samples=4, policy_timesteps=80,
                              policy_envs=4, bench_samples=4, bench_repeats=1, batch_size=8), **overrides})
 
     def check(self) -> None:
-        for name in ("steps", "collect_samples", "collect_shards", "predictor_steps", "search_samples",
+        for name in ("steps", "collect_samples", "collect_shards", "predictor_steps", "dagger_steps", "search_samples",
                      "policy_timesteps", "policy_envs", "bench_samples", "bench_repeats", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -87,17 +93,6 @@ def _conditions_for(pipe, prompts: str | Path | ConditionSet | None) -> Conditio
         raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE "
                                 "(one prompt per line, or a JSONL of call kwargs)")
     return class_conditions(int(num_classes))
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before any work when the output directory cannot be written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".cachepilot-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise InvalidInputError(f"cannot write to the output directory {out}: {err.strerror or err}") from None
 
 
 def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
@@ -125,7 +120,7 @@ class Fit:
                  config: FitConfig | None = None, progress: bool = True):
         self.pipe, self.out, self.config, self.progress = pipe, Path(out), config or FitConfig(), progress
         self.config.check()
-        _check_writable(self.out)
+        check_output_dir(self.out)
         self.work = self.out / "work"
         self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
         self.split = self._split(_conditions_for(pipe, prompts))
@@ -197,24 +192,42 @@ class Fit:
         return self.record
 
     # -- stages --------------------------------------------------------------------------------------------
+    def _collect_config(self, policies: list[str], predictor: str):
+        from cachepilot.train.collect import CollectConfig
+
+        return CollectConfig(samples_per_policy=self.config.collect_samples, steps=self.config.steps,
+                             call_kwargs=self.config.call_kwargs, conditions=list(self.split.train.conditions),
+                             policies=list(policies), predictor=predictor, num_shards=self.config.collect_shards,
+                             batch_size=self.config.batch_size)
+
     def _stage_collect(self) -> None:
-        from cachepilot.train.collect import CollectConfig, collect
+        from cachepilot.train.collect import collect
 
-        config = CollectConfig(samples_per_policy=self.config.collect_samples, steps=self.config.steps,
-                               call_kwargs=self.config.call_kwargs, conditions=list(self.split.train.conditions),
-                               policies=list(self.config.collect_policies), predictor="taylor:1",
-                               num_shards=self.config.collect_shards, batch_size=self.config.batch_size)
-        collect(self.pipe, self.work / "collect", config, progress=self.progress)
+        collect(self.pipe, self.work / "collect", self._collect_config(self.config.collect_policies, "taylor:1"),
+                progress=self.progress)
 
-    def _stage_predictors(self) -> None:
+    def _train_head(self, data: list[Path], out: Path, work: Path, steps: int) -> None:
         from cachepilot.train.predictors import PredictorConfig, train_predictors
 
-        work = self.work / "predictors"
-        config = PredictorConfig(max_steps=self.config.predictor_steps,
-                                 val_every=max(1, min(500, self.config.predictor_steps)))
+        if (out / "config.json").exists():
+            return
+        config = PredictorConfig(max_steps=steps, val_every=max(1, min(500, steps)))
         accelerator = "gpu" if self.pipe.device.type == "cuda" else "cpu"
-        train_predictors(self.work / "collect", self.out / "predictors", work, config,
-                         resume=(work / "last.ckpt").exists(), accelerator=accelerator, progress=self.progress)
+        train_predictors(data, out, work, config, resume=(work / "last.ckpt").exists(), accelerator=accelerator,
+                         progress=self.progress)
+
+    def _stage_predictors(self) -> None:
+        """Round 0 on the collection; then one DAgger round: trajectories sampled while forecasting with the
+        round-0 head (the states the cached sampler really visits), and the final head on both."""
+        from cachepilot.train.collect import collect
+
+        round0 = self.work / "predictors-r0" / "head"
+        self._train_head([self.work / "collect"], round0, self.work / "predictors-r0", self.config.predictor_steps)
+        dagger = self.work / "collect-dagger"
+        collect(self.pipe, dagger, self._collect_config(self.config.dagger_policies, f"learned:{round0}"),
+                progress=self.progress)
+        self._train_head([self.work / "collect", dagger], self.out / "predictors", self.work / "predictors-r1",
+                         self.config.dagger_steps)
 
     def _schedules_path(self) -> Path:
         return self.out / "searched_schedules.json"
@@ -247,7 +260,7 @@ class Fit:
                               total_timesteps=self.config.policy_timesteps,
                               targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
                               predictor=f"learned:{self.out / 'predictors'}", prior=str(self._schedules_path()),
-                              warm_start=True, seed=self.config.seed,
+                              warm_start=True, seed=self.config.seed, learning_rate=self.config.policy_lr,
                               eval_samples=min(16, max(2, self.config.bench_samples)),
                               eval_targets=tuple(self.config.targets[:2]))
         if self.config.policy_timesteps < 2_000:  # smoke sizes

@@ -140,6 +140,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
                                    progress=progress)
         model.logger.record("warm_start/accuracy", accuracy)
     (work_dir / "policy_config.json").write_text(json.dumps(asdict(config), indent=2))
+    (work_dir / "backbone.json").write_text(json.dumps(backbone_fingerprint(pipe.transformer), indent=2))
     checkpoints = CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(work_dir),
                                      name_prefix=CHECKPOINT_PREFIX)
     evaluation = HeldOutEval(pipe, config, eval_conditions or env.conditions, call_kwargs)
@@ -153,7 +154,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     return model
 
 
-def actor_export(model, transformer: torch.nn.Module, config: PolicyConfig) -> tuple[dict, dict[str, torch.Tensor]]:
+def actor_export(model, transformer: torch.nn.Module | dict, config: PolicyConfig) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, weights) of the actor path: mlp_extractor.policy_net then action_net, as the
     `nn.Sequential` that `policies.learned.build_actor` rebuilds (Linear layers at even indices)."""
     policy = model.policy
@@ -166,7 +167,7 @@ def actor_export(model, transformer: torch.nn.Module, config: PolicyConfig) -> t
         state[f"{2 * i}.bias"] = layer.bias.detach().cpu().contiguous()
     return {
         "format_version": FORMAT_VERSION,
-        "backbone": backbone_fingerprint(transformer),
+        "backbone": transformer if isinstance(transformer, dict) else backbone_fingerprint(transformer),
         "observation": list(FEATURES),
         "actions": [a.name for a in Action],
         "num_steps_range": [config.num_steps, config.num_steps],
@@ -179,7 +180,7 @@ def actor_export(model, transformer: torch.nn.Module, config: PolicyConfig) -> t
     }, state
 
 
-def export_policy(model, out_dir: Path, transformer: torch.nn.Module, config: PolicyConfig) -> Path:
+def export_policy(model, out_dir: Path, transformer: torch.nn.Module | dict, config: PolicyConfig) -> Path:
     """Write the actor as model.safetensors + config.json (a release artefact: no SB3 needed to load)."""
     policy_config, state = actor_export(model, transformer, config)
     out_dir = Path(out_dir)
