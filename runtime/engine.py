@@ -58,6 +58,7 @@ class EngineState(BaseState):
         self.computes: torch.Tensor | None = None
         self.has_cache: torch.Tensor | None = None
         self.drift: torch.Tensor | None = None
+        self.timesteps_ref: torch.Tensor | None = None
         self.decisions: list[torch.Tensor] = []
         self.seconds = {"policy": 0.0, "predictor": 0.0, "stack": 0.0}
 
@@ -104,8 +105,8 @@ class CacheEngine:
     ) -> Streams:
         hidden = call["hidden_states"]
         rows = hidden.shape[0]
-        if state.step == 0 or (state.num_steps and state.step >= state.num_steps) or (
-                step_index == 0 and state.step != 0):
+        first = self._opens_call(state, step_index)
+        if first:
             self._start(state, hidden, num_steps)
         step, samples = state.step, state.samples
 
@@ -114,7 +115,10 @@ class CacheEngine:
         state.accumulated = obs.accumulated
         actions = self.policy.decide(obs).to(hidden.device)
         actions = torch.where(state.has_cache, actions, int(Action.COMPUTE))
-        actions_host = actions.cpu()  # the step's one host sync
+        if first:  # nothing is cached yet: everyone computes, known without reading the device
+            actions_host = torch.full((samples,), int(Action.COMPUTE))
+        else:
+            actions_host = actions.cpu()  # the step's one host sync
         state.seconds["policy"] += time.perf_counter() - tic
 
         compute = (actions_host == Action.COMPUTE).nonzero().flatten()
@@ -166,18 +170,6 @@ class CacheEngine:
             change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
         return Observation(state.step, state.num_steps, change, state.accumulated + step_change,
                            state.since_compute, state.computes, state.has_cache, state.drift)
-
-    def preview(self, state: EngineState, hidden: torch.Tensor, num_steps: int) -> Observation:
-        """The observation the next `execute` with this stack input will hand the policy.
-
-        Lets a driver that must answer *before* the model runs (the gym env) see exactly what the
-        policy sees inside the hook: same code, so training and inference cannot drift apart.
-        """
-        if state.step == 0 or state.step >= state.num_steps:
-            fresh = EngineState()
-            self._init_state(fresh, hidden, num_steps)
-            return self.observe(fresh, hidden)
-        return self.observe(state, hidden)
 
     def _mixed_step(self, state, call, run_stack, actions_host, compute, rows, step):
         hidden = call["hidden_states"]
@@ -240,6 +232,21 @@ class CacheEngine:
         offsets = torch.arange(state.copies) * state.samples
         return (offsets[:, None] + sample_idx[None, :]).flatten()
 
+    def _opens_call(self, state: EngineState, step_index: int | None) -> bool:
+        """Whether this stack call is the first step of a new generation call. A pipeline's scheduler gets a new
+        `timesteps` tensor from `set_timesteps` at the start of every call, so a call that raised, was
+        interrupted or ran fewer steps never leaks its state into the next one; without a pipeline, the cache
+        context's step index or the step count says it."""
+        if state.step == 0 or (state.num_steps and state.step >= state.num_steps):
+            return True
+        timesteps = self._scheduler_timesteps()
+        if timesteps is not None:
+            return timesteps is not state.timesteps_ref
+        return step_index == 0
+
+    def _scheduler_timesteps(self) -> torch.Tensor | None:
+        return getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
+
     def _start(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
         self._init_state(state, hidden, num_steps)
         self.policy.reset(state.num_steps, state.samples)
@@ -253,8 +260,9 @@ class CacheEngine:
                 "cachepilot needs the number of denoising steps: run it through a pipeline, open "
                 "a cache context with num_inference_steps, or pass num_inference_steps= when enabling"
             )
-        copies = self._cfg_copies(rows)
+        copies = self._cfg_copies(hidden)
         state.num_steps, state.copies, state.samples = int(steps), copies, rows // copies
+        state.timesteps_ref = self._scheduler_timesteps()
         state.history = self.predictor.new_history()
         device = hidden.device
         state.accumulated = torch.zeros(state.samples, device=device)
@@ -264,19 +272,37 @@ class CacheEngine:
         state.drift = torch.zeros(state.samples, device=device)
 
     def _pipeline_steps(self) -> int | None:
-        scheduler = getattr(self.pipeline, "scheduler", None)
-        timesteps = getattr(scheduler, "timesteps", None)
-        return len(timesteps) if timesteps is not None else None
+        """The steps the pipeline really runs in this call: its `_num_timesteps` (set before the loop by most
+        diffusers pipelines), else the scheduler's timesteps after its begin index (img2img, strength < 1)."""
+        counted = getattr(self.pipeline, "_num_timesteps", None)
+        if isinstance(counted, int) and counted > 0:
+            return counted
+        timesteps = self._scheduler_timesteps()
+        if timesteps is None:
+            return None
+        begin = getattr(self.pipeline.scheduler, "begin_index", None)
+        return len(timesteps) - (begin if isinstance(begin, int) else 0)
 
-    def _cfg_copies(self, rows: int) -> int:
-        copies = self.cfg_copies
-        if copies is None and self.samples_hint and rows % self.samples_hint == 0:
-            copies = rows // self.samples_hint  # the driver knows the call's samples: the rest are CFG copies
-        if copies is None:
-            copies = 2 if getattr(self.pipeline, "do_classifier_free_guidance", False) else 1
-        if copies < 1 or rows % copies:
-            raise InvalidInputError(f"a batch of {rows} rows cannot hold {copies} CFG copies per sample")
-        return copies
+    def _cfg_copies(self, hidden: torch.Tensor) -> int:
+        """Batch rows per sample in this call, decided afresh every call: the driver's sample count, else an
+        explicit `cfg_copies` that divides the batch, else the pipeline's `do_classifier_free_guidance`,
+        else the batch layout (a [cond; uncond] batch repeats the same latents in both halves)."""
+        rows = hidden.shape[0]
+        if self.samples_hint and rows % self.samples_hint == 0:
+            return rows // self.samples_hint  # the driver knows the call's samples: the rest are CFG copies
+        if self.cfg_copies is not None:
+            if self.cfg_copies >= 1 and rows % self.cfg_copies == 0:
+                return self.cfg_copies
+            if self.pipeline is None:
+                raise InvalidInputError(f"a batch of {rows} rows cannot hold {self.cfg_copies} CFG copies per sample")
+        if self.pipeline is None:
+            return 1
+        if isinstance(getattr(type(self.pipeline), "do_classifier_free_guidance", None), property):
+            return 2 if self.pipeline.do_classifier_free_guidance and rows % 2 == 0 else 1
+        half = rows // 2
+        if rows % 2 == 0 and torch.equal(hidden[:half], hidden[half:]):  # once per call, in place of the actions' sync
+            return 2
+        return 1
 
     def stats(self, state: EngineState) -> CacheStats:
         decisions = torch.stack(state.decisions).cpu() if state.decisions else torch.zeros(0, state.samples)

@@ -119,16 +119,12 @@ def test_cachepilot_enable_runs(built, family):
 
 
 # PixArtSigmaPipeline and DiTPipeline run CFG as one [2B] batch but, unlike SD3, expose no
-# `do_classifier_free_guidance` attribute, so the engine (runtime/engine.py `_cfg_copies`) takes
-# cfg_copies = 1 and treats the cond and uncond rows as 2B independent samples.
+# `do_classifier_free_guidance` attribute: the engine finds the copies from the batch layout (both halves
+# hold the same latents), per call.
 _CFG_NOT_DETECTED = {"pixart-sigma", "dit"}
 
 
-@pytest.mark.parametrize("family", [
-    pytest.param(f, marks=pytest.mark.xfail(
-        strict=True, reason=f"{f}: pipeline has no do_classifier_free_guidance; cachepilot counts the 2B CFG rows "
-                            "as samples (last_stats(pipe).batch_size == 4, CFG copies get separate actions)"))
-    if f in _CFG_NOT_DETECTED else f for f in FAMILIES])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_cachepilot_counts_samples_not_cfg_rows(built, family):
     import cachepilot
 
@@ -141,7 +137,7 @@ def test_cachepilot_counts_samples_not_cfg_rows(built, family):
 
 @pytest.mark.parametrize("family", sorted(_CFG_NOT_DETECTED))
 def test_cachepilot_explicit_cfg_copies(built, family):
-    """The workaround for pipelines without `do_classifier_free_guidance`: pass cfg_copies=2."""
+    """An explicit cfg_copies=2 is honoured where the batch holds copies."""
     import cachepilot
 
     pipe = _load(built[family])

@@ -1,0 +1,83 @@
+"""Per-call state on real pipelines: a call starts clean whatever happened to the last one (an exception
+mid-loop, another step count), the steps counted are the ones the pipeline runs (img2img), and CFG copies
+are found per call."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+import cachepilot
+
+from ..tiny_pipelines import FAMILIES, build_tiny_pipeline, call_kwargs, example_condition
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipes")
+    return {family: build_tiny_pipeline(family, root / family) for family in FAMILIES}
+
+
+def _call(pipe, family, steps=4, seeds=(3, 4), **extra):
+    conditions = [example_condition(family, i) for i in range(len(seeds))]
+    key = "class_labels" if family == "dit" else "prompt"
+    kwargs = {**call_kwargs(family), **extra, key: [c[key] for c in conditions]}
+    return pipe(**kwargs, num_inference_steps=steps, output_type="np",
+                generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_call_after_a_failed_call_equals_a_fresh_pipelines(built, family):
+    fresh = DiffusionPipeline.from_pretrained(built[family], local_files_only=True)
+    cachepilot.enable(fresh, policy="fixed:2", predictor="taylor:1")
+    expected = _call(fresh, family)
+
+    pipe = DiffusionPipeline.from_pretrained(built[family], local_files_only=True)
+    cachepilot.enable(pipe, policy="fixed:2", predictor="taylor:1")
+    blocks = pipe.transformer.transformer_blocks
+    calls = {"n": 0}
+
+    def explode(module, args):
+        calls["n"] += 1
+        if calls["n"] == 3:  # mid-loop, inside the cached stack
+            raise Boom()
+
+    handle = blocks[0].register_forward_pre_hook(explode)
+    with pytest.raises(Boom):
+        _call(pipe, family)
+    handle.remove()
+    _call(pipe, family, steps=3)  # another step count in between
+    assert np.array_equal(_call(pipe, family), expected)
+    stats = cachepilot.last_stats(pipe)
+    assert stats.num_steps == 4 and stats.batch_size == 2
+
+
+def test_img2img_counts_the_steps_it_runs(built):
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    pipe = StableDiffusion3Img2ImgPipeline.from_pretrained(built["sd3"], local_files_only=True)
+    cachepilot.enable(pipe, policy="fixed:2", predictor="taylor:1")
+    image = torch.rand(2, 3, 32, 32)
+    kwargs = {k: v for k, v in call_kwargs("sd3").items() if k not in ("height", "width")}
+
+    def run():
+        return pipe(prompt=["a red circle", "a blue square"], image=image, strength=0.6, num_inference_steps=10,
+                    output_type="np", generator=[torch.Generator().manual_seed(s) for s in (1, 2)], **kwargs).images
+
+    first = run()
+    stats = cachepilot.last_stats(pipe)
+    assert stats is not None and stats.num_steps == 6 and stats.batch_size == 2
+    assert np.array_equal(run(), first)  # the identical call repeated gives the identical output
+
+
+def test_explicit_cfg_copies_do_not_break_a_later_call_without_cfg(built):
+    pipe = DiffusionPipeline.from_pretrained(built["pixart-sigma"], local_files_only=True)
+    cachepilot.enable(pipe, policy="fixed:2", predictor="taylor:1", cfg_copies=2)
+    _call(pipe, "pixart-sigma")
+    assert cachepilot.last_stats(pipe).batch_size == 2
+    _call(pipe, "pixart-sigma", seeds=(3,), guidance_scale=1.0)  # no CFG: one row
+    assert cachepilot.last_stats(pipe).batch_size == 1
