@@ -21,11 +21,18 @@ from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache
 from cachepilot.runtime.stats import CacheStats
 
 
+def _unwrap(model: Any) -> Any:
+    """The module under `torch.compile`'s wrapper: hooks go on the real blocks, which the compiled wrapper
+    calls (so enabling before or after compiling both work)."""
+    original = getattr(model, "_orig_mod", None)
+    return original if isinstance(original, torch.nn.Module) else model
+
+
 def _split(pipe_or_model: Any) -> tuple[torch.nn.Module, Any]:
     transformer = getattr(pipe_or_model, "transformer", None)
     if isinstance(transformer, torch.nn.Module):
-        return transformer, pipe_or_model
-    return pipe_or_model, None
+        return _unwrap(transformer), pipe_or_model
+    return _unwrap(pipe_or_model), None
 
 
 def enable(

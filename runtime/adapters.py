@@ -1,8 +1,20 @@
 """Where a diffusers transformer keeps its block stack, and how its blocks are called.
 
 The cache engine works on the *stack*: everything from the first block's input to the last block's
-output. For each supported model class an adapter names the block lists (Flux has two, run one
-after the other), the streams a block passes on, and what a skipped block must return.
+output. The stack is discovered, not declared per model class:
+
+- a *block list* is a direct child `nn.ModuleList` of the model whose blocks are all of a known block
+  class: one diffusers registers in `diffusers.hooks._helpers.TransformerBlockRegistry` (the metadata its
+  own First-Block-Cache uses: where `hidden_states` / `encoder_hidden_states` sit in a block's tuple
+  output, and what the block calls them), or one of `EXTRA_BLOCKS` (block classes diffusers does not
+  register);
+- a model with one block list caches that list; several lists form one stack only for the model classes
+  in `CHAINED_LISTS`, whose forward runs them back to back with nothing in between (checked per family by
+  tests/runtime/test_families.py: always-compute is bit-exact); any other model with several lists is
+  refused, since caching one of them alone could feed stale streams to the next.
+
+So a new family is a registry entry (diffusers', or one line of `EXTRA_BLOCKS` / `CHAINED_LISTS`), not a
+new adapter class.
 """
 
 from __future__ import annotations
@@ -16,45 +28,152 @@ import torch
 
 from cachepilot.errors import CachepilotError
 
+try:  # diffusers' own block metadata (what its FirstBlockCache / FasterCache hooks use)
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+except ImportError:  # pragma: no cover - older diffusers: only our own table
+    TransformerBlockRegistry = None
+
 
 class UnsupportedModelError(CachepilotError, TypeError):
     """enable()/apply_cache() was given a model the engine has no adapter for."""
 
 
 @dataclass(frozen=True)
+class BlockLayout:
+    """How a block class takes and returns the streams.
+    hidden_index / encoder_index: where `hidden_states` / `encoder_hidden_states` sit in the block's tuple
+    output; encoder_index None: the block returns `hidden_states` alone (one tensor).
+    hidden_arg / encoder_arg: the block's names for them (the engine always calls them `hidden_states`
+    and `encoder_hidden_states`)."""
+
+    hidden_index: int = 0
+    encoder_index: int | None = None
+    hidden_arg: str = "hidden_states"
+    encoder_arg: str = "encoder_hidden_states"
+
+
+# Block classes diffusers does not register (by class name: no import of models a version may lack).
+EXTRA_BLOCKS: dict[str, BlockLayout] = {
+    "SanaTransformerBlock": BlockLayout(0, None),
+}
+
+# Model classes whose block lists run back to back in `forward`, streams passed straight from one list to
+# the next (verified for the installed diffusers by always-compute being bit-exact). Flux >= 0.35 runs its
+# single blocks on separate streams; HunyuanVideo calls both lists with the same positional arguments.
+CHAINED_LISTS: dict[str, tuple[str, ...]] = {
+    "FluxTransformer2DModel": ("transformer_blocks", "single_transformer_blocks"),
+    "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
+}
+
+# Families tested end to end (tests/runtime/test_families.py); others with known blocks work the same way.
+TESTED_MODELS: tuple[str, ...] = (
+    "CogVideoXTransformer3DModel", "DiTTransformer2DModel", "FluxTransformer2DModel",
+    "HunyuanVideoTransformer3DModel", "LTXVideoTransformer3DModel", "PixArtTransformer2DModel",
+    "QwenImageTransformer2DModel", "SD3Transformer2DModel", "SanaTransformer2DModel", "WanTransformer3DModel",
+)
+
+
+def block_layout(cls: type) -> BlockLayout | None:
+    """The layout of a block class (or of its nearest known base class); None for unknown classes."""
+    for base in cls.__mro__:
+        if TransformerBlockRegistry is not None:
+            try:
+                meta = TransformerBlockRegistry.get(base)
+            except ValueError:
+                meta = None
+            if meta is not None:
+                return BlockLayout(meta.return_hidden_states_index or 0, meta.return_encoder_hidden_states_index,
+                                   meta.hidden_states_argument_name, meta.encoder_hidden_states_argument_name)
+        if base.__name__ in EXTRA_BLOCKS:
+            return EXTRA_BLOCKS[base.__name__]
+    return None
+
+
+@dataclass(frozen=True)
 class StackAdapter:
     """block_lists: attribute names of the block lists, in execution order.
+    layout: how every block of the stack takes and returns the streams.
     streams: the names of the tensors a block passes to the next one; the first is the stream the
-    model uses after the stack, whose residual (output - input) is what gets cached.
-    returns_tuple: blocks return `(encoder_hidden_states, hidden_states)` instead of one tensor."""
+    model uses after the stack, whose residual (output - input) is what gets cached."""
 
     model_class: str
     block_lists: tuple[str, ...]
-    streams: tuple[str, ...]
-    returns_tuple: bool
+    layout: BlockLayout
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        if self.layout.encoder_index is None:
+            return ("hidden_states",)
+        return ("hidden_states", "encoder_hidden_states")
+
+    @property
+    def returns_tuple(self) -> bool:
+        return self.layout.encoder_index is not None
 
     def blocks(self, model: torch.nn.Module) -> list[torch.nn.Module]:
         return [block for name in self.block_lists for block in getattr(model, name)]
 
     def bind(self, block: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """A block call's arguments by name (positional ones included)."""
-        bound = _signature(type(block)).bind(block, *args, **kwargs)
-        arguments = dict(bound.arguments)
-        arguments.pop("self", None)
+        """A block call's arguments by name (positional ones included; `**kwargs` spread out; the streams
+        under the engine's names)."""
+        signature = _signature(type(block))
+        arguments = dict(signature.bind(block, *args, **kwargs).arguments)
+        names = list(signature.parameters.values())
+        arguments.pop(names[0].name, None)  # self
+        for param in names:
+            if param.kind is param.VAR_KEYWORD and param.name in arguments:
+                arguments.update(arguments.pop(param.name))
+            elif param.kind is param.VAR_POSITIONAL and param.name in arguments:
+                arguments[param.name] = _ExtraPositional(arguments[param.name])
+        for ours, theirs in (("hidden_states", self.layout.hidden_arg),
+                             ("encoder_hidden_states", self.layout.encoder_arg)):
+            if ours != theirs and theirs in arguments:
+                arguments[ours] = arguments.pop(theirs)
         return arguments
+
+    def unbind(self, block_class: type, call: dict[str, Any], positional: int) -> tuple[tuple, dict[str, Any]]:
+        """`bind` undone: (args, kwargs) that call a block the way the model called `block_class`'s block
+        with `positional` positional arguments. Blocks of the other lists of a chained stack get the same
+        layout — as the model passes it (HunyuanVideo's two lists name the rotary embedding differently and
+        get it by position)."""
+        remaining = dict(call)
+        for ours, theirs in (("hidden_states", self.layout.hidden_arg),
+                             ("encoder_hidden_states", self.layout.encoder_arg)):
+            if ours != theirs and ours in remaining:
+                remaining[theirs] = remaining.pop(ours)
+        args: list[Any] = []
+        for param in list(_signature(block_class).parameters.values())[1:]:
+            if len(args) >= positional:
+                break
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                args.append(remaining.pop(param.name))
+            elif param.kind is param.VAR_POSITIONAL:
+                args.extend(remaining.pop(param.name, ()))
+                break
+            else:
+                break
+        var_positional = [p.name for p in _signature(block_class).parameters.values() if p.kind is p.VAR_POSITIONAL]
+        for name in var_positional:  # extra positional arguments are only ever passed by position
+            remaining.pop(name, None)
+        return tuple(args), remaining
 
     def read_output(self, output: Any, call: dict[str, Any]) -> dict[str, Any]:
         """A block's output as streams."""
-        if self.returns_tuple:
-            encoder_hidden_states, hidden_states = output
-            return {"hidden_states": hidden_states, "encoder_hidden_states": encoder_hidden_states}
+        if isinstance(output, (tuple, list)):
+            streams = {"hidden_states": output[self.layout.hidden_index]}
+            if self.layout.encoder_index is not None:
+                streams["encoder_hidden_states"] = output[self.layout.encoder_index]
+            return streams
         return {"hidden_states": output}
 
     def make_output(self, streams: dict[str, Any]) -> Any:
         """What a block returns, built from streams (used by blocks that are passed through)."""
-        if self.returns_tuple:
-            return streams.get("encoder_hidden_states"), streams["hidden_states"]
-        return streams["hidden_states"]
+        if self.layout.encoder_index is None:
+            return streams["hidden_states"]
+        out = [None] * (max(self.layout.hidden_index, self.layout.encoder_index) + 1)
+        out[self.layout.hidden_index] = streams["hidden_states"]
+        out[self.layout.encoder_index] = streams.get("encoder_hidden_states")
+        return tuple(out)
 
 
 _SIGNATURES: dict[type, inspect.Signature] = {}
@@ -66,45 +185,75 @@ def _signature(cls: type) -> inspect.Signature:
     return _SIGNATURES[cls]
 
 
-ADAPTERS: dict[str, StackAdapter] = {
-    adapter.model_class: adapter
-    for adapter in (
-        StackAdapter("DiTTransformer2DModel", ("transformer_blocks",), ("hidden_states",), False),
-        StackAdapter("PixArtTransformer2DModel", ("transformer_blocks",), ("hidden_states",), False),
-        StackAdapter("SD3Transformer2DModel", ("transformer_blocks",), ("hidden_states", "encoder_hidden_states"), True),
-        StackAdapter(
-            "FluxTransformer2DModel", ("transformer_blocks", "single_transformer_blocks"),
-            ("hidden_states", "encoder_hidden_states"), True,
-        ),
+def block_lists(model: torch.nn.Module) -> dict[str, BlockLayout]:
+    """The model's block lists, in registration order: direct `nn.ModuleList` children, non-empty, whose
+    blocks all have the same known layout."""
+    found = {}
+    for name, child in model.named_children():
+        if not isinstance(child, torch.nn.ModuleList) or not len(child):
+            continue
+        layouts = {block_layout(type(block)) for block in child}
+        if len(layouts) == 1 and None not in layouts:
+            found[name] = layouts.pop()
+    return found
+
+
+def _unsupported(name: str, why: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"cachepilot cannot cache a {name}: {why}. Supported transformers: {', '.join(TESTED_MODELS)} "
+        "(tested), and any other whose block list is made of blocks diffusers registers in "
+        "TransformerBlockRegistry or of " + ", ".join(sorted(EXTRA_BLOCKS)) +
+        " (pass the pipeline or its .transformer)"
     )
-}
 
 
 def get_adapter(model: torch.nn.Module) -> StackAdapter:
-    """The adapter for `model`'s class; a clear error naming the supported classes otherwise."""
+    """The adapter for `model`, discovered from its block lists; a clear error naming the supported
+    classes otherwise."""
     name = type(model).__name__
-    if name not in ADAPTERS:
-        supported = ", ".join(sorted(ADAPTERS))
-        raise UnsupportedModelError(
-            f"cachepilot cannot cache a {name}: supported transformers are {supported} "
-            "(pass the pipeline or its .transformer)"
-        )
-    adapter = ADAPTERS[name]
-    if not adapter.blocks(model):
-        raise UnsupportedModelError(f"{name} has no transformer blocks to cache")
-    return adapter
+    found = block_lists(model)
+    if name in CHAINED_LISTS:
+        chosen = CHAINED_LISTS[name]
+        missing = [n for n in chosen if n not in found]
+        if missing:
+            raise _unsupported(name, f"its block lists {', '.join(missing)} are missing or of unknown blocks")
+    elif len(found) == 1:
+        chosen = tuple(found)
+    elif not found:
+        raise _unsupported(name, "it has no list of transformer blocks of a known block class")
+    else:
+        raise _unsupported(
+            name, f"it has several block lists ({', '.join(found)}) and cachepilot chains lists only for "
+                  f"models whose forward runs them back to back ({', '.join(CHAINED_LISTS)})")
+    layouts = {found[n] for n in chosen}
+    if len(layouts) != 1:
+        raise _unsupported(name, f"its block lists {', '.join(chosen)} return their streams differently")
+    return StackAdapter(name, chosen, layouts.pop())
 
 
-def select_rows(value: Any, rows: torch.Tensor, batch_rows: int) -> Any:
+class _ExtraPositional(tuple):
+    """A block's `*args`, in a call: each one an argument of its own (sliced like a top-level one)."""
+
+
+def select_rows(value: Any, rows: torch.Tensor, batch_rows: int, nested: bool = False) -> Any:
     """Slice a block argument to the given batch rows when it carries a batch dimension.
 
-    Tensors whose first dimension is the batch are sliced; tuples (rotary embeddings), dicts
-    (attention kwargs) and scalars are shared by all rows and passed as they are.
+    Tensors whose first dimension is the batch are sliced; so are a block's extra positional arguments
+    (HunyuanVideo's), and, inside tuples and lists, tensors of 3 or more dimensions whose first is the
+    batch (LTX's per-sample rotary embeddings; the (tokens, dim) tables of Flux, Qwen or HunyuanVideo are
+    shared even when their token count happens to equal the batch). Dicts (attention kwargs) and scalars
+    are shared by all rows and passed as they are.
     """
-    if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == batch_rows:
-        return value.index_select(0, rows)
+    if isinstance(value, torch.Tensor):
+        if value.ndim >= (3 if nested else 1) and value.shape[0] == batch_rows:
+            return value.index_select(0, rows)
+        return value
+    if isinstance(value, _ExtraPositional):
+        return _ExtraPositional(select_rows(v, rows, batch_rows) for v in value)
+    if type(value) in (tuple, list):
+        return type(value)(select_rows(v, rows, batch_rows, nested=True) for v in value)
     return value
 
 
 def supported_models() -> Sequence[str]:
-    return sorted(ADAPTERS)
+    return TESTED_MODELS

@@ -34,6 +34,7 @@ class StackHook(ModelHook):
         self.engine = engine
         self.blocks = blocks
         self.state_manager = StateManager(EngineState)
+        self._positional = 0
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:  # a bypassed call (`CacheEngine.bypassed`): the plain block
@@ -43,6 +44,7 @@ class StackHook(ModelHook):
             self.state_manager.set_context(_DEFAULT_CONTEXT)
         context = self.state_manager.context
         call = adapter.bind(module, args, kwargs)
+        self._positional = len(args)  # every block of the stack is called the way the model called this one
         out = self.engine.execute(
             self.state_manager.get_state(), call, self._run_stack,
             step_index=context.step_index, num_steps=context.num_inference_steps,
@@ -52,12 +54,15 @@ class StackHook(ModelHook):
     def _run_stack(self, call: dict[str, Any]) -> dict[str, Any]:
         adapter = self.engine.adapter
         streams = {k: call[k] for k in adapter.streams if k in call}
+        first = type(self.blocks[0])
         self.engine.running_stack = True
         try:
-            output = self.fn_ref.original_forward(**call)
+            args, kwargs = adapter.unbind(first, call, self._positional)
+            output = self.fn_ref.original_forward(*args, **kwargs)
             streams.update(adapter.read_output(output, call))
             for block in self.blocks[1:]:
-                output = block(**{**call, **streams})
+                args, kwargs = adapter.unbind(first, {**call, **streams}, self._positional)
+                output = block(*args, **kwargs)
                 streams.update(adapter.read_output(output, call))
         finally:
             self.engine.running_stack = False

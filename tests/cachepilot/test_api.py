@@ -52,3 +52,22 @@ def test_enable_rejects_bad_specs(pipe):
     with pytest.raises(cachepilot.InvalidInputError, match="order must be 0, 1 or 2"):
         cachepilot.enable(pipe, "fixed:2", "taylor:3")
     assert cachepilot.last_stats(pipe) is None
+
+
+def test_enable_on_a_compiled_transformer_hooks_the_real_blocks(pipe):
+    """`torch.compile(pipe.transformer)` before `enable` is accepted (the wrapper is unwrapped) and gives the
+    eager cached output (dynamo's eager backend: the plumbing, without a compiler in the test)."""
+    from cachepilot.driver import unhooked_twin
+
+    own = unhooked_twin(pipe)
+    cachepilot.enable(own, "fixed:2", "taylor:1")
+    eager = sample_images(own, [1, 2], seed=0, num_inference_steps=6)
+    cachepilot.disable(own)
+    own.transformer = torch.compile(own.transformer, backend="eager")
+    cachepilot.enable(own, "fixed:2", "taylor:1")
+    try:
+        compiled = sample_images(own, [1, 2], seed=0, num_inference_steps=6)
+        assert cachepilot.last_stats(own).compute_fraction == 0.5
+    finally:
+        cachepilot.disable(own)
+    assert torch.equal(compiled, eager)
