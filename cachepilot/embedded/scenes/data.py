@@ -14,9 +14,10 @@ between the first and the second object; three-object captions state one half of
 relation between the first two objects, then list the third with "and". A generated relation holds
 with a margin (`relation_holds`): the centres differ by at least `RELATION_MARGIN` along the stated
 axis, and by no more along the other axis. Objects of one- and two-object scenes do not overlap;
-those of three-object scenes may (no object covers another's centre), so prompts differ in
-difficulty. Within a scene every (colour, shape) pair is distinct. The background (`BACKGROUNDS`) is
-not captioned: it is free variation, like the unmentioned parts of a photograph.
+those of three-object scenes may (an object covers at most about half the radius of one drawn
+before it), so prompts differ in difficulty. Within a scene every (colour, shape) pair is distinct.
+The background (`BACKGROUNDS`) is not captioned: it is free variation, like the unmentioned parts of
+a photograph.
 
 Coordinates: `x` rightwards and `y` downwards, both as a fraction of the image side, in [0, 1].
 
@@ -59,8 +60,11 @@ BACKGROUND_RGB = {
     "black": (0.04, 0.04, 0.06),
     "dark brown": (0.24, 0.15, 0.09),
 }
-SIZE_RADIUS = (3.5, 6.0)  # pixels, before a +-8 % jitter; see `_EXTENT` for each shape's half-extent
-_EXTENT = {"circle": 1.0, "square": 0.85, "triangle": 1.35, "cross": 1.0}  # half-extent / radius
+SIZE_RADIUS = (3.5, 5.5)  # pixels, before a +-8 % jitter
+_TRIANGLE_R = 1.35  # a triangle's circumradius / radius (equal areas, roughly)
+# Bounding box of each shape around its centre, in radii: (half width, above, below).
+_BOX = {"circle": (1.0, 1.0, 1.0), "square": (0.85, 0.85, 0.85),
+        "triangle": (0.866 * _TRIANGLE_R, _TRIANGLE_R, _TRIANGLE_R / 2), "cross": (1.0, 1.0, 1.0)}
 COLOUR_JITTER = 0.04  # per-channel uniform jitter of an object's colour
 SIZE_JITTER = 0.08
 SIZE_STATED_P = 0.7
@@ -232,7 +236,8 @@ def parse_caption(caption: str) -> PromptSpec:
     return PromptSpec(tuple(objects), tuple(relations))
 
 
-def _as_spec(item) -> PromptSpec:
+def prompt_spec(item) -> PromptSpec:
+    """The `PromptSpec` of a caption, a `Scene` or a `PromptSpec`."""
     if isinstance(item, str):
         return parse_caption(item)
     if isinstance(item, (Scene, PromptSpec)):
@@ -242,7 +247,7 @@ def _as_spec(item) -> PromptSpec:
 
 def is_held_out(attributes) -> bool:
     """True when a scene / prompt / caption uses any held-out (colour, shape) pair."""
-    return any(o.pair in _HELD_OUT_IDS for o in _as_spec(attributes).objects)
+    return any(o.pair in _HELD_OUT_IDS for o in prompt_spec(attributes).objects)
 
 
 def split_of(caption) -> str:
@@ -282,11 +287,21 @@ def _check_args(n, split, num_objects):
         raise InvalidInputError(f"n must be an integer >= 0, got {n!r}")
     if split not in SPLITS:
         raise InvalidInputError(f"split must be one of {SPLITS}, got {split!r}")
-    counts = (1, 2, 3) if num_objects is None else (
-        (num_objects,) if isinstance(num_objects, (int, np.integer)) else tuple(num_objects))
+    try:
+        counts = (1, 2, 3) if num_objects is None else (
+            (num_objects,) if isinstance(num_objects, (int, np.integer)) else tuple(num_objects))
+    except TypeError:
+        counts = ()
     if not counts or any(isinstance(k, bool) or k not in (1, 2, 3) for k in counts):
         raise InvalidInputError(f"num_objects must be 1, 2, 3, a list of those or None, got {num_objects!r}")
     return counts
+
+
+def _rng(seed) -> np.random.Generator:
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"seed must be an integer >= 0 or a list of those, got {seed!r} ({err})") from None
 
 
 def _pick_pairs(rng: np.random.Generator, k: int, split: str) -> list[int]:
@@ -300,26 +315,35 @@ def _pick_pairs(rng: np.random.Generator, k: int, split: str) -> list[int]:
     return [pairs[j] for j in rng.permutation(k)]
 
 
-def _place(rng, extents, radii, relation, overlap: bool) -> np.ndarray:
-    """Centres (k, 2) in pixels by vectorised rejection: inside the canvas, the relation holding
-    between objects 0 and 1, no overlap (or, if `overlap`, no object covering another's centre)."""
-    k, tries = len(extents), 256
-    lo = np.asarray(extents) + 0.5
-    hi = IMAGE_SIZE - lo
-    for _ in range(200):
-        xy = rng.uniform(lo[None, :, None], hi[None, :, None], size=(tries, k, 2))
+def _place(rng, boxes, relation, overlap: bool) -> np.ndarray | None:
+    """Centres (k, 2) in pixels by vectorised rejection, or None: inside the canvas, the relation
+    holding between objects 0 and 1, and no overlap (bounding boxes 1 pixel apart) or, if `overlap`,
+    no object covering more than about half of the radius of one drawn before it.
+    `boxes` (k, 3): each object's half width, extent above and extent below its centre, in pixels."""
+    k, tries = len(boxes), 256
+    boxes = np.asarray(boxes)
+    lo = np.stack([boxes[:, 0], boxes[:, 1]], -1) + 1.0
+    hi = IMAGE_SIZE - np.stack([boxes[:, 0], boxes[:, 2]], -1) - 1.0
+    reach = boxes.max(-1)
+    for _ in range(50):
+        xy = rng.uniform(lo, hi, size=(tries, k, 2))
         ok = np.ones(tries, bool)
         if relation is not None:
             along, across = relation_margin(xy[:, 0] / IMAGE_SIZE, xy[:, 1] / IMAGE_SIZE, relation)
             ok &= (along >= RELATION_MARGIN) & (across <= along)
         for i in range(k):
             for j in range(i + 1, k):
-                dist = np.linalg.norm(xy[:, i] - xy[:, j], axis=-1)
-                need = max(extents[i], extents[j]) + 1.0 if overlap else extents[i] + extents[j] + 1.0
-                ok &= dist >= need
+                if overlap:
+                    # j is drawn over i: it may cover up to about half of i's radius, no more
+                    ok &= np.linalg.norm(xy[:, i] - xy[:, j], axis=-1) >= reach[j] + 0.5 * reach[i] + 0.5
+                    continue
+                gap_x = np.abs(xy[:, i, 0] - xy[:, j, 0]) - boxes[i, 0] - boxes[j, 0]
+                dy = xy[:, j, 1] - xy[:, i, 1]  # > 0: i above j
+                gap_y = np.where(dy > 0, dy - boxes[i, 2] - boxes[j, 1], -dy - boxes[j, 2] - boxes[i, 1])
+                ok &= (gap_x >= 1.0) | (gap_y >= 1.0)
         if ok.any():
             return xy[int(np.argmax(ok))]
-    raise RuntimeError("scene placement failed; the size / margin constants leave no room")  # pragma: no cover
+    return None
 
 
 def _sample_scene(rng: np.random.Generator, split: str, counts: Sequence[int]) -> Scene:
@@ -328,18 +352,20 @@ def _sample_scene(rng: np.random.Generator, split: str, counts: Sequence[int]) -
     else:
         k = int(rng.choice(counts))
     pairs = _pick_pairs(rng, k, split)
-    sizes = rng.integers(len(SIZES), size=k)
+    shapes = [p % len(SHAPES) for p in pairs]
+    colours = [p // len(SHAPES) for p in pairs]
     stated = rng.random(k) < SIZE_STATED_P
-    radii = np.asarray(SIZE_RADIUS)[sizes] * (1.0 + rng.uniform(-SIZE_JITTER, SIZE_JITTER, size=k))
     jitter = rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=(k, 3))
     if k == 2 or (k == 3 and rng.random() < RELATION_IN_THREE_P):
         relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
     else:
         relation = None
-    shapes = [p % len(SHAPES) for p in pairs]
-    colours = [p // len(SHAPES) for p in pairs]
-    extents = [_EXTENT[SHAPES[s]] * r for s, r in zip(shapes, radii)]
-    centres = _place(rng, extents, radii, relation, overlap=k == 3)
+    centres = None
+    while centres is None:  # redraw the sizes in the (rare) case they leave no room
+        sizes = rng.integers(len(SIZES), size=k)
+        radii = np.asarray(SIZE_RADIUS)[sizes] * (1.0 + rng.uniform(-SIZE_JITTER, SIZE_JITTER, size=k))
+        boxes = [[f * r for f in _BOX[SHAPES[s]]] for s, r in zip(shapes, radii)]
+        centres = _place(rng, boxes, relation, overlap=k == 3)
     background = int(rng.integers(len(BACKGROUNDS)))
     objects = tuple(
         SceneObject(
@@ -354,12 +380,13 @@ def _sample_scene(rng: np.random.Generator, split: str, counts: Sequence[int]) -
     return Scene(objects, relation, background)
 
 
-def sample_attributes(n: int, seed: int, split: str = "train", num_objects=None) -> list[Scene]:
-    """`n` scenes' attributes (no images), deterministic from `seed`. `split`: "train" (no held-out
-    pair), "eval" (at least one held-out pair per scene) or "all"; `num_objects`: 1, 2, 3, a list of
-    those, or None for the default mix `OBJECT_COUNT_P`."""
+def sample_attributes(n: int, seed: int | Sequence[int], split: str = "train", num_objects=None) -> list[Scene]:
+    """`n` scenes' attributes (no images), deterministic from `seed` (an integer >= 0 or a list of
+    those). `split`: "train" (no held-out pair), "eval" (at least one held-out pair per scene) or
+    "all"; `num_objects`: 1, 2, 3, a list of those (drawn uniformly), or None for the default mix
+    `OBJECT_COUNT_P`."""
     counts = _check_args(n, split, num_objects)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     return [_sample_scene(rng, split, counts) for _ in range(n)]
 
 
@@ -372,8 +399,8 @@ def _coverage(shape_ids, cx, cy, r) -> torch.Tensor:
     dy = grid.view(1, 1, -1, 1) - cy[..., None, None]
     r = r[..., None, None]
     circle = torch.sqrt(dx ** 2 + dy ** 2) - r
-    square = torch.maximum(dx.abs(), dy.abs()) - _EXTENT["square"] * r
-    big = _EXTENT["triangle"] * r  # circumradius; pointing up, centred on its centroid
+    square = torch.maximum(dx.abs(), dy.abs()) - _BOX["square"][0] * r
+    big = _TRIANGLE_R * r  # circumradius; pointing up, centred on its centroid
     triangle = torch.maximum(dy - big / 2, torch.maximum(0.866 * dx - 0.5 * dy, -0.866 * dx - 0.5 * dy) - big / 2)
     arm = 0.35 * r
     cross = torch.minimum(torch.maximum(dx.abs() - r, dy.abs() - arm), torch.maximum(dx.abs() - arm, dy.abs() - r))
@@ -404,7 +431,7 @@ def render(scenes: Sequence[Scene]) -> torch.Tensor:
     return image.clamp(0.0, 1.0)
 
 
-def sample_scenes(n: int, seed: int, split: str = "train", num_objects=None
+def sample_scenes(n: int, seed: int | Sequence[int], split: str = "train", num_objects=None
                   ) -> tuple[torch.Tensor, list[str], list[Scene]]:
     """`n` scenes deterministic from `seed`: images (n, 3, 32, 32) float32 in [0, 1], their captions,
     and their attributes (`Scene`: per object colour / shape / size ids, centre x / y, ...).
