@@ -118,6 +118,7 @@ def _run_train_policy(args: argparse.Namespace) -> None:
         if value is not None:
             setattr(config, name, value)
     config.warm_start = args.warm_start
+    config.check()  # --seed -1, --lr nan, ...: before loading anything
     if args.prior is None and args.pipeline is None:
         from cachepilot.checkpoints import DEFAULT_CACHE
 
@@ -144,24 +145,28 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    """Release path: no pickle. The actor comes from the zip's policy.pth (torch.load weights_only=True), the
+    settings from the run's own policy_config.json / backbone.json; the zip's pickled `data` is never read."""
     import json
 
-    from sb3_contrib import MaskablePPO
-
+    from cachepilot.errors import CheckpointError
     from cachepilot.loading import load_pipeline
-    from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy
+    from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy, read_checkpoint
 
-    last = _last_checkpoint(args.work_dir)
     config_path = args.work_dir / "policy_config.json"
+    last = _last_checkpoint(args.work_dir) if args.work_dir.is_dir() else None
     if last is None or not config_path.exists():
         raise CachepilotError(f"no PPO checkpoint (ppo_*_steps.zip + policy_config.json) in {args.work_dir}")
-    config = PolicyConfig(**json.loads(config_path.read_text()))
+    config = PolicyConfig.from_json(config_path)
     backbone_path = args.work_dir / "backbone.json"
     if backbone_path.exists() and args.pipeline is None:
-        backbone = json.loads(backbone_path.read_text())  # recorded at training: no pipeline load needed
+        try:  # recorded at training: no pipeline load needed
+            backbone = json.loads(backbone_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{backbone_path} is not valid JSON ({err})") from None
     else:
         backbone = load_pipeline(args.pipeline).transformer
-    export_policy(MaskablePPO.load(last, device="cpu"), args.out, backbone, config)
+    export_policy(read_checkpoint(last), args.out, backbone, config)
     print(f"exported {last} to {args.out}")
 
 
@@ -424,7 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (CachepilotError, FileNotFoundError) as err:
         print(f"cachepilot: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("cachepilot: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
