@@ -34,3 +34,46 @@ def check_finite_weights(named: Iterable[tuple[str, torch.Tensor]], source: str)
         if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{source}: the weight {name} holds non-finite values ({_describe(tensor)}); "
                                   "the checkpoint is corrupt")
+
+
+def saved_weight_names(directory) -> set[str] | None:
+    """The tensor names a diffusers model directory stores (one safetensors file, or a sharded index);
+    None when that cannot be told without unpickling (.bin weights, several variants)."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    indexes = sorted(directory.glob("*.safetensors.index.json"))
+    if len(indexes) == 1:
+        try:
+            weight_map = json.loads(indexes[0].read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{indexes[0]} is not a valid weight index ({err})") from None
+        return set(weight_map)
+    files = sorted(directory.glob("*.safetensors"))
+    if len(files) != 1:
+        return None
+    try:
+        with safe_open(str(files[0]), "pt") as f:
+            return set(f.keys())
+    except Exception as err:
+        raise CheckpointError(f"{files[0]} could not be read, it looks corrupt: {err}") from None
+
+
+def check_strict_load(model: torch.nn.Module, directory, what: str) -> None:
+    """Missing or unexpected weights are an error (diffusers only warns, and leaves missing ones
+    uninitialised: a config.json saying 7 layers over 6 layers of weights gives a block of garbage)."""
+    saved = saved_weight_names(directory)
+    if saved is None:
+        return
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weight(s) the config needs are missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} stored weight(s) the config has no place for (first: {unexpected[0]})")
+        raise CheckpointError(f"{what} at {directory} does not match its config.json: {'; '.join(parts)}")

@@ -88,3 +88,31 @@ def test_corrupt_or_missing_head(tmp_path):
     (tmp_path / "head" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 100)
     with pytest.raises(CheckpointError, match="corrupt"):
         Learned.from_pretrained(tmp_path / "head")
+
+
+def test_nan_head_and_malformed_fingerprint_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+
+    head = tmp_path / "nan"
+    shutil.copytree(DEFAULT_PREDICTOR, head)
+    path = head / "diffusion_pytorch_model.safetensors"
+    weights = load_file(str(path))
+    weights["up.weight"][0, 0] = float("inf")
+    save_file(weights, str(path))
+    with pytest.raises(CheckpointError, match=r"up\.weight"):
+        Learned.from_pretrained(head)
+    for content, message in (("{not json", "not valid JSON"), ("[1, 2]", "fingerprint object")):
+        bad = tmp_path / f"fp{len(content)}"
+        shutil.copytree(DEFAULT_PREDICTOR, bad)
+        (bad / "cachepilot_predictor.json").write_text(content)
+        with pytest.raises(CheckpointError, match=message):
+            Learned.from_pretrained(bad)
+    extra = tmp_path / "extra"
+    shutil.copytree(DEFAULT_PREDICTOR, extra)
+    weights = load_file(str(extra / "diffusion_pytorch_model.safetensors"))
+    del weights["up.weight"]
+    save_file(weights, str(extra / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(CheckpointError):
+        Learned.from_pretrained(extra)

@@ -16,6 +16,7 @@ from diffusers.utils import logging as diffusers_logging
 from cachepilot.checkpoints import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE
 from cachepilot.embedded.digits.classifier import DigitsClassifier
 from cachepilot.errors import CheckpointError
+from cachepilot.finite import check_finite_weights, check_strict_load
 from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
 
 
@@ -23,9 +24,12 @@ def _read_config(path: Path, what: str) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{what}: {path} is missing")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{what}: {path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{what}: {path} must hold a JSON object, got a {type(config).__name__}")
+    return config
 
 
 def _check_class(config: dict, expected: type, path: Path) -> None:
@@ -62,10 +66,13 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
     """The embedded digits pipeline by default; `path` a pipeline directory saved by `train backbone`."""
     path = _check_dir(Path(path) if path is not None else DEFAULT_PIPELINE, "pipeline checkpoint")
     index = _read_config(path / "model_index.json", "not a pipeline checkpoint")
-    if index.get("transformer", [None, None])[1] != DiTTransformer2DModel.__name__:
+    entry = index.get("transformer")
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+        raise CheckpointError(f"{path}/model_index.json: the transformer entry must be [library, class], "
+                              f"got {entry!r}")
+    if entry[1] != DiTTransformer2DModel.__name__:
         raise CheckpointError(
-            f"{path} holds a {index.get('transformer', [None, 'missing transformer'])[1]}, "
-            f"expected a {DiTTransformer2DModel.__name__} (model_index.json)"
+            f"{path} holds a {entry[1]}, expected a {DiTTransformer2DModel.__name__} (model_index.json)"
         )
     config = _read_config(path / "transformer" / "config.json", "transformer config")
     _check_class(config, DiTTransformer2DModel, path / "transformer")
@@ -81,6 +88,8 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
         ),
         path, "pipeline",
     )
+    check_strict_load(pipe.transformer, path / "transformer", "the transformer")
+    check_finite_weights(pipe.transformer.state_dict().items(), f"the transformer at {path / 'transformer'}")
     pipe.transformer.eval()
     return pipe.to(device)
 
@@ -93,4 +102,6 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
         lambda: DigitsClassifier.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False),
         path, "classifier",
     )
+    check_strict_load(model, path, "the classifier")
+    check_finite_weights(model.state_dict().items(), f"the classifier at {path}")
     return model.to(device).eval()
