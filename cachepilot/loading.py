@@ -52,6 +52,9 @@ def load_pipeline(path_or_id: str | Path | None = None, device: str | torch.devi
     from cachepilot.embedded.digits import loading as digits
     from cachepilot.runtime.adapters import get_adapter
 
+    from cachepilot.devices import check_device
+
+    check_device(device)
     torch_dtype = parse_dtype(dtype)
     if path_or_id is None:
         return digits.load_pipeline(device=device)

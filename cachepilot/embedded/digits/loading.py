@@ -15,6 +15,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from cachepilot.checkpoints import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE
 from cachepilot.embedded.digits.classifier import DigitsClassifier
+from cachepilot.devices import check_device
 from cachepilot.errors import CheckpointError
 from cachepilot.finite import check_finite_weights, check_strict_load
 from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
@@ -64,6 +65,7 @@ def _load_weights(loader, path: Path, what: str):
 
 def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsDiTPipeline:
     """The embedded digits pipeline by default; `path` a pipeline directory saved by `train backbone`."""
+    check_device(device)
     path = _check_dir(Path(path) if path is not None else DEFAULT_PIPELINE, "pipeline checkpoint")
     index = _read_config(path / "model_index.json", "not a pipeline checkpoint")
     entry = index.get("transformer")
@@ -96,6 +98,7 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsClassifier:
     """The reference classifier shipped in `checkpoints/digits-classifier` by default."""
+    check_device(device)
     path = _check_dir(Path(path) if path is not None else DEFAULT_CLASSIFIER, "classifier checkpoint")
     _check_class(_read_config(path / "config.json", "classifier config"), DigitsClassifier, path)
     model = _load_weights(
