@@ -22,6 +22,7 @@ import cachepilot
 from cachepilot.bench.counting import BlockCounter
 from cachepilot.bench.methods import Method
 from cachepilot.driver import SamplingDriver, unhooked_twin
+from cachepilot.finite import check_finite
 from cachepilot.quality import psnr, ssim
 from cachepilot.runtime.adapters import get_adapter
 
@@ -89,8 +90,11 @@ def run_bench(
     _generate(pipe, None, warm_up, conditions)
     _generate(reference_pipe, None, warm_up, conditions)
     reference, _, full_wall, full_rows = _timed_pair(pipe, None, reference_pipe, config, conditions)
+    check_finite(reference, f"the full-compute images of {type(pipe).__name__}")
 
     def row(method: str, knob, images, wall, full_wall, rows) -> dict:
+        # before any metric: NaN features crash the Fréchet distance (MKL segfault), NaN PSNR is silent garbage
+        check_finite(images, f"the images of bench method {method} (knob {knob})")
         return {
             "method": method, "knob": knob, "compute_fraction": rows / full_rows, "speedup": full_wall / wall,
             "wall_s": wall, "psnr": psnr(images, reference), "ssim": ssim(images, reference),

@@ -35,6 +35,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     pr.add_argument("--accelerator", default="auto")
     pr.add_argument("--resume", action="store_true")
+    pr.add_argument("--checkpoint-every", type=int, default=None,
+                    help="optimisation steps between checkpoints (default 500): what a kill can lose at most")
     pr.set_defaults(func=_run_train_predictors)
 
     po = train.add_parser("policy", help="train the learned cache policy (MaskablePPO over CachingVecEnv)")
@@ -68,6 +70,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train_backbone(args: argparse.Namespace) -> None:
     from cachepilot.train.backbone import BackboneConfig, train_backbone
 
+    from cachepilot.devices import check_lightning_hardware
+
+    check_lightning_hardware(args.accelerator)
     config = BackboneConfig(seed=args.seed)
     for name, value in (("max_steps", args.steps), ("num_layers", args.layers), ("batch_size", args.batch_size)):
         if value is not None:
@@ -81,8 +86,12 @@ def _run_train_backbone(args: argparse.Namespace) -> None:
 def _run_train_predictors(args: argparse.Namespace) -> None:
     from cachepilot.train.predictors import PredictorConfig, train_predictors
 
+    from cachepilot.devices import check_lightning_hardware
+
+    check_lightning_hardware(args.accelerator, args.devices, args.strategy)
     config = PredictorConfig()
-    for name, value in (("max_steps", args.steps), ("batch_size", args.batch_size), ("rank", args.rank)):
+    for name, value in (("max_steps", args.steps), ("batch_size", args.batch_size), ("rank", args.rank),
+                        ("checkpoint_every", args.checkpoint_every)):
         if value is not None:
             if value < 1:
                 raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -118,6 +127,7 @@ def _run_train_policy(args: argparse.Namespace) -> None:
         if value is not None:
             setattr(config, name, value)
     config.warm_start = args.warm_start
+    config.check()  # --seed -1, --lr nan, ...: before loading anything
     if args.prior is None and args.pipeline is None:
         from cachepilot.checkpoints import DEFAULT_CACHE
 
@@ -144,24 +154,28 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    """Release path: no pickle. The actor comes from the zip's policy.pth (torch.load weights_only=True), the
+    settings from the run's own policy_config.json / backbone.json; the zip's pickled `data` is never read."""
     import json
 
-    from sb3_contrib import MaskablePPO
-
+    from cachepilot.errors import CheckpointError
     from cachepilot.loading import load_pipeline
-    from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy
+    from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy, read_checkpoint
 
-    last = _last_checkpoint(args.work_dir)
     config_path = args.work_dir / "policy_config.json"
+    last = _last_checkpoint(args.work_dir) if args.work_dir.is_dir() else None
     if last is None or not config_path.exists():
         raise CachepilotError(f"no PPO checkpoint (ppo_*_steps.zip + policy_config.json) in {args.work_dir}")
-    config = PolicyConfig(**json.loads(config_path.read_text()))
+    config = PolicyConfig.from_json(config_path)
     backbone_path = args.work_dir / "backbone.json"
     if backbone_path.exists() and args.pipeline is None:
-        backbone = json.loads(backbone_path.read_text())  # recorded at training: no pipeline load needed
+        try:  # recorded at training: no pipeline load needed
+            backbone = json.loads(backbone_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{backbone_path} is not valid JSON ({err})") from None
     else:
         backbone = load_pipeline(args.pipeline).transformer
-    export_policy(MaskablePPO.load(last, device="cpu"), args.out, backbone, config)
+    export_policy(read_checkpoint(last), args.out, backbone, config)
     print(f"exported {last} to {args.out}")
 
 
@@ -186,17 +200,24 @@ def _run_search(args: argparse.Namespace) -> None:
     bad = [t for t in args.targets if not 0 < t <= 1]
     if bad:
         raise CachepilotError(f"--targets must be compute fractions in (0, 1], got {bad}")
+    for name, value in (("--samples", args.samples), ("--steps", args.steps)):
+        if value < 1:
+            raise CachepilotError(f"{name} must be >= 1, got {value}")
+    from cachepilot.outputs import check_output_file
+
+    check_output_file(args.out)
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     driver = SamplingDriver(pipe, args.steps, _call_kwargs(args))
     conditions = _conditions(args, pipe)
     found = {}
-    for target in args.targets:
+    for target in args.targets:  # each schedule is written as soon as it is found: an interruption keeps them
         mask, score = search_schedule(driver, conditions, target, args.samples, predictor=args.predictor)
         found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
         print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"num_steps": args.steps, "predictor": args.predictor, "samples": args.samples,
-                                    "seed": 300_000, "schedules": found}, indent=2))
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps({"num_steps": args.steps, "predictor": args.predictor, "samples": args.samples,
+                                   "seed": 300_000, "schedules": found}, indent=2))
+        tmp.replace(args.out)
 
 
 def _add_collect(sub: argparse._SubParsersAction) -> None:
@@ -241,6 +262,10 @@ def _run_collect(args: argparse.Namespace) -> None:
                            seed=args.seed, policies=list(args.policies), predictor=args.predictor,
                            num_shards=args.num_shards, batch_size=args.batch_size, conditions=[{}])
     check_config(config)  # before loading anything
+    if args.shard_index:
+        bad = [i for i in args.shard_index if not 0 <= i < args.num_shards]
+        if bad:
+            raise CachepilotError(f"--shard-index {bad} outside 0..{args.num_shards - 1} (--num-shards {args.num_shards})")
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     config.conditions = _conditions(args, pipe)
     paths = collect(pipe, args.out, config, shards=args.shard_index)
@@ -424,7 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (CachepilotError, FileNotFoundError) as err:
         print(f"cachepilot: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("cachepilot: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

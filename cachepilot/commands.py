@@ -13,6 +13,7 @@ from rich.table import Table
 
 import cachepilot
 from cachepilot.errors import InvalidInputError
+from cachepilot.finite import check_finite
 from cachepilot.outputs import check_output_dir
 from cachepilot.policies.spec import make_policy
 from cachepilot.predictors.spec import make_predictor
@@ -71,6 +72,8 @@ def generate(
         return images, time.perf_counter() - tic
 
     images, wall = timed()
+    check_finite(images, "the generated images (full compute; check the checkpoint's weights and the guidance "
+                         "scale)")
     result = {"images": len(conditions), "steps": steps, "call_kwargs": kwargs, "full_wall_s": wall,
               "full_ms_per_step": 1000 * wall / steps}
     line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step)"
@@ -82,6 +85,7 @@ def generate(
             stats = cachepilot.last_stats(pipe)
         finally:
             cachepilot.disable(pipe)
+        check_finite(images, f"the generated images ({policy_obj.spec()} + {predictor_obj.spec()})")
         result.update(policy=policy_obj.spec(), predictor=predictor_obj.spec(), cached_wall_s=cached_wall,
                       speedup=wall / cached_wall, compute_fraction=stats.compute_fraction,
                       psnr=psnr(images, reference))
@@ -120,6 +124,10 @@ def evaluate(
     if samples_per_class < 2:
         raise InvalidInputError(f"samples per class must be >= 2 (a Fréchet distance needs a covariance), got {samples_per_class}")
     _check_batch_size(batch_size)
+    if json_path is not None:
+        from cachepilot.outputs import check_output_file
+
+        json_path = check_output_file(json_path)  # before the sampling, not after it
     guidance = DEFAULT_GUIDANCE_SCALE if guidance is None else guidance
     pipe = load_pipeline(checkpoint, device=device)
     pipe.check_inputs([0], steps, guidance)
@@ -131,6 +139,8 @@ def evaluate(
     images = sample_images(pipe, labels.tolist(), seed=seed, num_inference_steps=steps, guidance_scale=guidance,
                            batch_size=batch_size)
     wall = time.perf_counter() - start
+    check_finite(images, f"the generated images ({steps} steps, guidance {guidance:g}; check the checkpoint's "
+                         "weights and the guidance scale)")
     result = {
         "samples": len(labels), "steps": steps, "guidance": guidance, "seed": seed, "wall_s": wall,
         "class_acc": class_accuracy(classifier, images, labels),

@@ -107,6 +107,15 @@ def caching(pipe: Any, policy: CachePolicy | str | None = None, predictor: Any =
         engine.policy, engine.predictor = old_policy, old_predictor
 
 
+def check_num_steps(pipe: Any, num_steps: int) -> None:
+    """Steps beyond the scheduler's training timesteps: the scheduler's ValueError, as one line up front."""
+    config = getattr(getattr(pipe, "scheduler", None), "config", None)
+    limit = getattr(config, "num_train_timesteps", None) if config is not None else None
+    if isinstance(limit, int) and num_steps > limit:
+        raise InvalidInputError(f"num_inference_steps must be at most the scheduler's num_train_timesteps "
+                                f"({limit}), got {num_steps}")
+
+
 class SamplingDriver:
     """pipe: any diffusers pipeline (cachepilot hooks optional); num_steps: denoising steps of every call;
     call_kwargs: kwargs shared by every call (height, width, guidance_scale, max_sequence_length, ...)."""
@@ -116,6 +125,7 @@ class SamplingDriver:
             raise InvalidInputError(f"num_inference_steps must be an integer >= 1, got {num_steps!r}")
         if batch_size < 1:
             raise InvalidInputError(f"batch size must be >= 1, got {batch_size}")
+        check_num_steps(pipe, num_steps)
         self.pipe, self.num_steps, self.batch_size = pipe, num_steps, batch_size
         self.call_kwargs = dict(call_kwargs or {})
         pipe.set_progress_bar_config(disable=True)

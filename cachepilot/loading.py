@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.finite import check_finite_weights, check_strict_load
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -32,9 +33,16 @@ def _pipeline_class(path: Path) -> str | None:
     if not index.is_file():
         return None
     try:
-        return json.loads(index.read_text()).get("_class_name")
+        content = json.loads(index.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{index} is not valid JSON ({err})") from None
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{index} must hold a JSON object, got a {type(content).__name__}")
+    entry = content.get("transformer")
+    if entry is not None and not (
+            isinstance(entry, list) and len(entry) == 2 and all(e is None or isinstance(e, str) for e in entry)):
+        raise CheckpointError(f"{index}: the transformer entry must be [library, class], got {entry!r}")
+    return content.get("_class_name")
 
 
 def load_pipeline(path_or_id: str | Path | None = None, device: str | torch.device = "cpu",
@@ -44,6 +52,9 @@ def load_pipeline(path_or_id: str | Path | None = None, device: str | torch.devi
     from cachepilot.embedded.digits import loading as digits
     from cachepilot.runtime.adapters import get_adapter
 
+    from cachepilot.devices import check_device
+
+    check_device(device)
     torch_dtype = parse_dtype(dtype)
     if path_or_id is None:
         return digits.load_pipeline(device=device)
@@ -73,6 +84,9 @@ def load_pipeline(path_or_id: str | Path | None = None, device: str | torch.devi
     if not isinstance(transformer, torch.nn.Module):
         raise CheckpointError(f"{path_or_id} ({type(pipe).__name__}) has no `transformer` for cachepilot to cache")
     get_adapter(transformer)  # unsupported families fail here, naming the supported ones
+    if local.exists() and (local / "transformer").is_dir():
+        check_strict_load(transformer, local / "transformer", "the transformer")
+    check_finite_weights(transformer.state_dict().items(), f"the transformer of {path_or_id}")
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval()

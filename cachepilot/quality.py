@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from cachepilot.finite import check_finite
+
 
 def _frames(images: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) as is; video (N, F, C, H, W) as N x F frames."""
@@ -15,6 +17,8 @@ def _frames(images: torch.Tensor) -> torch.Tensor:
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean over images (frames) of the PSNR (dB, data range 1) of each vs. its reference."""
     images, reference = _frames(images), _frames(reference)
+    check_finite(images, "the images given to PSNR")
+    check_finite(reference, "the reference images given to PSNR")
     values = peak_signal_noise_ratio(images, reference, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return values.clamp(max=100.0).mean().item()  # identical images: inf, capped so means stay finite
 
@@ -22,6 +26,8 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
 def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean SSIM of each image (frame) vs. its reference (Gaussian window up to 11, at most the image side)."""
     images, reference = _frames(images), _frames(reference)
+    check_finite(images, "the images given to SSIM")
+    check_finite(reference, "the reference images given to SSIM")
     side = min(images.shape[-2:])
     kernel = max(3, min(11, side - (1 - side % 2)))
     return structural_similarity_index_measure(images, reference, data_range=1.0, kernel_size=kernel).item()

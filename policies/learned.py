@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.finite import check_finite_weights
 from cachepilot.policies.base import CachePolicy
 from cachepilot.policies.budget import budget_computes, budget_masks
 from cachepilot.policies.features import FEATURES, observation_features
@@ -37,6 +38,31 @@ def build_actor(config: dict) -> nn.Sequential:
         width = hidden
     layers.append(nn.Linear(width, len(config["actions"])))
     return nn.Sequential(*layers)
+
+
+def check_policy_config(config, source: str) -> None:
+    """A `CheckpointError` naming the first field of an exported policy config that cannot be built."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"policy checkpoint {source}: config.json must hold a JSON object, "
+                              f"got a {type(config).__name__}")
+    arch = config.get("net_arch")
+    if (not isinstance(arch, list) or not arch
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in arch)):
+        raise CheckpointError(f"policy checkpoint {source}: net_arch must be a list of layer widths, got {arch!r}")
+    if config.get("activation") not in ACTIVATIONS:
+        raise CheckpointError(f"policy checkpoint {source}: activation {config.get('activation')!r} is not one of "
+                              f"{sorted(ACTIVATIONS)}")
+    steps = config.get("num_steps_range")
+    if (not isinstance(steps, list) or len(steps) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in steps)
+            or steps[0] > steps[1]):
+        raise CheckpointError(f"policy checkpoint {source}: num_steps_range must be [low, high] step counts, "
+                              f"got {steps!r}")
+    if not isinstance(config.get("backbone"), dict):
+        raise CheckpointError(f"policy checkpoint {source}: backbone must be a fingerprint object, got "
+                              f"{config.get('backbone')!r}")
+    if not isinstance(config.get("prior", {}), dict):
+        raise CheckpointError(f"policy checkpoint {source}: prior must be an object of schedules")
 
 
 class LearnedPolicy(CachePolicy):
@@ -64,6 +90,7 @@ class LearnedPolicy(CachePolicy):
         self._setup(config, weights, str(path), target)
 
     def _setup(self, config: dict, weights: dict[str, torch.Tensor], source: str, target: float) -> None:
+        check_policy_config(config, source)
         for field, expected in (("format_version", FORMAT_VERSION), ("observation", list(FEATURES)),
                                 ("actions", [a.name for a in Action])):
             if config.get(field) != expected:
@@ -76,6 +103,7 @@ class LearnedPolicy(CachePolicy):
             self.actor.load_state_dict(weights)
         except Exception as err:
             raise CheckpointError(f"policy weights of {source} do not fit its config: {err}") from err
+        check_finite_weights(weights.items(), f"policy checkpoint {source}")
         self.actor.eval()
         self.set_target(target)
 

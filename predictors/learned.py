@@ -22,6 +22,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from cachepilot.errors import CheckpointError
+from cachepilot.finite import check_finite_weights, check_strict_load
 from cachepilot.predictors.base import ForecastContext, Predictor
 from cachepilot.predictors.history import ResidualHistory
 from cachepilot.runtime.fingerprint import check_fingerprint
@@ -87,8 +88,17 @@ class Learned(Predictor):
             model = ResidualForecaster.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False)
         except Exception as err:
             raise CheckpointError(f"the predictor head at {path} could not be loaded, it looks corrupt: {err}") from err
+        check_strict_load(model, path, "the predictor head")
+        check_finite_weights(model.state_dict().items(), f"the predictor head at {path}")
         fingerprint_path = path / FINGERPRINT_FILE
-        fingerprint = json.loads(fingerprint_path.read_text()) if fingerprint_path.exists() else {}
+        fingerprint = {}
+        if fingerprint_path.exists():
+            try:
+                fingerprint = json.loads(fingerprint_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise CheckpointError(f"{fingerprint_path} is not valid JSON ({err})") from None
+            if not isinstance(fingerprint, dict):
+                raise CheckpointError(f"{fingerprint_path} must hold a backbone fingerprint object, got {fingerprint!r}")
         return cls(model, fingerprint, source=str(path))
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -28,6 +28,9 @@ def backbone_fingerprint(transformer: torch.nn.Module) -> dict[str, Any]:
 
 def check_fingerprint(expected: dict[str, Any], transformer: torch.nn.Module, what: str) -> None:
     """Raise a `CheckpointError` naming the first field where `what` and the model disagree."""
+    if not isinstance(expected, dict):
+        raise CheckpointError(f"{what} has a malformed backbone fingerprint: expected an object with "
+                              f"backbone_class / hidden_size / backbone_config_hash, got {expected!r}")
     actual = backbone_fingerprint(transformer)
     for field in ("backbone_class", "hidden_size", "backbone_config_hash"):
         if field in expected and expected[field] != actual[field]:

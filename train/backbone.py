@@ -13,6 +13,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+
+from cachepilot.train.checkpoints import resume_checkpoint
+
+from cachepilot.errors import InvalidInputError
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
 from diffusers.models.embeddings import LabelEmbedding
@@ -158,9 +162,13 @@ def train_backbone(
     With `resume`, training continues from `work_dir/last.ckpt` (EMA state included).
     """
     work_dir = Path(work_dir)
-    last = work_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+    last = resume_checkpoint(work_dir) if resume and work_dir.is_dir() else None
+    if resume and last is None:
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {work_dir / 'last.ckpt'}")
+    train_size = len(load_digits_split().train_images)
+    if config.batch_size > train_size:  # drop_last: zero batches, zero optimisation steps, an untrained model
+        raise InvalidInputError(f"batch size {config.batch_size} is larger than the {train_size} training digits: "
+                                "no optimisation step would run (lower --batch-size)")
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = BackboneModule(config)
     trainer = pl.Trainer(
@@ -180,7 +188,7 @@ def train_backbone(
         gradient_clip_val=1.0,
     )
     trainer.fit(module, datamodule=DigitsDataModule(config.batch_size, config.seed),
-                ckpt_path=str(last) if resume else None)
+                ckpt_path=str(last) if last is not None else None)
     if out_dir is not None:
         export_pipeline(module, config, Path(out_dir))
     return module

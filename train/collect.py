@@ -16,6 +16,7 @@ recomputed, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -150,13 +151,28 @@ def check_config(config: CollectConfig) -> None:
     for spec in config.policies:
         make_policy(spec)  # fail early on a bad spec
     make_predictor(config.predictor)
+    guidance = config.call_kwargs.get("guidance_scale")
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))
+                                 or not math.isfinite(guidance) or guidance < 0):
+        raise InvalidInputError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
+
+
+def read_collect_config(path: Path) -> dict:
+    """collect_config.json as a dict; a `CheckpointError` when it is not valid JSON or not an object."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("collect"), dict):
+        raise CheckpointError(f"{path} is not a collection record (an object with a `collect` entry)")
+    return meta
 
 
 def _write_config(out_dir: Path, config: CollectConfig, pipe) -> None:
     meta = {"collect": asdict(config), **backbone_fingerprint(pipe.transformer)}
     path = out_dir / CONFIG_FILE
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_collect_config(path)
         if existing != meta:
             diff = sorted(k for k in set(existing) | set(meta) if existing.get(k) != meta.get(k))
             raise InvalidInputError(
@@ -192,8 +208,8 @@ def collect(
     for shard in todo:
         if not 0 <= shard < config.num_shards:
             raise InvalidInputError(f"shard index {shard} is outside 0..{config.num_shards - 1}")
-    _write_config(out_dir, config, pipe)
-    driver = SamplingDriver(pipe, config.steps, config.call_kwargs, batch_size=config.batch_size)
+    driver = SamplingDriver(pipe, config.steps, config.call_kwargs, batch_size=config.batch_size)  # checks steps
+    _write_config(out_dir, config, pipe)  # only once every setting is known good
     if not (out_dir / WEIGHTS_FILE).exists():
         write_step_weights(out_dir, driver, config)
     written = []
@@ -242,7 +258,7 @@ def load_collection(out_dir: Path, transformer: torch.nn.Module | None = None) -
     path = out_dir / CONFIG_FILE
     if not path.exists():
         raise CheckpointError(f"no collection at {out_dir} ({CONFIG_FILE} is missing): run `cachepilot collect`")
-    meta = json.loads(path.read_text())
+    meta = read_collect_config(path)
     if transformer is not None:
         check_fingerprint(meta, transformer, f"the collection at {out_dir}")
     shard_paths = sorted(p for p in (out_dir / "shards").glob("shard-*") if (p / "dataset_info.json").exists()
@@ -256,7 +272,7 @@ def load_collection(out_dir: Path, transformer: torch.nn.Module | None = None) -
 
 
 def collection_meta(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / CONFIG_FILE).read_text())
+    return read_collect_config(Path(out_dir) / CONFIG_FILE)
 
 
 def as_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

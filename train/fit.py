@@ -211,7 +211,14 @@ class Fit:
 
         if (out / "config.json").exists():
             return
+        from cachepilot.train.collect import load_collection
+
+        # the training rows (the data module holds out samples with sample % 10 == 0); a batch larger than
+        # them would run zero optimisation steps, which the trainer refuses: smoke sizes shrink the batch
+        rows = sum(int((torch.as_tensor(load_collection(d).with_format("numpy")["sample"]) % 10 != 0).sum())
+                   for d in data)
         config = PredictorConfig(max_steps=steps, val_every=max(1, min(500, steps)))
+        config.batch_size = max(1, min(config.batch_size, rows))
         accelerator = "gpu" if self.pipe.device.type == "cuda" else "cpu"
         train_predictors(data, out, work, config, resume=(work / "last.ckpt").exists(), accelerator=accelerator,
                          progress=self.progress)

@@ -7,8 +7,13 @@ with no SB3 import.
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import shutil
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -22,7 +27,8 @@ from cachepilot.quality import psnr
 from cachepilot.conditions import ConditionSet
 from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.envs.vec_env import CachingVecEnv
-from cachepilot.errors import CheckpointError
+from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
+from cachepilot.finite import check_finite_weights
 from cachepilot.embedded.digits.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION
@@ -59,6 +65,98 @@ class PolicyConfig:
     warm_start_episodes: int = 8
     warm_start_epochs: int = 300
     seed: int = 0
+
+
+    def check(self) -> "PolicyConfig":
+        """An `InvalidInputError` naming the first setting that would make training fail or do nothing."""
+        for name in ("num_envs", "num_steps", "total_timesteps", "rollout_episodes", "batch_size", "n_epochs",
+                     "checkpoint_every", "eval_every", "eval_samples", "warm_start_episodes", "warm_start_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"policy setting {name} must be an integer >= 1, got {value!r}")
+        for name in ("learning_rate", "ent_coef", "gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InvalidInputError(f"policy setting {name} must be a finite number >= 0, got {value!r}")
+        if self.learning_rate <= 0:
+            raise InvalidInputError(f"policy setting learning_rate must be > 0, got {self.learning_rate!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:
+            raise InvalidInputError(f"policy setting seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if (not isinstance(self.net_arch, (list, tuple)) or not self.net_arch
+                or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in self.net_arch)):
+            raise InvalidInputError(f"policy setting net_arch must be a list of layer widths >= 1, got {self.net_arch!r}")
+        targets = self.targets
+        if (not isinstance(targets, (list, tuple)) or len(targets) != 2
+                or not all(isinstance(t, (int, float)) and 0 < t <= 1 for t in targets) or targets[0] > targets[1]):
+            raise InvalidInputError(f"policy setting targets must be two compute fractions low <= high in (0, 1], "
+                                    f"got {targets!r}")
+        return self
+
+    @classmethod
+    def from_json(cls, path: Path) -> "PolicyConfig":
+        """The policy_config.json a training run wrote; a `CheckpointError` naming what is wrong with it."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{path} must hold a JSON object, got a {type(raw).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(f"{path}: unknown setting(s) {unknown}")
+        for name in ("targets", "seeds", "eval_targets"):
+            if isinstance(raw.get(name), list):
+                raw[name] = tuple(raw[name])
+        try:
+            return cls(**raw).check()
+        except InvalidInputError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+
+
+class Interrupted(CachepilotError):
+    """Training stopped by the user (SIGINT) after saving a checkpoint; the CLI exits 130."""
+
+    exit_code = 130
+
+
+@dataclass
+class PolicyCheckpoint:
+    """What the release path reads from an SB3 zip: the policy's tensors and the timestep count, no pickle."""
+
+    state: dict[str, torch.Tensor]
+    num_timesteps: int
+    path: Path | None = None
+
+
+def read_checkpoint(path: Path) -> PolicyCheckpoint:
+    """Read an SB3 zip without unpickling anything: `policy.pth` with `torch.load(weights_only=True)` and the
+    plain-JSON `num_timesteps` of `data` (its pickled fields are never decoded). A `CheckpointError` for a
+    truncated, garbage or non-finite checkpoint."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "policy.pth" not in names:
+                raise CheckpointError(f"{path} is not a PPO checkpoint (no policy.pth inside)")
+            state = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
+            data = json.loads(archive.read("data")) if "data" in names else {}
+    except CheckpointError:
+        raise
+    except Exception as err:  # BadZipFile, truncated member (CRC), unpickling refused, bad JSON
+        raise CheckpointError(f"the PPO checkpoint {path} could not be read, it looks truncated or corrupt: "
+                              f"{type(err).__name__}: {err}".splitlines()[0]) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: policy.pth does not hold a state dict of tensors")
+    check_finite_weights(state.items(), f"the PPO checkpoint {path}")
+    timesteps = data.get("num_timesteps") if isinstance(data, dict) else None
+    if not isinstance(timesteps, int) or isinstance(timesteps, bool):
+        try:
+            timesteps = int(path.stem.split("_")[-2])
+        except (IndexError, ValueError):
+            raise CheckpointError(f"{path}: the timestep count is missing") from None
+    return PolicyCheckpoint(state, timesteps, path)
 
 
 class HeldOutEval(BaseCallback):
@@ -101,9 +199,57 @@ def _prior(config: PolicyConfig) -> SchedulePrior:
     return SchedulePrior.from_file(config.prior) if config.prior else SchedulePrior()
 
 
+def _checkpoints(work_dir: Path) -> list[Path]:
+    """The work dir's PPO zips, newest first."""
+    zips = []
+    for path in Path(work_dir).glob(f"{CHECKPOINT_PREFIX}_*_steps.zip"):
+        try:
+            zips.append((int(path.stem.split("_")[-2]), path))
+        except ValueError:
+            continue
+    return [p for _, p in sorted(zips, reverse=True)]
+
+
 def _last_checkpoint(work_dir: Path) -> Path | None:
-    zips = sorted(work_dir.glob(f"{CHECKPOINT_PREFIX}_*_steps.zip"), key=lambda p: int(p.stem.split("_")[-2]))
-    return zips[-1] if zips else None
+    """The newest PPO zip that reads back; a truncated newest one (killed while saving) falls back to the
+    previous good one with a warning."""
+    skipped = []
+    for path in _checkpoints(work_dir):
+        try:
+            read_checkpoint(path)
+        except CheckpointError as err:
+            skipped.append(path)
+            warnings.warn(f"skipping the unreadable checkpoint {path.name}: {err}", stacklevel=2)
+            continue
+        if skipped:
+            warnings.warn(f"falling back to the previous good checkpoint {path.name}", stacklevel=2)
+        return path
+    if skipped:
+        raise CheckpointError(f"no readable PPO checkpoint in {work_dir}: {[p.name for p in skipped]} are all corrupt")
+    return None
+
+
+def _merge_logs(previous: Path, current: Path) -> None:
+    """progress.csv after a resume = the rows before it, then the new ones (union of the columns)."""
+    import csv
+
+    rows, columns = [], []
+    for path in (previous, current):
+        if not path.exists():
+            continue
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            for name in reader.fieldnames or []:
+                if name not in columns:
+                    columns.append(name)
+            rows += list(reader)
+    tmp = current.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(current)
+    previous.unlink(missing_ok=True)
 
 
 def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, progress: bool = True, pipe=None,
@@ -113,25 +259,41 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     evaluation samples `eval_conditions` (default: the training ones) with held-out seeds."""
     from sb3_contrib import MaskablePPO
 
+    config.check()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    pipe = pipe if pipe is not None else load_pipeline()
-    env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
-                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed,
-                        prior=_prior(config), conditions=conditions, call_kwargs=call_kwargs)
+    last = None
     if resume:
         last = _last_checkpoint(work_dir)
         if last is None:
             raise FileNotFoundError(f"--resume: no {CHECKPOINT_PREFIX}_*_steps.zip checkpoint in {work_dir}")
-        model = MaskablePPO.load(last, env=env)
-    else:
-        model = MaskablePPO(
-            "MlpPolicy", env, n_steps=config.rollout_episodes * config.num_steps, batch_size=config.batch_size,
-            n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
-            gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, verbose=0,
-            policy_kwargs={"net_arch": list(config.net_arch), "activation_fn": torch.nn.Tanh},
-        )
-    model.set_logger(configure(str(work_dir / "logs"), ["csv"] + (["stdout"] if not progress else [])))
+    pipe = pipe if pipe is not None else load_pipeline()
+    env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
+                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed,
+                        prior=_prior(config), conditions=conditions, call_kwargs=call_kwargs)
+    model = MaskablePPO(
+        "MlpPolicy", env, n_steps=config.rollout_episodes * config.num_steps, batch_size=config.batch_size,
+        n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
+        gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, verbose=0,
+        policy_kwargs={"net_arch": list(config.net_arch), "activation_fn": torch.nn.Tanh},
+    )
+    if resume:
+        # No MaskablePPO.load: it unpickles the zip's `data`, so a crafted checkpoint would run code. The same
+        # model is rebuilt from the config; its tensors (policy, optimizer) are read with weights_only=True.
+        checkpoint = read_checkpoint(last)
+        try:
+            model.set_parameters(str(last), exact_match=True, device=model.device)
+        except Exception as err:
+            raise CheckpointError(f"the PPO checkpoint {last} does not fit this policy configuration: "
+                                  f"{err}".splitlines()[0]) from None
+        model.num_timesteps = checkpoint.num_timesteps
+    logs = work_dir / "logs"
+    previous_log = logs / "progress.previous.csv"
+    if resume and (logs / "progress.csv").exists():
+        if previous_log.exists():  # an earlier resume died before merging: merge it first
+            _merge_logs(previous_log, logs / "progress.csv")
+        (logs / "progress.csv").replace(previous_log)
+    model.set_logger(configure(str(logs), ["csv"] + (["stdout"] if not progress else [])))
     if config.warm_start and not resume:
         from cachepilot.train.warm_start import behaviour_clone, prior_rollouts
 
@@ -143,31 +305,81 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     (work_dir / "backbone.json").write_text(json.dumps(backbone_fingerprint(pipe.transformer), indent=2))
     checkpoints = CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(work_dir),
                                      name_prefix=CHECKPOINT_PREFIX)
+    remaining = config.total_timesteps - model.num_timesteps  # --timesteps is the total, resumed or not
+    if remaining <= 0:
+        warnings.warn(f"the checkpoint is already at {model.num_timesteps} >= {config.total_timesteps} "
+                      "timesteps: nothing left to train", stacklevel=2)
+        _close_logger(model)
+        if previous_log.exists():
+            _merge_logs(previous_log, logs / "progress.csv")
+        return model
     evaluation = HeldOutEval(pipe, config, eval_conditions or env.conditions, call_kwargs)
-    model.learn(config.total_timesteps, callback=[checkpoints, evaluation], progress_bar=progress,
-                reset_num_timesteps=not resume)
+    try:
+        model.learn(remaining, callback=[checkpoints, evaluation], progress_bar=progress,
+                    reset_num_timesteps=not resume)
+    except KeyboardInterrupt:
+        saved = work_dir / f"{CHECKPOINT_PREFIX}_{model.num_timesteps}_steps"
+        model.save(saved)
+        _close_logger(model)
+        if previous_log.exists():
+            _merge_logs(previous_log, logs / "progress.csv")
+        raise Interrupted(f"interrupted at {model.num_timesteps} timesteps; saved {saved}.zip "
+                          f"(continue with --resume)") from None
     model.logger.record("time/total_timesteps", model.num_timesteps)
     for key, value in evaluation.evaluate().items():  # the final policy's figures, in the CSV too
         model.logger.record(key, value)
     model.logger.dump(model.num_timesteps)
     model.save(work_dir / f"{CHECKPOINT_PREFIX}_{model.num_timesteps}_steps")
+    _close_logger(model)
+    if previous_log.exists():
+        _merge_logs(previous_log, logs / "progress.csv")
     return model
+
+
+def _close_logger(model) -> None:
+    for output in getattr(model.logger, "output_formats", []):
+        output.close()
+
+
+def _actor_state(policy_state: dict[str, torch.Tensor], net_arch: list[int]) -> dict[str, torch.Tensor]:
+    """The actor path of an SB3 policy state dict (mlp_extractor.policy_net Linear layers, then action_net)
+    renumbered as `build_actor`'s `nn.Sequential` (Linear layers at even indices)."""
+    prefix = "mlp_extractor.policy_net."
+    indices = sorted({int(k[len(prefix):].split(".")[0]) for k in policy_state
+                      if k.startswith(prefix) and k.endswith(".weight")})
+    if len(indices) != len(net_arch):
+        raise CheckpointError(f"the PPO actor has {len(indices)} hidden layers, the configured net_arch "
+                              f"{list(net_arch)} has {len(net_arch)}")
+    names = [f"{prefix}{i}" for i in indices] + ["action_net"]
+    state = {}
+    for i, name in enumerate(names):
+        for part in ("weight", "bias"):
+            if f"{name}.{part}" not in policy_state:
+                raise CheckpointError(f"the PPO checkpoint has no {name}.{part}")
+            state[f"{2 * i}.{part}"] = policy_state[f"{name}.{part}"].detach().cpu().contiguous()
+        if i < len(net_arch) and state[f"{2 * i}.weight"].shape[0] != net_arch[i]:
+            raise CheckpointError(f"the PPO actor's layer {i} has width {state[f'{2 * i}.weight'].shape[0]}, "
+                                  f"the configured net_arch says {net_arch[i]}")
+    return state
 
 
 def actor_export(model, transformer: torch.nn.Module | dict, config: PolicyConfig) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, weights) of the actor path: mlp_extractor.policy_net then action_net, as the
-    `nn.Sequential` that `policies.learned.build_actor` rebuilds (Linear layers at even indices)."""
-    policy = model.policy
-    layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
-    if len(layers) != len(config.net_arch):
-        raise CheckpointError("the PPO actor does not match the configured net_arch")
-    state = {}
-    for i, layer in enumerate(layers + [policy.action_net]):
-        state[f"{2 * i}.weight"] = layer.weight.detach().cpu().contiguous()
-        state[f"{2 * i}.bias"] = layer.bias.detach().cpu().contiguous()
+    `nn.Sequential` that `policies.learned.build_actor` rebuilds (Linear layers at even indices).
+    model: a live SB3 model, or a `PolicyCheckpoint` read from a zip without unpickling."""
+    if isinstance(model, PolicyCheckpoint):
+        policy_state, timesteps = model.state, model.num_timesteps
+    else:
+        policy_state, timesteps = model.policy.state_dict(), model.num_timesteps
+    state = _actor_state(policy_state, list(config.net_arch))
+    if isinstance(transformer, torch.nn.Module):
+        backbone = backbone_fingerprint(transformer)
+    else:
+        _check_backbone_record(transformer)
+        backbone = transformer
     return {
         "format_version": FORMAT_VERSION,
-        "backbone": transformer if isinstance(transformer, dict) else backbone_fingerprint(transformer),
+        "backbone": backbone,
         "observation": list(FEATURES),
         "actions": [a.name for a in Action],
         "num_steps_range": [config.num_steps, config.num_steps],
@@ -176,13 +388,22 @@ def actor_export(model, transformer: torch.nn.Module | dict, config: PolicyConfi
         "prior": _prior(config).to_dict(),
         "net_arch": list(config.net_arch),
         "activation": "tanh",
-        "timesteps": int(model.num_timesteps),
+        "timesteps": int(timesteps),
     }, state
+
+
+def _check_backbone_record(record) -> None:
+    if not isinstance(record, dict) or not isinstance(record.get("backbone_class"), str):
+        raise CheckpointError(f"the backbone fingerprint must be a JSON object with backbone_class, got {record!r}")
 
 
 def export_policy(model, out_dir: Path, transformer: torch.nn.Module | dict, config: PolicyConfig) -> Path:
     """Write the actor as model.safetensors + config.json (a release artefact: no SB3 needed to load)."""
     policy_config, state = actor_export(model, transformer, config)
+    from cachepilot.policies.learned import check_policy_config
+
+    check_policy_config(policy_config, str(out_dir))  # never write a directory LearnedPolicy cannot load
+    check_finite_weights(state.items(), "the exported actor")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out_dir / "model.safetensors"))

@@ -14,10 +14,12 @@ from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import torch
+
+from cachepilot.train.checkpoints import resume_checkpoint
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
-from cachepilot.errors import CachepilotError
+from cachepilot.errors import CachepilotError, InvalidInputError
 from cachepilot.predictors.learned import Learned, ResidualForecaster
 from cachepilot.predictors.taylor import Taylor
 from cachepilot.train.collect import as_tensors, collection_meta, load_collection, load_step_weights
@@ -36,6 +38,7 @@ class PredictorConfig:
     lr: float = 2e-3
     val_every: int = 500
     seed: int = 0
+    checkpoint_every: int = 500  # optimisation steps between checkpoints: the most a kill can lose
 
 
 def schedule_computes(steps: int, interval: int | None, max_gap: int, generator: torch.Generator) -> torch.Tensor:
@@ -105,6 +108,8 @@ class PredictorDataModule(pl.LightningDataModule):
         self.config = config
 
     def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "hidden"):  # loaded up front by train_predictors (to check the batch size)
+            return
         tensors, samples = [], []
         for data_dir in self.data_dirs:
             dataset = load_collection(data_dir)
@@ -120,7 +125,10 @@ class PredictorDataModule(pl.LightningDataModule):
         val = samples % 10 == 0
         self.train_rows, self.val_rows = torch.nonzero(~val).flatten(), torch.nonzero(val).flatten()
         if len(self.train_rows) == 0:
-            raise CachepilotError(f"the collection at {self.data_dir} has no training rows")
+            raise CachepilotError(f"the collections at {[str(d) for d in self.data_dirs]} have no training rows")
+        if len(self.train_rows) < self.config.batch_size:  # drop_last: not one batch, not one optimisation step
+            raise InvalidInputError(f"batch size {self.config.batch_size} is larger than the {len(self.train_rows)} "
+                                    "training trajectories: no optimisation step would run (lower --batch-size)")
 
     def train_dataloader(self) -> DataLoader:
         c = self.config
@@ -207,9 +215,9 @@ def train_predictors(
     """Fit the head; Lightning checkpoints in `work_dir` (`resume` continues from last.ckpt);
     the head, with the backbone fingerprint of the collection, saved to `out_dir`."""
     work_dir = Path(work_dir)
-    last = work_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+    last = resume_checkpoint(work_dir) if resume and work_dir.is_dir() else None
+    if resume and last is None:
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {work_dir / 'last.ckpt'}")
     data_dirs = [Path(d) for d in (data_dir if isinstance(data_dir, (list, tuple)) else [data_dir])]
     metas = []
     for path in data_dirs:
@@ -223,17 +231,22 @@ def train_predictors(
                 raise CachepilotError(f"{path} was collected on another backbone than {data_dirs[0]} ({key} differs)")
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = PredictorDataModule(data_dirs, config)
+    data.setup("fit")  # before the trainer: a batch larger than the data would run zero optimisation steps
+    if len(data.train_rows) // max(devices, 1) < config.batch_size:
+        raise InvalidInputError(f"batch size {config.batch_size} is larger than the {len(data.train_rows)} training "
+                                f"trajectories{f' / {devices} devices' if devices > 1 else ''}: no optimisation "
+                                "step would run (lower --batch-size)")
     steps = int(meta["collect"]["steps"])
     module = PredictorModule(int(meta["hidden_size"]), steps, config)
     trainer = pl.Trainer(
         max_steps=config.max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
         default_root_dir=work_dir, logger=pl.loggers.CSVLogger(work_dir, name="logs"),
         callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, enable_version_counter=False,
-                                   every_n_train_steps=config.val_every)],
+                                   every_n_train_steps=config.checkpoint_every)],
         val_check_interval=config.val_every, check_val_every_n_epoch=None, enable_progress_bar=progress,
         enable_model_summary=False, log_every_n_steps=25,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None)
     if out_dir is not None and trainer.is_global_zero:
         fingerprint = {k: meta[k] for k in FINGERPRINT_KEYS}
         fingerprint["num_steps_trained"] = steps

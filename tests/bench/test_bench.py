@@ -38,3 +38,32 @@ def test_tiny_sweep_writes_rows_and_report(pipe, classifier, tmp_path):
 def test_method_names_are_unique():
     names = [m.name for m in all_methods()]
     assert len(names) == len(set(names))
+
+
+def test_a_method_giving_nan_images_is_a_clear_error_naming_it(pipe, classifier):
+    """Checked before any metric: the unfixed bench segfaults in the Fréchet distance (MKL on NaN)."""
+    from cachepilot.bench.methods import Method
+    from cachepilot.errors import CachepilotError
+
+    handles = []
+
+    def apply(p, knob):
+        last = p.transformer.transformer_blocks[-1]
+        handles.append(last.register_forward_hook(lambda m, i, out: out * float("nan")))
+        return p
+
+    def remove(p):
+        handles.pop().remove()
+
+    broken = Method("nan-maker", [1], apply, remove)
+    config = BenchConfig(samples=4, steps=3, batch_size=4, repeats=1)
+    quality_calls = []
+
+    def quality(images, conditions):
+        quality_calls.append(images)
+        return {}
+
+    with pytest.raises(CachepilotError, match="nan-maker .* non-finite"):
+        run_bench(pipe, [broken], config, quality=quality, progress=False)
+    assert len(quality_calls) == 1  # the full-compute row only: the NaN images never reached a metric
+    assert not handles

@@ -64,3 +64,48 @@ def test_fit_bad_input_is_one_clear_line_before_any_work(tmp_path, capsys):
     assert main(["fit", "--out", str(tmp_path / "d"), "--steps", "2"]) == 2
     assert "steps must be >= 4" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--steps", "1001"], "num_train_timesteps"),
+    (["evaluate", "--steps", "1001"], "num_train_timesteps"),
+    (["bench", "--steps", "1001", "--methods", "always"], "num_train_timesteps"),
+    (["collect", "--steps", "1001"], "num_train_timesteps"),
+    (["generate", "--device", "bogus"], "unknown device"),
+    (["evaluate", "--device", "bogus"], "unknown device"),
+    (["generate", "--device", "cuda:99"], "cuda"),
+    (["collect", "--guidance", "nan"], "guidance_scale"),
+    (["collect", "--shard-index", "99"], "shard-index"),
+    (["search-schedule", "--samples", "0"], "--samples"),
+    (["search-schedule", "--targets", "0.5", "1.5"], "(0, 1]"),
+    (["train", "backbone", "--accelerator", "bogus"], "unknown accelerator"),
+])
+def test_more_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
+    out = {"generate": ["--out", str(tmp_path / "g.png")], "bench": ["--out", str(tmp_path / "b")],
+           "collect": ["--out", str(tmp_path / "c")], "search-schedule": ["--out", str(tmp_path / "s.json")],
+           "train": ["--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")]}.get(argv[0], [])
+    assert main(argv + out) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "c" / "collect_config.json").exists()  # a refused collect leaves nothing behind
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_search_schedule_writes_each_target_as_it_is_found(tmp_path, monkeypatch):
+    import json
+
+    from cachepilot.train import schedule_search
+
+    calls = []
+
+    def fake_search(driver, conditions, target, samples, predictor="learned", **kwargs):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while searching the second target
+        return [True, False, True, False], 40.0
+
+    monkeypatch.setattr(schedule_search, "search_schedule", fake_search)
+    out = tmp_path / "s.json"
+    assert main(["search-schedule", "--targets", "0.5", "0.3", "--steps", "4", "--samples", "1",
+                 "--out", str(out)]) == 130
+    assert json.loads(out.read_text())["schedules"] == {"0.5": {"mask": "1010", "train_psnr": 40.0}}

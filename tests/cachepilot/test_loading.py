@@ -71,3 +71,57 @@ def test_classifier_corrupt_weights(tmp_path):
     (target / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64)
     with pytest.raises(CheckpointError, match="corrupt"):
         load_classifier(target)
+
+
+def _transformer_with_layers(checkpoint_copy, layers):
+    config_path = checkpoint_copy / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["num_layers"] = layers
+    config_path.write_text(json.dumps(config))
+
+
+def test_config_with_more_layers_than_weights_is_refused(checkpoint_copy):
+    _transformer_with_layers(checkpoint_copy, 7)  # 6 layers of weights: block 7 would be uninitialised
+    with pytest.raises(CheckpointError, match="missing.*transformer_blocks.6"):
+        load_pipeline(checkpoint_copy)
+
+
+def test_config_with_fewer_layers_than_weights_is_refused(checkpoint_copy):
+    _transformer_with_layers(checkpoint_copy, 5)  # a block would be dropped silently
+    with pytest.raises(CheckpointError, match="no place for.*transformer_blocks.5"):
+        load_pipeline(checkpoint_copy)
+
+
+def test_generic_loader_is_strict_too(checkpoint_copy):
+    from cachepilot.loading import load_pipeline as load_any
+
+    _transformer_with_layers(checkpoint_copy, 7)
+    with pytest.raises(CheckpointError, match="does not match its config.json"):
+        load_any(checkpoint_copy)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(checkpoint_copy):
+    from safetensors.torch import load_file, save_file
+
+    path = checkpoint_copy / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(str(path))
+    name = sorted(k for k in weights if "transformer_blocks.3" in k and k.endswith("weight"))[0]
+    weights[name][0] = float("nan")
+    save_file(weights, str(path))
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        load_pipeline(checkpoint_copy)
+
+
+@pytest.mark.parametrize("target, content, message", [
+    ("transformer/config.json", "[1, 2]", "must hold a JSON object"),
+    ("model_index.json", json.dumps({"_class_name": "DigitsDiTPipeline", "transformer": "DiTTransformer2DModel"}),
+     "transformer entry must be"),
+    ("model_index.json", "[]", "must hold a JSON object"),
+])
+def test_malformed_json_is_one_clear_error(checkpoint_copy, target, content, message):
+    from cachepilot.loading import load_pipeline as load_any
+
+    (checkpoint_copy / target).write_text(content)
+    for loader in (load_pipeline, load_any):
+        with pytest.raises(CheckpointError, match=message):
+            loader(checkpoint_copy)

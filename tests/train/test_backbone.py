@@ -53,3 +53,37 @@ def test_label_dropout_is_disabled_in_every_block():
     module = BackboneModule(BackboneConfig(**TINY))
     drops = [m.dropout_prob for m in module.transformer.modules() if isinstance(m, LabelEmbedding)]
     assert len(drops) == TINY["num_layers"] and all(p == 0 for p in drops)
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_training(tmp_path):
+    import pytest
+
+    from cachepilot.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="no optimisation step"):
+        train_backbone(BackboneConfig(max_steps=2, **{**TINY, "batch_size": 100_000}), tmp_path / "w",
+                       tmp_path / "out", progress=False, accelerator="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    import os
+
+    import pytest
+
+    from cachepilot.train.checkpoints import resume_checkpoint
+
+    work = tmp_path / "work"
+    train_backbone(BackboneConfig(max_steps=6, **TINY), work, None, checkpoint_every=3, progress=False,
+                   accelerator="cpu")
+    previous = [p for p in work.glob("*.ckpt") if p.name != "last.ckpt"]
+    assert previous
+    last = work / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while writing
+    os.utime(last)  # newest
+    with pytest.warns(UserWarning, match="previous good checkpoint"):
+        assert resume_checkpoint(work) == previous[0]
+    with pytest.warns(UserWarning, match="previous good checkpoint"):
+        train_backbone(BackboneConfig(max_steps=8, **TINY), work, None, resume=True, checkpoint_every=4,
+                       progress=False, accelerator="cpu")
+    assert torch.load(work / "last.ckpt", weights_only=False)["global_step"] == 8

@@ -51,11 +51,23 @@ def test_held_out_evaluation_is_logged(exported):
         assert log[f"eval/psnr_{target:g}"].dropna().between(5, 100).all()
 
 
-def test_resume_continues_the_timestep_count(exported):
+def test_resume_trains_to_the_total_and_appends_the_logs(exported):
+    import pandas as pd
+
     _, _, work, config, own = exported
-    config = PolicyConfig(**{**TINY, "total_timesteps": 80})
+    before = pd.read_csv(work / "logs" / "progress.csv")
+    config = PolicyConfig(**{**TINY, "total_timesteps": 240})  # a total, not 240 more
     model = train_policy(config, work, resume=True, progress=False, pipe=own)
-    assert model.num_timesteps >= 240
+    assert model.num_timesteps == 240
+    after = pd.read_csv(work / "logs" / "progress.csv")
+    assert len(after) > len(before)  # the rows before the resume are kept, the new ones follow
+    assert after["time/total_timesteps"].dropna().iloc[:len(before)].tolist() == \
+        before["time/total_timesteps"].dropna().tolist()
+    assert after["time/total_timesteps"].dropna().iloc[-1] == 240
+    assert not (work / "logs" / "progress.previous.csv").exists()
+    with pytest.warns(UserWarning, match="nothing left to train"):
+        again = train_policy(config, work, resume=True, progress=False, pipe=own)
+    assert again.num_timesteps == 240
 
 
 def test_learned_policy_keeps_the_budget_in_the_pipeline(exported, pipe):
@@ -138,3 +150,199 @@ def test_shipped_policy_takes_the_searched_schedule(pipe):
             cachepilot.disable(own)
         mask = torch.tensor([c == "1" for c in searched[f"{target:g}"]["mask"]])
         assert torch.equal(decisions == 0, mask[:, None].expand_as(decisions))
+
+
+def _copy_run(work, dest):
+    import shutil
+
+    dest.mkdir()
+    for name in ("policy_config.json", "backbone.json"):
+        shutil.copy(work / name, dest / name)
+    newest = sorted(work.glob("ppo_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
+    for path in newest:
+        shutil.copy(path, dest / path.name)
+    return newest
+
+
+class _Marker:
+    """Unpickling this creates a file: stands for any code a crafted checkpoint would run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _craft(zip_path, marker):
+    import base64
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(members["data"])
+    payload = base64.b64encode(pickle.dumps(_Marker(marker))).decode()
+    for key in ("observation_space", "action_space", "lr_schedule", "evil"):
+        data[key] = {":type:": "<class 'object'>", ":serialized:": payload}
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+
+
+def test_export_and_resume_never_unpickle_the_checkpoint(exported, tmp_path):
+    from cachepilot.cli import main
+
+    model, out, work, config, own = exported
+    crafted = tmp_path / "crafted"
+    zips = _copy_run(work, crafted)
+    marker = tmp_path / "code-ran"
+    _craft(crafted / zips[-1].name, marker)
+    assert main(["export", "--work-dir", str(crafted), "--out", str(tmp_path / "exp")]) == 0
+    assert not marker.exists()
+    exported_policy = LearnedPolicy(tmp_path / "exp")
+    reference = LearnedPolicy(out)
+    obs = torch.rand(16, NUM_FEATURES)
+    with torch.no_grad():
+        assert torch.equal(exported_policy.actor(obs), exported_policy.actor(obs))
+    assert exported_policy.config["timesteps"] == int(zips[-1].stem.split("_")[1])
+    resumed = train_policy(PolicyConfig(**{**TINY, "total_timesteps": 1}), crafted, resume=True, progress=False,
+                           pipe=own)
+    assert not marker.exists()
+    assert resumed.num_timesteps == exported_policy.config["timesteps"]
+    del reference
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(exported, tmp_path):
+    from cachepilot.train.policy import _last_checkpoint
+
+    _, _, work, *_ = exported
+    run = tmp_path / "run"
+    zips = _copy_run(work, run)
+    good = zips[-1]
+    newest = run / "ppo_999999_steps.zip"
+    newest.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="previous good checkpoint"):
+        assert _last_checkpoint(run) == run / good.name
+    for path in run.glob("ppo_*.zip"):
+        path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"), pytest.warns(UserWarning):
+        _last_checkpoint(run)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("net_arch", "64", "net_arch"),
+    ("activation", "gelu", "activation"),
+    ("num_steps_range", None, "num_steps_range"),
+    ("backbone", ["DiTTransformer2DModel"], "backbone"),
+])
+def test_malformed_policy_config_is_a_checkpoint_error(exported, tmp_path, field, value, message):
+    import shutil
+
+    _, out, *_ = exported
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    config = json.loads((bad / "config.json").read_text())
+    if value is None:
+        del config[field]
+    else:
+        config[field] = value
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        LearnedPolicy(bad)
+
+
+def test_list_fingerprint_fails_the_check(pipe):
+    from cachepilot.runtime.fingerprint import check_fingerprint
+
+    with pytest.raises(CheckpointError, match="malformed backbone fingerprint"):
+        check_fingerprint(["DiTTransformer2DModel", 128], pipe.transformer, "the policy X")
+
+
+def test_export_with_a_malformed_run_config_is_one_line(exported, tmp_path, capsys):
+    from cachepilot.cli import main
+
+    _, _, work, *_ = exported
+    for field, value in (("net_arch", "64"), ("net_arch", [64]), ("seed", -1)):
+        run = tmp_path / f"run-{field}-{value}"
+        _copy_run(work, run)
+        config = json.loads((run / "policy_config.json").read_text())
+        config[field] = value
+        (run / "policy_config.json").write_text(json.dumps(config))
+        assert main(["export", "--work-dir", str(run), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert field in err and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
+    run = tmp_path / "run-backbone"
+    _copy_run(work, run)
+    (run / "backbone.json").write_text("[1, 2]")
+    assert main(["export", "--work-dir", str(run), "--out", str(tmp_path / "y")]) == 2
+    assert "backbone" in capsys.readouterr().err
+
+
+def test_nan_policy_weights_are_refused(exported, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, out, *_ = exported
+    bad = tmp_path / "nan"
+    shutil.copytree(out, bad)
+    weights = load_file(str(bad / "model.safetensors"))
+    weights["2.weight"][0, 0] = float("nan")
+    save_file(weights, str(bad / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="2.weight"):
+        LearnedPolicy(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "seed"),
+    (["--lr", "nan"], "learning_rate"),
+    (["--lr", "0"], "learning_rate"),
+    (["--ent-coef", "inf"], "ent_coef"),
+])
+def test_bad_policy_settings_are_one_line_before_any_work(tmp_path, capsys, argv, message):
+    from cachepilot.cli import main
+
+    assert main(["train", "policy", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")] + argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_sigint_saves_a_checkpoint_and_stops_cleanly(exported, tmp_path, monkeypatch):
+    from cachepilot.train import policy as policy_module
+
+    _, _, _, _, own = exported
+
+    def interrupt(self):
+        if self.num_timesteps >= 40:
+            raise KeyboardInterrupt
+        return True
+
+    monkeypatch.setattr(policy_module.HeldOutEval, "_on_step", interrupt)
+    work = tmp_path / "w"
+    with pytest.raises(policy_module.Interrupted, match="interrupted at 40 timesteps") as info:
+        train_policy(PolicyConfig(**{**TINY, "checkpoint_every": 10_000}), work, progress=False, pipe=own)
+    assert info.value.exit_code == 130
+    assert policy_module.read_checkpoint(work / "ppo_40_steps.zip").num_timesteps == 40
+
+
+def test_cli_maps_an_interrupt_to_exit_130_without_a_traceback(monkeypatch, capsys):
+    from cachepilot import cli
+    from cachepilot.train.policy import Interrupted
+
+    def stopped(args):
+        raise Interrupted("interrupted at 40 timesteps; saved w/ppo_40_steps.zip (continue with --resume)")
+
+    monkeypatch.setattr(cli, "_run_export", stopped)
+    assert cli.main(["export"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at 40" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    def killed(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_export", killed)
+    assert cli.main(["export"]) == 130

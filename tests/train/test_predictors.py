@@ -88,3 +88,63 @@ def test_corrupt_or_missing_head(tmp_path):
     (tmp_path / "head" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 100)
     with pytest.raises(CheckpointError, match="corrupt"):
         Learned.from_pretrained(tmp_path / "head")
+
+
+def test_nan_head_and_malformed_fingerprint_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+
+    head = tmp_path / "nan"
+    shutil.copytree(DEFAULT_PREDICTOR, head)
+    path = head / "diffusion_pytorch_model.safetensors"
+    weights = load_file(str(path))
+    weights["up.weight"][0, 0] = float("inf")
+    save_file(weights, str(path))
+    with pytest.raises(CheckpointError, match=r"up\.weight"):
+        Learned.from_pretrained(head)
+    for content, message in (("{not json", "not valid JSON"), ("[1, 2]", "fingerprint object")):
+        bad = tmp_path / f"fp{len(content)}"
+        shutil.copytree(DEFAULT_PREDICTOR, bad)
+        (bad / "cachepilot_predictor.json").write_text(content)
+        with pytest.raises(CheckpointError, match=message):
+            Learned.from_pretrained(bad)
+    extra = tmp_path / "extra"
+    shutil.copytree(DEFAULT_PREDICTOR, extra)
+    weights = load_file(str(extra / "diffusion_pytorch_model.safetensors"))
+    del weights["up.weight"]
+    save_file(weights, str(extra / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(CheckpointError):
+        Learned.from_pretrained(extra)
+
+
+def test_batch_larger_than_the_data_and_checkpoint_interval(collection, tmp_path, capsys):
+    from cachepilot.cli import main
+
+    assert main(["train", "predictors", "--data", str(collection), "--batch-size", "1000", "--steps", "4",
+                 "--out", str(tmp_path / "head"), "--work-dir", str(tmp_path / "w"), "--accelerator", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no optimisation step" in err and "Traceback" not in err
+    assert not (tmp_path / "head").exists()
+    assert main(["train", "predictors", "--data", str(collection), "--batch-size", "4", "--steps", "6",
+                 "--checkpoint-every", "2", "--out", str(tmp_path / "head2"), "--work-dir", str(tmp_path / "w2"),
+                 "--accelerator", "cpu"]) == 0
+    step = torch.load(next(p for p in (tmp_path / "w2").glob("*.ckpt") if p.name != "last.ckpt"),
+                      weights_only=False)["global_step"]
+    assert step in (2, 4, 6)
+    assert torch.load(tmp_path / "w2" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--devices", "0"], "--devices"),
+    (["--strategy", "bogus"], "unknown strategy"),
+    (["--accelerator", "bogus"], "unknown accelerator"),
+    (["--checkpoint-every", "0"], "checkpoint-every"),
+])
+def test_bad_trainer_options_are_one_line(tmp_path, capsys, argv, message):
+    from cachepilot.cli import main
+
+    assert main(["train", "predictors", "--data", str(tmp_path / "none"), "--work-dir", str(tmp_path / "w")]
+                + argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -15,7 +15,9 @@ from diffusers.utils import logging as diffusers_logging
 
 from cachepilot.checkpoints import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE
 from cachepilot.embedded.digits.classifier import DigitsClassifier
+from cachepilot.devices import check_device
 from cachepilot.errors import CheckpointError
+from cachepilot.finite import check_finite_weights, check_strict_load
 from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
 
 
@@ -23,9 +25,12 @@ def _read_config(path: Path, what: str) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{what}: {path} is missing")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{what}: {path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{what}: {path} must hold a JSON object, got a {type(config).__name__}")
+    return config
 
 
 def _check_class(config: dict, expected: type, path: Path) -> None:
@@ -60,12 +65,16 @@ def _load_weights(loader, path: Path, what: str):
 
 def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsDiTPipeline:
     """The embedded digits pipeline by default; `path` a pipeline directory saved by `train backbone`."""
+    check_device(device)
     path = _check_dir(Path(path) if path is not None else DEFAULT_PIPELINE, "pipeline checkpoint")
     index = _read_config(path / "model_index.json", "not a pipeline checkpoint")
-    if index.get("transformer", [None, None])[1] != DiTTransformer2DModel.__name__:
+    entry = index.get("transformer")
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+        raise CheckpointError(f"{path}/model_index.json: the transformer entry must be [library, class], "
+                              f"got {entry!r}")
+    if entry[1] != DiTTransformer2DModel.__name__:
         raise CheckpointError(
-            f"{path} holds a {index.get('transformer', [None, 'missing transformer'])[1]}, "
-            f"expected a {DiTTransformer2DModel.__name__} (model_index.json)"
+            f"{path} holds a {entry[1]}, expected a {DiTTransformer2DModel.__name__} (model_index.json)"
         )
     config = _read_config(path / "transformer" / "config.json", "transformer config")
     _check_class(config, DiTTransformer2DModel, path / "transformer")
@@ -81,16 +90,21 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
         ),
         path, "pipeline",
     )
+    check_strict_load(pipe.transformer, path / "transformer", "the transformer")
+    check_finite_weights(pipe.transformer.state_dict().items(), f"the transformer at {path / 'transformer'}")
     pipe.transformer.eval()
     return pipe.to(device)
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsClassifier:
     """The reference classifier shipped in `checkpoints/digits-classifier` by default."""
+    check_device(device)
     path = _check_dir(Path(path) if path is not None else DEFAULT_CLASSIFIER, "classifier checkpoint")
     _check_class(_read_config(path / "config.json", "classifier config"), DigitsClassifier, path)
     model = _load_weights(
         lambda: DigitsClassifier.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False),
         path, "classifier",
     )
+    check_strict_load(model, path, "the classifier")
+    check_finite_weights(model.state_dict().items(), f"the classifier at {path}")
     return model.to(device).eval()

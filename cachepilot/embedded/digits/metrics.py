@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from cachepilot.embedded.digits.classifier import DigitsClassifier
+from cachepilot.finite import check_finite
 
 
 class _ClassifierFeatures(nn.Module):
@@ -30,14 +31,24 @@ class _ClassifierFeatures(nn.Module):
 def class_accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """images (N, 1, 8, 8) in [0, 1]; share of images classified as their requested label."""
     classifier.eval()
+    check_finite(images, "the images given to the class accuracy")
     predicted = classifier(images.to(classifier.device)).argmax(-1).cpu()
     return (predicted == labels.cpu()).float().mean().item()
 
 
 @torch.no_grad()
 def frechet_distance(classifier: DigitsClassifier, images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to classifier features of two image sets."""
+    """Fréchet distance between Gaussians fitted to classifier features of two image sets.
+
+    NaN / inf images or features raise `NonFiniteError` first: torchmetrics' matrix square root on NaN
+    features crashes the process (MKL segfault) instead of returning NaN."""
     classifier.eval()
+    check_finite(images, "the generated images given to the Fréchet distance")
+    check_finite(reference, "the reference images given to the Fréchet distance")
+    with torch.no_grad():
+        for name, batch in (("generated", images), ("reference", reference)):
+            check_finite(classifier.features(batch.to(classifier.device)),
+                         f"the classifier features of the {name} images")
     metric = FrechetInceptionDistance(
         feature=_ClassifierFeatures(classifier), normalize=True, input_img_size=tuple(images.shape[1:])
     ).to(classifier.device)

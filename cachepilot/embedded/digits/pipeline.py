@@ -68,6 +68,10 @@ class DigitsDiTPipeline(DiffusionPipeline):
         if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
                 or num_inference_steps < 1):
             raise InvalidInputError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+        limit = self.scheduler.config.num_train_timesteps
+        if num_inference_steps > limit:
+            raise InvalidInputError(f"num_inference_steps must be at most the scheduler's num_train_timesteps "
+                                    f"({limit}), got {num_inference_steps}")
         if not isinstance(guidance_scale, (int, float)) or not np.isfinite(guidance_scale) or guidance_scale < 0:
             raise InvalidInputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         if output_type not in ("pil", "np", "pt"):
