@@ -11,7 +11,8 @@ output. The stack is discovered, not declared per model class:
 - a model with one block list caches that list; several lists form one stack only for the model classes
   in `CHAINED_LISTS`, whose forward runs them back to back with nothing in between (checked per family by
   tests/runtime/test_families.py: always-compute is bit-exact); any other model with several lists is
-  refused, since caching one of them alone could feed stale streams to the next.
+  refused, since caching one of them alone could feed stale streams to the next. At run time the hooks
+  check that nothing changes `hidden_states` between two blocks of the stack (runtime/hooks.py).
 
 So a new family is a registry entry (diffusers', or one line of `EXTRA_BLOCKS` / `CHAINED_LISTS`), not a
 new adapter class.
@@ -58,8 +59,10 @@ EXTRA_BLOCKS: dict[str, BlockLayout] = {
 }
 
 # Model classes whose block lists run back to back in `forward`, streams passed straight from one list to
-# the next (verified for the installed diffusers by always-compute being bit-exact). Flux >= 0.35 runs its
-# single blocks on separate streams; HunyuanVideo calls both lists with the same positional arguments.
+# the next (verified on diffusers 0.42 by always-compute being bit-exact; at run time every pass-through
+# block also checks it gets the very tensor the block before returned). Flux's single blocks take separate
+# streams there (a diffusers whose single blocks take the concatenated stream registers another layout, and
+# is refused); HunyuanVideo calls both lists with the same positional arguments.
 CHAINED_LISTS: dict[str, tuple[str, ...]] = {
     "FluxTransformer2DModel": ("transformer_blocks", "single_transformer_blocks"),
     "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
@@ -134,8 +137,8 @@ class StackAdapter:
     def unbind(self, block_class: type, call: dict[str, Any], positional: int) -> tuple[tuple, dict[str, Any]]:
         """`bind` undone: (args, kwargs) that call a block the way the model called `block_class`'s block
         with `positional` positional arguments. Blocks of the other lists of a chained stack get the same
-        layout — as the model passes it (HunyuanVideo's two lists name the rotary embedding differently and
-        get it by position)."""
+        layout, as the model passes it (HunyuanVideo's two lists name the rotary embedding differently and
+        get it by position). Extra positional arguments (`*args`) are always passed by position."""
         remaining = dict(call)
         for ours, theirs in (("hidden_states", self.layout.hidden_arg),
                              ("encoder_hidden_states", self.layout.encoder_arg)):
@@ -152,9 +155,6 @@ class StackAdapter:
                 break
             else:
                 break
-        var_positional = [p.name for p in _signature(block_class).parameters.values() if p.kind is p.VAR_POSITIONAL]
-        for name in var_positional:  # extra positional arguments are only ever passed by position
-            remaining.pop(name, None)
         return tuple(args), remaining
 
     def read_output(self, output: Any, call: dict[str, Any]) -> dict[str, Any]:
@@ -198,12 +198,20 @@ def block_lists(model: torch.nn.Module) -> dict[str, BlockLayout]:
     return found
 
 
+def known_block_classes() -> list[str]:
+    """The block classes a stack can be made of: diffusers' registered ones and ours."""
+    names = set(EXTRA_BLOCKS)
+    if TransformerBlockRegistry is not None:
+        TransformerBlockRegistry._register()
+        names.update(cls.__name__ for cls in TransformerBlockRegistry._registry)
+    return sorted(names)
+
+
 def _unsupported(name: str, why: str) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"cachepilot cannot cache a {name}: {why}. Supported transformers: {', '.join(TESTED_MODELS)} "
-        "(tested), and any other whose block list is made of blocks diffusers registers in "
-        "TransformerBlockRegistry or of " + ", ".join(sorted(EXTRA_BLOCKS)) +
-        " (pass the pipeline or its .transformer)"
+        "(tested), and others with one list of blocks of a known class (" + ", ".join(known_block_classes()) +
+        ") (pass the pipeline or its .transformer)"
     )
 
 

@@ -3,13 +3,18 @@
 The first block gets a stateful `StackHook`: it runs the whole stack (or the computing rows of
 it) through the engine and returns the stack's output. Every later block gets a
 `PassThroughHook` that returns its input unchanged — except while the engine runs the stack,
-when it calls the block for real. Pipelines that open `cache_context(...)` get per-context state
-and a per-call reset for free (diffusers' `StateManager`); without a context one named context is
-used and calls are counted.
+when it calls the block for real. Every block is called the way the model called the first one (same
+positional layout: HunyuanVideo's two lists name an argument differently). A pass-through block checks
+that it gets the very `hidden_states` tensor the block before it returned: a model that changes the
+stream between blocks (ControlNet residuals, VACE hints) cannot be cached as one stack, and gets a clear
+error instead of wrong outputs. Pipelines that open `cache_context(...)` get per-context state and a
+per-call reset for free (diffusers' `StateManager`); without a context one named context is used and
+calls are counted.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -18,7 +23,7 @@ from diffusers.hooks.hooks import CacheContext, StateManager
 
 from cachepilot.policies.base import CachePolicy
 from cachepilot.predictors.base import Predictor
-from cachepilot.runtime.adapters import StackAdapter, get_adapter
+from cachepilot.runtime.adapters import StackAdapter, UnsupportedModelError, get_adapter
 from cachepilot.runtime.engine import CacheEngine, EngineState
 
 STACK_HOOK = "cachepilot_stack"
@@ -26,13 +31,35 @@ PASS_HOOK = "cachepilot_pass"
 _DEFAULT_CONTEXT = CacheContext("cachepilot")
 
 
+class _Handoff:
+    """The `hidden_states` tensor the last hooked block returned (held weakly): the next block must get
+    that very tensor, else the model changed the stream between two blocks of the stack."""
+
+    def __init__(self, model_class: str):
+        self.model_class = model_class
+        self._last: weakref.ref | None = None
+
+    def give(self, hidden: Any) -> None:
+        self._last = weakref.ref(hidden) if isinstance(hidden, torch.Tensor) else None
+
+    def check(self, hidden: Any, index: int) -> None:
+        if self._last is not None and self._last() is not hidden:
+            self._last = None
+            raise UnsupportedModelError(
+                f"{self.model_class} changed hidden_states between blocks {index - 1} and {index} of the cached "
+                "stack (a ControlNet residual or a VACE hint?): cachepilot runs the stack as one and cannot "
+                "apply that; disable cachepilot for such calls"
+            )
+
+
 class StackHook(ModelHook):
     _is_stateful = True
 
-    def __init__(self, engine: CacheEngine, blocks: list[torch.nn.Module]):
+    def __init__(self, engine: CacheEngine, blocks: list[torch.nn.Module], handoff: _Handoff | None = None):
         super().__init__()
         self.engine = engine
         self.blocks = blocks
+        self.handoff = handoff or _Handoff(engine.adapter.model_class)
         self.state_manager = StateManager(EngineState)
         self._positional = 0
 
@@ -49,6 +76,7 @@ class StackHook(ModelHook):
             self.state_manager.get_state(), call, self._run_stack,
             step_index=context.step_index, num_steps=context.num_inference_steps,
         )
+        self.handoff.give(out["hidden_states"])
         return adapter.make_output(out)
 
     def _run_stack(self, call: dict[str, Any]) -> dict[str, Any]:
@@ -74,15 +102,19 @@ class StackHook(ModelHook):
 
 
 class PassThroughHook(ModelHook):
-    def __init__(self, engine: CacheEngine):
+    def __init__(self, engine: CacheEngine, handoff: _Handoff | None = None, index: int = 0):
         super().__init__()
         self.engine = engine
+        self.handoff = handoff
+        self.index = index
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:
             return self.fn_ref.original_forward(*args, **kwargs)
         adapter = self.engine.adapter
         call = adapter.bind(module, args, kwargs)
+        if self.handoff is not None:
+            self.handoff.check(call.get("hidden_states"), self.index)
         return adapter.make_output({k: call.get(k) for k in adapter.streams})
 
 
@@ -101,9 +133,11 @@ def apply_cache(
     remove_cache(transformer)
     engine = CacheEngine(adapter, policy, predictor, num_inference_steps, cfg_copies, pipeline)
     blocks = adapter.blocks(transformer)
-    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(StackHook(engine, blocks), STACK_HOOK)
-    for block in blocks[1:]:
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(PassThroughHook(engine), PASS_HOOK)
+    handoff = _Handoff(adapter.model_class)
+    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(StackHook(engine, blocks, handoff), STACK_HOOK)
+    for index, block in enumerate(blocks[1:], start=1):
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(
+            PassThroughHook(engine, handoff, index), PASS_HOOK)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.invalidate_child_registries_cache()
     engine.state_manager = HookRegistry.check_if_exists_or_initialize(blocks[0]).get_hook(STACK_HOOK).state_manager

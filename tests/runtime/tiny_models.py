@@ -58,6 +58,13 @@ def _flux(batch: int, g: torch.Generator):
                                     txt_ids=torch.zeros(text, 3))
 
 
+def _text_mask(batch: int) -> torch.Tensor:
+    """Text attention mask: samples after the first have 2 padded tokens (per-sample masks get sliced)."""
+    mask = torch.ones(batch, 5)
+    mask[1:, 3:] = 0
+    return mask
+
+
 def _sana(batch: int, g: torch.Generator):
     model = SanaTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
                                    num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
@@ -83,7 +90,7 @@ def _qwen(batch: int, g: torch.Generator):
     h = w = 4  # packed 2x2 patches of an 8x8 latent
     x = torch.randn(batch, h * w, 16, generator=g)
     context = torch.randn(batch, 5, 32, generator=g)
-    mask = torch.ones(batch, 5)
+    mask = _text_mask(batch)
     return model, x, lambda t: dict(encoder_hidden_states=context, encoder_hidden_states_mask=mask,
                                     timestep=torch.full((batch,), t / 1000), img_shapes=[[(1, h, w)]] * batch)
 
@@ -105,7 +112,7 @@ def _hunyuan(batch: int, g: torch.Generator):
                                            pooled_projection_dim=24, rope_axes_dim=(2, 2, 4))
     x = torch.randn(batch, 4, 3, 8, 8, generator=g)
     context, pooled = torch.randn(batch, 5, 32, generator=g), torch.randn(batch, 24, generator=g)
-    mask = torch.ones(batch, 5)
+    mask = _text_mask(batch)
     return model, x, lambda t: dict(timestep=torch.full((batch,), int(t)), encoder_hidden_states=context,
                                     encoder_attention_mask=mask, pooled_projections=pooled)
 
@@ -116,9 +123,10 @@ def _ltx(batch: int, g: torch.Generator):
     f, h, w = 2, 4, 4
     x = torch.randn(batch, f * h * w, 8, generator=g)  # packed video tokens
     context = torch.randn(batch, 5, 32, generator=g)
-    mask = torch.ones(batch, 5)
+    mask = _text_mask(batch)
     return model, x, lambda t: dict(encoder_hidden_states=context, timestep=torch.full((batch,), int(t)),
                                     encoder_attention_mask=mask, num_frames=f, height=h, width=w)
+
 
 FAMILIES: dict[str, Callable] = {
     "dit": _dit, "pixart": _pixart, "sd3": _sd3, "flux": _flux, "sana": _sana, "qwenimage": _qwen,
