@@ -14,6 +14,7 @@ Per call of the stack (one denoising step of one context), the engine
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -59,6 +60,7 @@ class EngineState(BaseState):
         self.has_cache: torch.Tensor | None = None
         self.drift: torch.Tensor | None = None
         self.timesteps_ref: torch.Tensor | None = None
+        self.warned_nonfinite = False
         self.decisions: list[torch.Tensor] = []
         self.seconds = {"policy": 0.0, "predictor": 0.0, "stack": 0.0}
 
@@ -117,8 +119,15 @@ class CacheEngine:
         actions = torch.where(state.has_cache, actions, int(Action.COMPUTE))
         if first:  # nothing is cached yet: everyone computes, known without reading the device
             actions_host = torch.full((samples,), int(Action.COMPUTE))
-        else:
-            actions_host = actions.cpu()  # the step's one host sync
+        else:  # the step's one host sync: the actions, and whether the stack input is finite
+            finite = torch.isfinite(hidden).all().view(1).long()
+            read = torch.cat([actions.long(), finite]).cpu()
+            actions_host = read[:-1]
+            if not read[-1] and not state.warned_nonfinite:
+                state.warned_nonfinite = True
+                warnings.warn(f"cachepilot: NaN or inf in the transformer's stack input at step {step} of "
+                              f"{state.num_steps}: the latents diverged (guidance too high, a bad checkpoint?); "
+                              "cached steps will carry it on", RuntimeWarning, stacklevel=2)
         state.seconds["policy"] += time.perf_counter() - tic
 
         compute = (actions_host == Action.COMPUTE).nonzero().flatten()

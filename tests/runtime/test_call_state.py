@@ -81,3 +81,24 @@ def test_explicit_cfg_copies_do_not_break_a_later_call_without_cfg(built):
     assert cachepilot.last_stats(pipe).batch_size == 2
     _call(pipe, "pixart-sigma", seeds=(3,), guidance_scale=1.0)  # no CFG: one row
     assert cachepilot.last_stats(pipe).batch_size == 1
+
+
+def test_nan_latents_are_reported_with_the_step(built):
+    """NaN spreading through a cached call is a loud warning naming the step, read in the step's one sync."""
+    pipe = DiffusionPipeline.from_pretrained(built["sd3"], local_files_only=True)
+    cachepilot.enable(pipe, policy="threshold:0.1", predictor="taylor:1")
+    blocks = pipe.transformer.transformer_blocks
+    calls = {"n": 0}
+
+    def poison(module, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second step's stack input turns NaN
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            hidden[0] = float("nan")
+
+    handle = blocks[0].register_forward_pre_hook(poison, with_kwargs=True)
+    try:
+        with pytest.warns(RuntimeWarning, match="NaN or inf .* at step 1 of 4"):
+            _call(pipe, "sd3")
+    finally:
+        handle.remove()
