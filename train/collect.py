@@ -265,10 +265,22 @@ def load_collection(out_dir: Path, transformer: torch.nn.Module | None = None) -
                          and not p.name.endswith(".partial")) if (out_dir / "shards").exists() else []
     if not shard_paths:
         raise CachepilotError(f"the collection at {out_dir} is empty: no finished shard")
-    dataset = concatenate_datasets([load_from_disk(str(p)) for p in shard_paths])
+    dataset = concatenate_datasets([_load_shard(p) for p in shard_paths])
     if len(dataset) == 0:
         raise CachepilotError(f"the collection at {out_dir} is empty")
     return dataset.with_format("torch")
+
+
+def _load_shard(path: Path) -> Dataset:
+    """One finished shard, read through so a truncated or corrupt Arrow file is a clear error here, not a
+    traceback in the middle of training."""
+    try:
+        shard = load_from_disk(str(path))
+        shard.with_format("numpy")[len(shard) - 1]  # touches the last record: truncation shows now
+        return shard
+    except Exception as err:
+        raise CheckpointError(f"the collection shard {path} is corrupt or truncated ({type(err).__name__}): "
+                              "delete it and rerun `cachepilot collect` with the same settings to rewrite it") from None
 
 
 def collection_meta(out_dir: Path) -> dict:

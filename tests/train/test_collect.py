@@ -66,3 +66,15 @@ def test_empty_or_missing_collection(tmp_path, pipe):
     collect(pipe, tmp_path, CollectConfig(**TINY), shards=[], progress=False)
     with pytest.raises(CachepilotError, match="empty"):
         load_collection(tmp_path)
+
+
+def test_a_truncated_shard_is_a_clear_error(collection, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(collection, copy)
+    arrow = sorted((copy / "shards").glob("shard-*/*.arrow"))[0]
+    data = arrow.read_bytes()
+    arrow.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_collection(copy)
