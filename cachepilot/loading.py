@@ -7,13 +7,13 @@ directory works offline. The transformer must be one the cache engine supports.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.records import read_json_object
 from cachepilot.finite import check_finite_weights, check_strict_load
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -32,12 +32,7 @@ def _pipeline_class(path: Path) -> str | None:
     index = path / "model_index.json"
     if not index.is_file():
         return None
-    try:
-        content = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{index} is not valid JSON ({err})") from None
-    if not isinstance(content, dict):
-        raise CheckpointError(f"{index} must hold a JSON object, got a {type(content).__name__}")
+    content = read_json_object(index)
     entry = content.get("transformer")
     if entry is not None and not (
             isinstance(entry, list) and len(entry) == 2 and all(e is None or isinstance(e, str) for e in entry)):

@@ -22,6 +22,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from cachepilot.errors import CheckpointError
+from cachepilot.records import read_json_object
 from cachepilot.finite import check_finite_weights, check_strict_load
 from cachepilot.predictors.base import ForecastContext, Predictor
 from cachepilot.predictors.history import ResidualHistory
@@ -93,12 +94,7 @@ class Learned(Predictor):
         fingerprint_path = path / FINGERPRINT_FILE
         fingerprint = {}
         if fingerprint_path.exists():
-            try:
-                fingerprint = json.loads(fingerprint_path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise CheckpointError(f"{fingerprint_path} is not valid JSON ({err})") from None
-            if not isinstance(fingerprint, dict):
-                raise CheckpointError(f"{fingerprint_path} must hold a backbone fingerprint object, got {fingerprint!r}")
+            fingerprint = read_json_object(fingerprint_path, "the predictor's backbone fingerprint")
         return cls(model, fingerprint, source=str(path))
 
     def save_pretrained(self, path: str | Path) -> None:

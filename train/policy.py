@@ -27,6 +27,7 @@ from cachepilot.quality import psnr
 from cachepilot.conditions import ConditionSet
 from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.envs.vec_env import CachingVecEnv
+from cachepilot.records import read_json_object
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
 from cachepilot.finite import check_finite_weights
 from cachepilot.embedded.digits.loading import load_pipeline
@@ -96,12 +97,7 @@ class PolicyConfig:
     def from_json(cls, path: Path) -> "PolicyConfig":
         """The policy_config.json a training run wrote; a `CheckpointError` naming what is wrong with it."""
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{path} must hold a JSON object, got a {type(raw).__name__}")
+        raw = read_json_object(path)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

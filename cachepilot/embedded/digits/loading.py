@@ -6,7 +6,6 @@ safetensors file or a checkpoint of another model class; we check those up front
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,20 +16,13 @@ from cachepilot.checkpoints import DEFAULT_CLASSIFIER, DEFAULT_PIPELINE
 from cachepilot.embedded.digits.classifier import DigitsClassifier
 from cachepilot.devices import check_device
 from cachepilot.errors import CheckpointError
+from cachepilot.records import read_json_object
 from cachepilot.finite import check_finite_weights, check_strict_load
 from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
 
 
 def _read_config(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{what}: {path} is missing")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{what}: {path} is not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{what}: {path} must hold a JSON object, got a {type(config).__name__}")
-    return config
+    return read_json_object(path, what)
 
 
 def _check_class(config: dict, expected: type, path: Path) -> None:
