@@ -22,7 +22,6 @@ from cachepilot.embedded.digits.loading import load_classifier, load_pipeline
 from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE
 from cachepilot.embedded.digits.metrics import class_accuracy, frechet_distance
 from cachepilot.embedded.digits.sampling import image_grid, sample_images
-from cachepilot.outputs import check_output_dir
 from cachepilot.embedded.digits.data import load_digits_split
 
 console = Console()
