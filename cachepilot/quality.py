@@ -9,6 +9,19 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from cachepilot.finite import check_finite
 
 
+class FeatureExtractor(torch.nn.Module):
+    """A model's `features(images)` as the feature extractor torchmetrics' FID calls (it reads `num_features`):
+    how each embedded model's judge gives a Fréchet distance in its own feature space."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.num_features = model.num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.features(images).float()
+
+
 def _frames(images: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) as is; video (N, F, C, H, W) as N x F frames."""
     return images.flatten(0, 1) if images.ndim == 5 else images

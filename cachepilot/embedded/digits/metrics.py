@@ -8,23 +8,11 @@ an offline stand-in for FID (Inception weights cannot be downloaded here).
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from cachepilot.embedded.digits.classifier import DigitsClassifier
 from cachepilot.finite import check_finite
-
-
-class _ClassifierFeatures(nn.Module):
-    """Adapter: torchmetrics calls the feature extractor on images and reads `num_features`."""
-
-    def __init__(self, classifier: DigitsClassifier):
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.num_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(images)
+from cachepilot.quality import FeatureExtractor
 
 
 @torch.no_grad()
@@ -50,7 +38,7 @@ def frechet_distance(classifier: DigitsClassifier, images: torch.Tensor, referen
             check_finite(classifier.features(batch.to(classifier.device)),
                          f"the classifier features of the {name} images")
     metric = FrechetInceptionDistance(
-        feature=_ClassifierFeatures(classifier), normalize=True, input_img_size=tuple(images.shape[1:])
+        feature=FeatureExtractor(classifier), normalize=True, input_img_size=tuple(images.shape[1:])
     ).to(classifier.device)
     metric.update(reference.to(classifier.device), real=True)
     metric.update(images.to(classifier.device), real=False)

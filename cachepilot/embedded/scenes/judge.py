@@ -39,6 +39,8 @@ from cachepilot.embedded.scenes.data import (
     sample_scenes, scene_batches, scene_targets,
 )
 from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.quality import FeatureExtractor
+from cachepilot.records import read_json_object
 
 DEFAULT_JUDGE = CHECKPOINTS_DIR / "scenes-judge"
 # A relation is judged to hold when the predicted centres are ordered by at least this much (a
@@ -203,18 +205,6 @@ def check_accuracy(judge: SceneJudge, images: torch.Tensor, attributes) -> dict[
 
 # ----------------------------------------------------------------------------- Fréchet distance
 
-class _JudgeFeatures(nn.Module):
-    """Adapter: torchmetrics calls the feature extractor on images and reads `num_features`."""
-
-    def __init__(self, judge: SceneJudge):
-        super().__init__()
-        self.judge = judge
-        self.num_features = judge.num_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.judge.features(images).float()
-
-
 @torch.no_grad()
 def frechet_distance(judge: SceneJudge, images: torch.Tensor, reference: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to the judge's features of two image sets (N >= 2
@@ -225,7 +215,7 @@ def frechet_distance(judge: SceneJudge, images: torch.Tensor, reference: torch.T
             f"a Fréchet distance needs at least 2 images in each set, got {len(images)} and {len(reference)}")
     judge.eval()
     metric = FrechetInceptionDistance(
-        feature=_JudgeFeatures(judge), normalize=True, input_img_size=tuple(images.shape[1:])
+        feature=FeatureExtractor(judge), normalize=True, input_img_size=tuple(images.shape[1:])
     ).to(judge.device)
     metric.update(reference.to(judge.device, torch.float32), real=True)
     metric.update(images.to(judge.device, torch.float32), real=False)
@@ -319,15 +309,9 @@ def load_judge(path: str | Path | None = None, device: str | torch.device = "cpu
         raise CheckpointError(f"scene judge directory not found: {path}")
     if not path.is_dir():
         raise CheckpointError(f"a scene judge checkpoint must be a directory, got the file {path}")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"not a scene judge checkpoint: {config_path} is missing")
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"scene judge config {config_path} is not valid JSON ({err})") from None
-    if not isinstance(config, dict) or config.get("_class_name") != SceneJudge.__name__:
-        found = config.get("_class_name") if isinstance(config, dict) else None
+    config = read_json_object(path / "config.json", "not a scene judge checkpoint")
+    if config.get("_class_name") != SceneJudge.__name__:
+        found = config.get("_class_name")
         raise CheckpointError(f"{path} holds a {found or 'model of unknown class'}, expected a SceneJudge")
     for key, expected in (("colours", COLOURS), ("shapes", SHAPES), ("sizes", SIZES)):
         if tuple(config.get(key, expected)) != tuple(expected):
