@@ -14,7 +14,11 @@ class CachePolicy(ABC):
     """`reset` once per generation call, `decide` once per step -> (batch,) long tensor of `Action`s.
 
     The engine forces COMPUTE for samples with nothing cached, whatever the policy says.
+    `observes_probe = False` (schedules fixed in advance) spares the engine the probe's reductions: the
+    observation's `change`, `accumulated` and `drift` are then zeros.
     """
+
+    observes_probe: bool = True
 
     def reset(self, num_steps: int, batch_size: int) -> None:
         """Called at the first step of every generation call."""

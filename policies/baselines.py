@@ -18,6 +18,8 @@ from cachepilot.runtime.observation import Observation
 class AlwaysCompute(CachePolicy):
     """Full compute: the reference every cached run is compared with."""
 
+    observes_probe = False
+
     def decide(self, obs: Observation) -> torch.Tensor:
         return compute_where(torch.ones_like(obs.has_cache))
 
@@ -27,6 +29,8 @@ class AlwaysCompute(CachePolicy):
 
 class FixedInterval(CachePolicy):
     """FORA / DeepCache: compute every `interval`-th step (0, n, 2n, ...)."""
+
+    observes_probe = False
 
     def __init__(self, interval: int):
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
@@ -62,6 +66,8 @@ class Threshold(CachePolicy):
 class Schedule(CachePolicy):
     """A fixed per-step mask (True = compute), as calibrated / searched schedules use; a (batch, steps)
     mask gives each sample its own schedule."""
+
+    observes_probe = False
 
     def __init__(self, mask: Sequence[bool] | torch.Tensor):
         mask = torch.as_tensor(mask, dtype=torch.bool)

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,8 +62,24 @@ class EngineState(BaseState):
         self.drift: torch.Tensor | None = None
         self.timesteps_ref: torch.Tensor | None = None
         self.warned_nonfinite = False
+        self.context = ""
         self.decisions: list[torch.Tensor] = []
         self.seconds = {"policy": 0.0, "predictor": 0.0, "stack": 0.0}
+
+
+@dataclass
+class _StepPlan:
+    """What `_plan` decided for one step, for `_finish`: the actions (device and host), the computing
+    samples and their batch rows, the stack call of those rows (None when no one computes), and the
+    skipping rows' outputs (None when everyone computes)."""
+
+    actions: torch.Tensor
+    actions_host: torch.Tensor
+    compute: torch.Tensor
+    computed_rows: torch.Tensor | None = None
+    sub_call: dict[str, Any] | None = None
+    new_hidden: torch.Tensor | None = None
+    stack_started: float = 0.0
 
 
 class CacheEngine:
@@ -88,6 +105,8 @@ class CacheEngine:
         self.running_stack = False  # pass-through hooks compute while the engine runs the stack
         self.samples_hint: int | None = None  # samples in the current call, when a driver knows it
         self.last_stats: CacheStats | None = None
+        self.context_stats: dict[str, CacheStats] = {}  # per cache context, of the last call
+        self._stats_timesteps: torch.Tensor | None = None
         self.state_manager = None  # set by apply_cache: the stack hook's per-context states
 
     @contextmanager
@@ -103,13 +122,27 @@ class CacheEngine:
     # -- the step ---------------------------------------------------------------------------
     def execute(
         self, state: EngineState, call: dict[str, Any], run_stack: Callable[[dict[str, Any]], Streams],
-        step_index: int | None, num_steps: int | None,
+        step_index: int | None, num_steps: int | None, context: str = "",
     ) -> Streams:
+        """One step of one context (`context`: its name, for per-context stats). Under `torch.compile` the decision and the bookkeeping (`_plan`,
+        `_finish`) run eagerly (`torch.compiler.disable`, as diffusers' own cache hooks do): the only code
+        traced is the stack itself, so a compiled model breaks its graph twice per step, and blocks compiled
+        regionally (`compile_repeated_blocks(fullgraph=True)`) keep their full graphs."""
+        plan = self._plan(state, call, step_index, num_steps, context)
+        sub_out = run_stack(plan.sub_call) if plan.sub_call is not None else None
+        return self._finish(state, call, plan, sub_out)
+
+    @torch.compiler.disable
+    def _plan(self, state: EngineState, call: dict[str, Any], step_index: int | None,
+              num_steps: int | None, context: str = "") -> _StepPlan:
+        """Observe, decide (the step's one host sync), fill the rows that skip, and select the rows that
+        compute. Timers live here and in `_finish`, never in traced code."""
         hidden = call["hidden_states"]
         rows = hidden.shape[0]
         first = self._opens_call(state, step_index)
         if first:
             self._start(state, hidden, num_steps)
+            state.context = context
         step, samples = state.step, state.samples
 
         tic = time.perf_counter()
@@ -131,57 +164,21 @@ class CacheEngine:
         state.seconds["policy"] += time.perf_counter() - tic
 
         compute = (actions_host == Action.COMPUTE).nonzero().flatten()
-        out: Streams
-        if compute.numel() == samples:  # everyone computes: run the untouched call (bit-exact)
-            tic = time.perf_counter()
-            out = run_stack(call)
-            state.seconds["stack"] += time.perf_counter() - tic
-            computed_rows = torch.arange(rows, device=hidden.device)
-            new_hidden = out["hidden_states"]
-            residual = new_hidden - hidden
+        plan = _StepPlan(actions, actions_host, compute)
+        if compute.numel() == samples:  # everyone computes: the untouched call (bit-exact)
+            plan.sub_call = call
+            plan.computed_rows = torch.arange(rows, device=hidden.device)
         else:
-            out, new_hidden, computed_rows, residual = self._mixed_step(
-                state, call, run_stack, actions_host, compute, rows, step)
+            plan.new_hidden = self._fill_skipped(state, hidden, actions_host, step)
+            plan.computed_rows = self._rows(compute, state).to(hidden.device)
+            if compute.numel():
+                plan.sub_call = {k: select_rows(v, plan.computed_rows, rows) for k, v in call.items()}
+        plan.stack_started = time.perf_counter()
+        return plan
 
-        if computed_rows.numel():
-            if not state.history.allocated:
-                state.history.allocate(residual.new_zeros((rows, *residual.shape[1:])))
-            computed = torch.zeros(samples, dtype=torch.bool, device=hidden.device)
-            computed[compute.to(hidden.device)] = True
-            tic = time.perf_counter()
-            self._update_drift(state, computed, computed_rows, residual, step)  # observation cost
-            state.seconds["policy"] += time.perf_counter() - tic
-            state.history.update(computed_rows, step, residual)
-            if state.probe_ref is None:
-                state.probe_ref = hidden.clone()
-            else:
-                state.probe_ref[computed_rows] = hidden[computed_rows]
-            state.accumulated = torch.where(computed, 0.0, state.accumulated)
-            state.since_compute = torch.where(computed, 0, state.since_compute)
-            state.computes = state.computes + computed.long()
-            state.has_cache = state.has_cache | computed
-        state.since_compute = state.since_compute + 1
-        state.probe_prev = hidden
-        state.decisions.append(actions)
-        state.step += 1
-        if state.step == state.num_steps:
-            self.last_stats = self.stats(state)
-        out["hidden_states"] = new_hidden
-        return out
-
-    def observe(self, state: EngineState, hidden: torch.Tensor) -> Observation:
-        """What the policy sees at this step, from the stack input; changes nothing."""
-        copies, samples = state.copies, state.samples
-        if state.probe_ref is not None:
-            change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
-            step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
-        else:
-            change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
-        return Observation(state.step, state.num_steps, change, state.accumulated + step_change,
-                           state.since_compute, state.computes, state.has_cache, state.drift)
-
-    def _mixed_step(self, state, call, run_stack, actions_host, compute, rows, step):
-        hidden = call["hidden_states"]
+    def _fill_skipped(self, state: EngineState, hidden: torch.Tensor, actions_host: torch.Tensor,
+                      step: int) -> torch.Tensor:
+        """The stack output of the rows that REUSE or FORECAST (the computing rows are left to fill)."""
         device = hidden.device
         new_hidden = torch.empty_like(hidden)
         tic = time.perf_counter()
@@ -205,22 +202,71 @@ class CacheEngine:
                 cached = self.predictor.predict(state.history, step, r, context)
             new_hidden[r] = hidden[r] + cached.to(hidden.dtype)
         state.seconds["predictor"] += time.perf_counter() - tic
-        out = {k: v for k, v in call.items() if k in self.adapter.streams}
-        computed_rows = self._rows(compute, state).to(device)
-        residual = hidden.new_zeros((0, *hidden.shape[1:]))
-        if compute.numel():
-            sub_call = {k: select_rows(v, computed_rows, rows) for k, v in call.items()}
-            tic = time.perf_counter()
-            sub_out = run_stack(sub_call)
-            state.seconds["stack"] += time.perf_counter() - tic
-            new_hidden[computed_rows] = sub_out["hidden_states"]
-            residual = sub_out["hidden_states"] - sub_call["hidden_states"]
-            for name, value in sub_out.items():  # other streams: computed rows updated, others pass
-                if name != "hidden_states" and value is not None and out.get(name) is not None:
-                    merged = out[name].clone()
-                    merged[computed_rows] = value
-                    out[name] = merged
-        return out, new_hidden, computed_rows, residual
+        return new_hidden
+
+    @torch.compiler.disable
+    def _finish(self, state: EngineState, call: dict[str, Any], plan: _StepPlan,
+                sub_out: Streams | None) -> Streams:
+        """Merge the computed rows into the step's output and record them (history, probe, drift, counters)."""
+        if plan.sub_call is not None:
+            state.seconds["stack"] += time.perf_counter() - plan.stack_started
+        hidden = call["hidden_states"]
+        samples, step = state.samples, state.step
+        computed_rows = plan.computed_rows
+        if plan.new_hidden is None:  # everyone computed
+            out = sub_out
+            new_hidden = out["hidden_states"]
+            residual = new_hidden - hidden
+        else:
+            out = {k: v for k, v in call.items() if k in self.adapter.streams}
+            new_hidden = plan.new_hidden
+            residual = hidden.new_zeros((0, *hidden.shape[1:]))
+            if sub_out is not None:
+                new_hidden[computed_rows] = sub_out["hidden_states"]
+                residual = sub_out["hidden_states"] - plan.sub_call["hidden_states"]
+                for name, value in sub_out.items():  # other streams: computed rows updated, others pass
+                    if name != "hidden_states" and value is not None and out.get(name) is not None:
+                        merged = out[name].clone()
+                        merged[computed_rows] = value
+                        out[name] = merged
+
+        if computed_rows.numel():
+            if not state.history.allocated:
+                state.history.allocate(residual.new_zeros((hidden.shape[0], *residual.shape[1:])))
+            computed = torch.zeros(samples, dtype=torch.bool, device=hidden.device)
+            computed[plan.compute.to(hidden.device)] = True
+            if self.policy.observes_probe:
+                tic = time.perf_counter()
+                self._update_drift(state, computed, computed_rows, residual, step)  # observation cost
+                state.seconds["policy"] += time.perf_counter() - tic
+            state.history.update(computed_rows, step, residual)
+            if state.probe_ref is None:
+                state.probe_ref = hidden.clone()
+            else:
+                state.probe_ref[computed_rows] = hidden[computed_rows]
+            state.accumulated = torch.where(computed, 0.0, state.accumulated)
+            state.since_compute = torch.where(computed, 0, state.since_compute)
+            state.computes = state.computes + computed.long()
+            state.has_cache = state.has_cache | computed
+        state.since_compute = state.since_compute + 1
+        state.probe_prev = hidden
+        state.decisions.append(plan.actions)
+        state.step += 1
+        if state.step == state.num_steps:
+            self._record_stats(state)
+        out["hidden_states"] = new_hidden
+        return out
+
+    def observe(self, state: EngineState, hidden: torch.Tensor) -> Observation:
+        """What the policy sees at this step, from the stack input; changes nothing."""
+        copies, samples = state.copies, state.samples
+        if state.probe_ref is not None and self.policy.observes_probe:
+            change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
+            step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
+        else:
+            change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
+        return Observation(state.step, state.num_steps, change, state.accumulated + step_change,
+                           state.since_compute, state.computes, state.has_cache, state.drift)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _update_drift(self, state: EngineState, computed: torch.Tensor, computed_rows: torch.Tensor,
@@ -312,6 +358,15 @@ class CacheEngine:
         if rows % 2 == 0 and torch.equal(hidden[:half], hidden[half:]):  # once per call, in place of the actions' sync
             return 2
         return 1
+
+    def _record_stats(self, state: EngineState) -> None:
+        """A context finished its call: `last_stats` becomes the call's stats over every context finished in
+        it. A new call starts when a context finishes again or the scheduler's timesteps changed."""
+        if state.context in self.context_stats or state.timesteps_ref is not self._stats_timesteps:
+            self.context_stats = {}
+            self._stats_timesteps = state.timesteps_ref
+        self.context_stats[state.context] = self.stats(state)
+        self.last_stats = CacheStats.of_contexts(self.context_stats)
 
     def stats(self, state: EngineState) -> CacheStats:
         decisions = torch.stack(state.decisions).cpu() if state.decisions else torch.zeros(0, state.samples)

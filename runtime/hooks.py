@@ -28,6 +28,7 @@ from cachepilot.runtime.engine import CacheEngine, EngineState
 
 STACK_HOOK = "cachepilot_stack"
 PASS_HOOK = "cachepilot_pass"
+COMPILED_HOOK = "cachepilot_compiled_blocks"
 _DEFAULT_CONTEXT = CacheContext("cachepilot")
 
 
@@ -62,6 +63,8 @@ class StackHook(ModelHook):
         self.handoff = handoff or _Handoff(engine.adapter.model_class)
         self.state_manager = StateManager(EngineState)
         self._positional = 0
+        self.compiled: Any = None  # the block's regionally compiled call, taken over by `CompiledBlocksHook`
+        self.pass_hooks: list[PassThroughHook] = []
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:  # a bypassed call (`CacheEngine.bypassed`): the plain block
@@ -74,7 +77,7 @@ class StackHook(ModelHook):
         self._positional = len(args)  # every block of the stack is called the way the model called this one
         out = self.engine.execute(
             self.state_manager.get_state(), call, self._run_stack,
-            step_index=context.step_index, num_steps=context.num_inference_steps,
+            step_index=context.step_index, num_steps=context.num_inference_steps, context=context.name,
         )
         self.handoff.give(out["hidden_states"])
         return adapter.make_output(out)
@@ -86,11 +89,11 @@ class StackHook(ModelHook):
         self.engine.running_stack = True
         try:
             args, kwargs = adapter.unbind(first, call, self._positional)
-            output = self.fn_ref.original_forward(*args, **kwargs)
+            output = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
             streams.update(adapter.read_output(output, call))
-            for block in self.blocks[1:]:
+            for block, hook in zip(self.blocks[1:], self.pass_hooks):
                 args, kwargs = adapter.unbind(first, {**call, **streams}, self._positional)
-                output = block(*args, **kwargs)
+                output = (hook.compiled or block)(*args, **kwargs)
                 streams.update(adapter.read_output(output, call))
         finally:
             self.engine.running_stack = False
@@ -107,6 +110,7 @@ class PassThroughHook(ModelHook):
         self.engine = engine
         self.handoff = handoff
         self.index = index
+        self.compiled: Any = None
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:
@@ -116,6 +120,30 @@ class PassThroughHook(ModelHook):
         if self.handoff is not None:
             self.handoff.check(call.get("hidden_states"), self.index)
         return adapter.make_output({k: call.get(k) for k in adapter.streams})
+
+
+class CompiledBlocksHook(ModelHook):
+    """On the transformer: before each call, takes over the compiled calls of stack blocks compiled
+    regionally (`transformer.compile_repeated_blocks(...)`, or `block.compile()`, before or after
+    enabling). The model then calls every block eagerly, so the engine's decisions stay out of the
+    compiled graphs, and the engine runs the computing rows through the compiled blocks: `fullgraph=True`
+    holds. `remove_cache` gives the compiled calls back."""
+
+    def __init__(self, blocks: list[torch.nn.Module], hooks: list[StackHook | PassThroughHook]):
+        super().__init__()
+        self.blocks, self.hooks = blocks, hooks
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        for block, hook in zip(self.blocks, self.hooks):
+            if block._compiled_call_impl is not None:
+                hook.compiled, block._compiled_call_impl = block._compiled_call_impl, None
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+    def give_back(self) -> None:
+        for block, hook in zip(self.blocks, self.hooks):
+            if hook.compiled is not None and block._compiled_call_impl is None:
+                block._compiled_call_impl = hook.compiled
+            hook.compiled = None
 
 
 def apply_cache(
@@ -134,11 +162,14 @@ def apply_cache(
     engine = CacheEngine(adapter, policy, predictor, num_inference_steps, cfg_copies, pipeline)
     blocks = adapter.blocks(transformer)
     handoff = _Handoff(adapter.model_class)
-    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(StackHook(engine, blocks, handoff), STACK_HOOK)
+    stack_hook = StackHook(engine, blocks, handoff)
+    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(stack_hook, STACK_HOOK)
     for index, block in enumerate(blocks[1:], start=1):
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(
-            PassThroughHook(engine, handoff, index), PASS_HOOK)
+        hook = PassThroughHook(engine, handoff, index)
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PASS_HOOK)
+        stack_hook.pass_hooks.append(hook)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.register_hook(CompiledBlocksHook(blocks, [stack_hook, *stack_hook.pass_hooks]), COMPILED_HOOK)
     registry.invalidate_child_registries_cache()
     engine.state_manager = HookRegistry.check_if_exists_or_initialize(blocks[0]).get_hook(STACK_HOOK).state_manager
     transformer._cachepilot_engine = engine
@@ -154,6 +185,10 @@ def remove_cache(transformer: torch.nn.Module) -> None:
     if get_engine(transformer) is None:
         return
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    compiled_hook = registry.get_hook(COMPILED_HOOK)
+    if compiled_hook is not None:
+        compiled_hook.give_back()
+        registry.remove_hook(COMPILED_HOOK, recurse=False)
     registry.remove_hook(STACK_HOOK, recurse=True)
     registry.remove_hook(PASS_HOOK, recurse=True)
     registry.invalidate_child_registries_cache()

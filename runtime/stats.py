@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -11,12 +12,29 @@ from cachepilot.runtime.actions import Action
 
 @dataclass(frozen=True)
 class CacheStats:
-    """decisions: (steps, samples) tensor of `Action` values, one row per denoising step."""
+    """decisions: (steps, samples) tensor of `Action` values, one row per denoising step.
+
+    A call that runs its transformer in several cache contexts (Flux / Qwen-Image true CFG: "cond" and
+    "uncond", one stack call each per step) has each context's stats in `contexts`, and is summed here:
+    one column per (context, sample), so `compute_fraction` and `executed_steps` count every stack call.
+    """
 
     decisions: torch.Tensor
     policy_seconds: float
     predictor_seconds: float
     stack_seconds: float
+    contexts: Mapping[str, CacheStats] = field(default_factory=dict)
+
+    @classmethod
+    def of_contexts(cls, contexts: Mapping[str, CacheStats]) -> CacheStats:
+        """One call's stats over its contexts (a single context's stats are returned as they are)."""
+        if len(contexts) == 1:
+            return next(iter(contexts.values()))
+        parts = list(contexts.values())
+        steps = min(p.num_steps for p in parts)
+        return cls(torch.cat([p.decisions[:steps] for p in parts], dim=1),
+                   sum(p.policy_seconds for p in parts), sum(p.predictor_seconds for p in parts),
+                   sum(p.stack_seconds for p in parts), dict(contexts))
 
     @property
     def num_steps(self) -> int:
@@ -24,7 +42,8 @@ class CacheStats:
 
     @property
     def batch_size(self) -> int:
-        return int(self.decisions.shape[1])
+        """Samples of the call (a multi-context call's columns are contexts x samples)."""
+        return int(self.decisions.shape[1]) // max(len(self.contexts), 1)
 
     @property
     def computes_per_sample(self) -> torch.Tensor:
@@ -56,4 +75,5 @@ class CacheStats:
             "computes_per_sample": self.computes_per_sample.tolist(),
             "policy_seconds": self.policy_seconds, "predictor_seconds": self.predictor_seconds,
             "stack_seconds": self.stack_seconds,
+            **({"contexts": {name: c.summary() for name, c in self.contexts.items()}} if self.contexts else {}),
         }

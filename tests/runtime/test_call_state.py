@@ -102,3 +102,19 @@ def test_nan_latents_are_reported_with_the_step(built):
             _call(pipe, "sd3")
     finally:
         handle.remove()
+
+
+def test_true_cfg_call_reports_every_context(built):
+    """Flux true CFG runs the transformer in a "cond" and an "uncond" context per step: the call's stats hold
+    both, and count both contexts' stack calls."""
+    pipe = DiffusionPipeline.from_pretrained(built["flux"], local_files_only=True)
+    cachepilot.enable(pipe, policy="fixed:2", predictor="taylor:1")
+    _call(pipe, "flux", steps=4, negative_prompt=["", ""], true_cfg_scale=2.0)
+    stats = cachepilot.last_stats(pipe)
+    assert set(stats.contexts) == {"cond", "uncond"}
+    assert stats.batch_size == 2 and stats.num_steps == 4
+    assert stats.executed_steps == sum(c.executed_steps for c in stats.contexts.values()) == 2 * 2 * 2
+    assert stats.compute_fraction == 0.5
+    assert set(stats.summary()["contexts"]) == {"cond", "uncond"}
+    _call(pipe, "flux", steps=4)  # no true CFG: one context again
+    assert not cachepilot.last_stats(pipe).contexts and cachepilot.last_stats(pipe).batch_size == 2

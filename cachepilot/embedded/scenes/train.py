@@ -86,14 +86,18 @@ def train_vae(config: sp.ScenesFluxConfig = sp.ScenesFluxConfig(), steps: int = 
 
 
 @torch.no_grad()
-def build_latent_bank(vae, size: int = 32768, seed: int = 1, chunk: int = 1024, progress: bool = True) -> dict:
-    """`size` training scenes: scaled latents (size, 4, 8, 8) (posterior means x scaling_factor, shift 0)
-    and caption token ids (size, 16)."""
+def build_latent_bank(vae, size: int = 32768, seed: int = 1, chunk: int = 1024, progress: bool = True,
+                      start: int = 0) -> dict:
+    """Training scenes `start`..`size`: scaled latents (n, 4, 8, 8) (posterior means x scaling_factor, shift
+    0) and caption token ids (n, 16). Scenes are seeded per chunk, so a bank grown later from `start` is the
+    bank built at the larger size at once (`start` a multiple of `chunk`)."""
     from tqdm.auto import tqdm
 
     tokenizer = build_tokenizer(sp.TEXT_LENGTH)
     latents, ids = [], []
-    for i in tqdm(range(0, size, chunk), desc="latent bank", disable=not progress, mininterval=5):
+    if start % chunk:
+        raise ValueError(f"start {start} is not a multiple of chunk {chunk}")
+    for i in tqdm(range(start, size, chunk), desc="latent bank", disable=not progress, mininterval=5):
         images, captions, _ = sample_scenes(min(chunk, size - i), [seed, i])
         z = vae.encode(images * 2 - 1).latent_dist.mean
         latents.append(((z - vae.config.shift_factor) * vae.config.scaling_factor).float())
@@ -119,11 +123,35 @@ def flow_matching_loss(transformer, text_encoder, text_encoder_2, latents, ids, 
     return F.mse_loss(pred, noise - x0)
 
 
+def learning_rate_factor(warmup: int, max_steps: int | None = None, max_seconds: float | None = None):
+    """Linear warm-up, then (when `max_steps` is given) a cosine decay to 10 % over *this run*: from the
+    step it starts at (a resumed run starts mid-way) to `max_steps`, or to `max_seconds` of wall time when
+    that comes first, so a run cut by the clock ends at the low learning rate instead of mid-plateau.
+    A closure, not an object: LambdaLR checkpoints an object's attributes and a resume would restore them;
+    the run restarts where the steps jump (Lightning loads a resumed scheduler after building it at step 0)."""
+    run = {}
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup)
+        if max_steps is None:
+            return warm
+        if run.get("last_step", step - 1) != step - 1 or not run:  # first call, or a jump: a resumed run
+            run.update(first_step=step, started=time.time())
+        run["last_step"] = step
+        progress = (step - run["first_step"]) / max(max_steps - run["first_step"], 1)
+        if max_seconds:
+            progress = max(progress, (time.time() - run["started"]) / max_seconds)
+        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+    return factor
+
+
 def _lightning_module():
     import lightning.pytorch as pl
 
     class ScenesFluxModule(pl.LightningModule):
-        def __init__(self, config: dict, lr: float = 5e-4, warmup: int = 200, seed: int = 0):
+        def __init__(self, config: dict, lr: float = 5e-4, warmup: int = 200, seed: int = 0,
+                     decay: dict | None = None):
             super().__init__()
             self.save_hyperparameters()
             cfg = sp.ScenesFluxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
@@ -142,8 +170,10 @@ def _lightning_module():
 
         def configure_optimizers(self):
             opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01, betas=(0.9, 0.99))
-            warm = self.hparams.warmup
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
+            decay = self.hparams.get("decay")
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, learning_rate_factor(
+                self.hparams.warmup, decay["max_steps"], decay["max_seconds"]) if decay else
+                learning_rate_factor(self.hparams.warmup))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     return ScenesFluxModule
@@ -152,8 +182,9 @@ def _lightning_module():
 def train_transformer(bank: dict, work_dir: str | Path, config: sp.ScenesFluxConfig = sp.ScenesFluxConfig(),
                       steps: int = 4000, batch_size: int = 64, lr: float = 5e-4, seed: int = 0,
                       resume: bool = False, max_minutes: float | None = None, ema_decay: float = 0.999,
-                      checkpoint_every: int = 250, progress: bool = True):
-    """Fit transformer + text encoders on the latent bank with Lightning; returns (module, seconds)."""
+                      checkpoint_every: int = 250, progress: bool = True, decay: bool = False):
+    """Fit transformer + text encoders on the latent bank with Lightning; returns (module, seconds).
+    `decay`: cosine learning-rate decay over this run (`learning_rate_factor`)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
@@ -163,7 +194,12 @@ def train_transformer(bank: dict, work_dir: str | Path, config: sp.ScenesFluxCon
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
     pl.seed_everything(seed, verbose=False)
-    module = _lightning_module()(config.to_dict(), lr=lr, seed=seed)
+    seconds_left = None
+    if max_minutes:  # Lightning's Timer counts the resumed run's time too: the decay spans what is left
+        done = torch.load(last, map_location="cpu", weights_only=False)["callbacks"].get("Timer", {}) if resume else {}
+        seconds_left = max(max_minutes * 60 - done.get("time_elapsed", {}).get("train", 0.0), 1.0)
+    module = _lightning_module()(config.to_dict(), lr=lr, seed=seed, decay={
+        "max_steps": steps, "max_seconds": seconds_left} if decay else None)
     loader = DataLoader(TensorDataset(bank["latents"], bank["ids"]), batch_size=batch_size, shuffle=True,
                         drop_last=True, num_workers=0)
     trainer = pl.Trainer(
@@ -346,9 +382,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--work-dir", default="runs/scenes-flux")
     p.add_argument("--steps", type=int, default=4000, help="transformer steps")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap of the transformer stage")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock cap of the transformer stage, resumed runs' time included")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--decay", action="store_true",
+                   help="cosine learning-rate decay to 10%% over this run (to --steps or --max-minutes)")
     p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--vae-batch-size", type=int, default=32)
     p.add_argument("--vae-minutes", type=float, default=None)
@@ -380,7 +419,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if (work / "bank.pt").is_file():
         bank = torch.load(work / "bank.pt")
-    else:
+    if "bank" in locals() and len(bank["latents"]) < args.bank_size:  # grown: the first scenes are the same
+        t = time.time()
+        more = build_latent_bank(vae, args.bank_size, progress=progress, start=len(bank["latents"]))
+        bank = {k: torch.cat([bank[k], more[k]]) for k in bank}
+        torch.save(bank, work / "bank.pt")
+        info["bank"] = {"size": args.bank_size, "seconds": info["bank"]["seconds"] + time.time() - t}
+        info_path.write_text(json.dumps(info, indent=1))
+    elif "bank" not in locals():
         t = time.time()
         bank = build_latent_bank(vae, args.bank_size, progress=progress)
         torch.save(bank, work / "bank.pt")
@@ -388,12 +434,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         info_path.write_text(json.dumps(info, indent=1))
 
     module, seconds = train_transformer(bank, work, config, args.steps, args.batch_size, args.lr, resume=args.resume,
-                                        max_minutes=args.max_minutes, progress=progress)
+                                        max_minutes=args.max_minutes, progress=progress, decay=args.decay)
     prev = info.get("transformer", {}) if args.resume else {}
     info["transformer"] = {"steps": module.trained_steps, "batch_size": args.batch_size, "lr": args.lr,
                            "seconds": prev.get("seconds", 0.0) + seconds, "last_loss": _last_loss(work)}
-    info["command"] = "python -m cachepilot.embedded.scenes.train " + " ".join(argv if argv is not None else
-                                                                                 __import__("sys").argv[1:])
+    command = "python -m cachepilot.embedded.scenes.train " + " ".join(argv if argv is not None else
+                                                                        __import__("sys").argv[1:])
+    info["command"] = (info["command"] + "` then `" + command) if args.resume and info.get("command") else command
     export_pipeline(vae, module.text_encoder, module.text_encoder_2, module.transformer, out, config)
     info["params"] = {name: sum(p.numel() for p in m.parameters()) for name, m in (
         ("vae", vae), ("text_encoder", module.text_encoder), ("text_encoder_2", module.text_encoder_2),
