@@ -30,6 +30,7 @@ from cachepilot.predictors.history import ResidualHistory
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.adapters import StackAdapter, select_rows
 from cachepilot.runtime.observation import Observation
+from cachepilot.runtime.parallel import SequenceReducer, l1_sums
 from cachepilot.runtime.stats import CacheStats
 
 Streams = dict[str, Any]
@@ -60,6 +61,8 @@ class EngineState(BaseState):
         self.computes: torch.Tensor | None = None
         self.has_cache: torch.Tensor | None = None
         self.drift: torch.Tensor | None = None
+        self.drift_pending: tuple | None = None  # context parallel: drift sums awaiting the next all-reduce
+        self.finite: torch.Tensor | None = None  # context parallel: the group's finite flag of this step
         self.timesteps_ref: torch.Tensor | None = None
         self.warned_nonfinite = False
         self.context = ""
@@ -108,6 +111,8 @@ class CacheEngine:
         self.context_stats: dict[str, CacheStats] = {}  # per cache context, of the last call
         self._stats_timesteps: torch.Tensor | None = None
         self.state_manager = None  # set by apply_cache: the stack hook's per-context states
+        self.model_ref: Callable[[], torch.nn.Module | None] = lambda: None  # set by apply_cache (weakly)
+        self.reducer: SequenceReducer | None = None  # context parallel: picked up per call by `_start`
 
     @contextmanager
     def bypassed(self):
@@ -153,7 +158,8 @@ class CacheEngine:
         if first:  # nothing is cached yet: everyone computes, known without reading the device
             actions_host = torch.full((samples,), int(Action.COMPUTE))
         else:  # the step's one host sync: the actions, and whether the stack input is finite
-            finite = torch.isfinite(hidden).all().view(1).long()
+            finite = state.finite if state.finite is not None else torch.isfinite(hidden).all().view(1).long()
+            state.finite = None
             read = torch.cat([actions.long(), finite]).cpu()
             actions_host = read[:-1]
             if not read[-1] and not state.warned_nonfinite:
@@ -258,9 +264,12 @@ class CacheEngine:
         return out
 
     def observe(self, state: EngineState, hidden: torch.Tensor) -> Observation:
-        """What the policy sees at this step, from the stack input; changes nothing."""
+        """What the policy sees at this step, from the stack input; changes nothing (but, under context
+        parallelism, completes the drift of the last compute in the step's one all-reduce)."""
         copies, samples = state.copies, state.samples
-        if state.probe_ref is not None and self.policy.observes_probe:
+        if state.probe_ref is not None and self.policy.observes_probe and self.reducer is not None:
+            change, step_change = (r.view(copies, samples).mean(0) for r in self._reduce_changes(state, hidden))
+        elif state.probe_ref is not None and self.policy.observes_probe:
             change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
             step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
         else:
@@ -277,10 +286,29 @@ class CacheEngine:
         history = state.history
         previous, previous_step = history.residuals[0, computed_rows], history.steps[0, computed_rows]
         gap = (step - previous_step).clamp(min=1.0)
-        per_row = (_relative_l1(residual, previous) / gap).where(history.count[computed_rows] > 0, 0.0)
+        valid = history.count[computed_rows] > 0
+        if self.reducer is not None:  # context parallel: the next step's all-reduce completes it
+            state.drift_pending = (l1_sums(residual, previous), gap, valid, computed, computed_rows)
+            return
+        self._set_drift(state, _relative_l1(residual, previous), gap, valid, computed, computed_rows)
+
+    def _set_drift(self, state: EngineState, relative: torch.Tensor, gap: torch.Tensor, valid: torch.Tensor,
+                   computed: torch.Tensor, computed_rows: torch.Tensor) -> None:
+        per_row = (relative / gap).where(valid, 0.0)
         all_rows = per_row.new_zeros(state.copies * state.samples)
         all_rows[computed_rows] = per_row
         state.drift = torch.where(computed, all_rows.view(state.copies, state.samples).mean(0), state.drift)
+
+    def _reduce_changes(self, state: EngineState, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Context parallel: this rank's L1 sums of the probe changes (and of the last compute's residual
+        change), summed over the group in one all-reduce with the finite flag, so every rank observes the
+        unsharded model's values and takes the same decisions. Per row: [change, step change]."""
+        pending, state.drift_pending = state.drift_pending, None
+        sums = [l1_sums(hidden, state.probe_ref), l1_sums(hidden, state.probe_prev)]
+        relative, state.finite = self.reducer.relative_l1(sums + ([pending[0]] if pending else []), hidden)
+        if pending:
+            self._set_drift(state, relative[2], *pending[1:])
+        return relative[:2]
 
     def _rows(self, sample_idx: torch.Tensor, state: EngineState) -> torch.Tensor:
         """Batch rows of the given samples: sample i owns rows i, i + S, i + 2S, ... (CFG copies)."""
@@ -304,6 +332,7 @@ class CacheEngine:
 
     def _start(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
         self._init_state(state, hidden, num_steps)
+        self.reducer = SequenceReducer.for_model(self.model_ref(), self.reducer)
         self.policy.reset(state.num_steps, state.samples)
 
     def _init_state(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:

@@ -25,6 +25,7 @@ from cachepilot.policies.base import CachePolicy
 from cachepilot.predictors.base import Predictor
 from cachepilot.runtime.adapters import StackAdapter, UnsupportedModelError, get_adapter
 from cachepilot.runtime.engine import CacheEngine, EngineState
+from cachepilot.runtime.parallel import outside_split_hooks
 
 STACK_HOOK = "cachepilot_stack"
 PASS_HOOK = "cachepilot_pass"
@@ -160,10 +161,12 @@ def apply_cache(
     predictor.bind(transformer)
     remove_cache(transformer)
     engine = CacheEngine(adapter, policy, predictor, num_inference_steps, cfg_copies, pipeline)
+    engine.model_ref = weakref.ref(transformer)  # its context-parallel config, read at every call's start
     blocks = adapter.blocks(transformer)
     handoff = _Handoff(adapter.model_class)
     stack_hook = StackHook(engine, blocks, handoff)
-    HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(stack_hook, STACK_HOOK)
+    with outside_split_hooks(blocks[0]):
+        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(stack_hook, STACK_HOOK)
     for index, block in enumerate(blocks[1:], start=1):
         hook = PassThroughHook(engine, handoff, index)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PASS_HOOK)
