@@ -56,13 +56,17 @@ def test_a_call_after_a_failed_call_equals_a_fresh_pipelines(built, family):
     assert stats.num_steps == 4 and stats.batch_size == 2
 
 
-def test_img2img_counts_the_steps_it_runs(built):
-    from diffusers import StableDiffusion3Img2ImgPipeline
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_img2img_counts_the_steps_it_runs(built, family):
+    from diffusers import FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline
 
-    pipe = StableDiffusion3Img2ImgPipeline.from_pretrained(built["sd3"], local_files_only=True)
+    pipeline_class = {"sd3": StableDiffusion3Img2ImgPipeline, "flux": FluxImg2ImgPipeline}[family]
+    pipe = pipeline_class.from_pretrained(built[family], local_files_only=True)
     cachepilot.enable(pipe, policy="fixed:2", predictor="taylor:1")
     image = torch.rand(2, 3, 32, 32)
-    kwargs = {k: v for k, v in call_kwargs("sd3").items() if k not in ("height", "width")}
+    kwargs = {k: v for k, v in call_kwargs(family).items() if k not in ("height", "width")}
+    if family == "flux":
+        kwargs.update(height=32, width=32)  # FluxImg2Img resizes the image to these
 
     def run():
         return pipe(prompt=["a red circle", "a blue square"], image=image, strength=0.6, num_inference_steps=10,

@@ -12,7 +12,7 @@ import torch._dynamo as dynamo
 import cachepilot
 from cachepilot.runtime.adapters import get_adapter
 
-from .tiny_models import build, run
+from .tiny_models import FAMILIES, build, run
 
 STEPS = 4
 
@@ -62,8 +62,8 @@ def _compile_blocks(model, backend):
             block.compile(fullgraph=True, backend=backend, dynamic=False)
 
 
-@pytest.mark.parametrize("order", ["before", "after"])
-@pytest.mark.parametrize("family", ["flux", "wan", "sd3"])
+@pytest.mark.parametrize(("family", "order"), [*((f, "after") for f in FAMILIES), ("flux", "before"),
+                                             ("sd3", "before")])
 def test_regional_fullgraph_compile_before_or_after_enable(family, order):
     """Blocks compiled with `fullgraph=True` on a cached model, before or after `enable`: every block runs its
     compiled graph on the computing steps (a graph break would raise), the outputs equal the eager cached
@@ -76,8 +76,11 @@ def test_regional_fullgraph_compile_before_or_after_enable(family, order):
     assert torch.equal(compiled, eager)
     blocks = get_adapter(model).blocks(model)
     assert backend.graphs >= 1
-    # fixed:2 over 4 steps computes at 2 of them: each compute runs every block's compiled graph once
-    assert backend.calls == stats.num_steps // 2 * len(blocks)
+    # fixed:2 over 4 steps computes at 2 of them: each compute runs every stack block's compiled graph once;
+    # repeated blocks outside the stack (HunyuanVideo's token refiner) keep theirs and run at every step
+    others = [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    assert not set(map(id, others)) & set(map(id, blocks))  # the stack's compiled calls are the engine's
+    assert backend.calls == stats.num_steps // 2 * len(blocks) + stats.num_steps * len(others)
     cachepilot.disable(model)
     assert all(block._compiled_call_impl is not None for block in blocks)
 

@@ -75,6 +75,45 @@ def test_per_sample_schedule_equals_each_sample_alone(family):
         torch.testing.assert_close(single[:, 0], batched[:, i], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_threshold_skips_and_stays_finite(family):
+    """TeaCache-style threshold on the probe: decided per sample from the observation, skips some steps."""
+    model, x, kwargs = build(family, batch=2)
+    cachepilot.enable(model, "threshold:0.5", predictor="taylor:1")
+    cached = run(model, x, kwargs, STEPS)
+    stats = cachepilot.last_stats(model)
+    assert torch.isfinite(cached).all()
+    assert stats.decisions.shape == (STEPS, 2) and 0 < stats.compute_fraction < 1
+
+
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_call_after_a_failed_call_equals_a_fresh_models(family):
+    """A bare transformer in a sampler loop: the loop raises inside the cached stack at step 2; the next full
+    loop equals a fresh model's, bit for bit (the pipeline-level test is in test_call_state.py)."""
+    fresh, x, kwargs = build(family, batch=2)
+    cachepilot.enable(fresh, "fixed:2", predictor="taylor:1")
+    expected = run(fresh, x, kwargs, STEPS)
+
+    model, _, _ = build(family, batch=2)
+    cachepilot.enable(model, "fixed:2", predictor="taylor:1")
+    calls = {"n": 0}
+
+    def explode(module, args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Boom()
+
+    handle = get_adapter(model).blocks(model)[0].register_forward_pre_hook(explode)
+    with pytest.raises(_Boom):
+        run(model, x, kwargs, STEPS)
+    handle.remove()
+    assert torch.equal(run(model, x, kwargs, STEPS), expected)
+
+
 def _sample(kwargs: dict, i: int, batch: int) -> dict:
     """The i-th sample's call kwargs: per-sample tensors and lists (Qwen's img_shapes) sliced."""
     def pick(v):
