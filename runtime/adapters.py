@@ -134,6 +134,19 @@ class StackAdapter:
                 arguments[ours] = arguments.pop(theirs)
         return arguments
 
+    def streams_of(self, block: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The streams of a block call, without binding the whole signature: what a passed-through block
+        needs, at every step of every block (`bind` costs ~10x more)."""
+        found = {}
+        for ours, (theirs, position) in _stream_positions(type(block), self.layout).items():
+            if theirs in kwargs:
+                found[ours] = kwargs[theirs]
+            elif position is not None and position < len(args):
+                found[ours] = args[position]
+            else:
+                found[ours] = None
+        return found
+
     def unbind(self, block_class: type, call: dict[str, Any], positional: int) -> tuple[tuple, dict[str, Any]]:
         """`bind` undone: (args, kwargs) that call a block the way the model called `block_class`'s block
         with `positional` positional arguments. Blocks of the other lists of a chained stack get the same
@@ -177,6 +190,24 @@ class StackAdapter:
 
 
 _SIGNATURES: dict[type, inspect.Signature] = {}
+_STREAM_POSITIONS: dict[tuple[type, BlockLayout], dict[str, tuple[str, int | None]]] = {}
+
+
+def _stream_positions(cls: type, layout: BlockLayout) -> dict[str, tuple[str, int | None]]:
+    """Per stream of `layout`: (the block's argument name, its position without `self`, None if keyword-only)."""
+    key = (cls, layout)
+    if key not in _STREAM_POSITIONS:
+        params = list(_signature(cls).parameters.values())[1:]
+        names = {("hidden_states", layout.hidden_arg)}
+        if layout.encoder_index is not None:
+            names.add(("encoder_hidden_states", layout.encoder_arg))
+        positions = {}
+        for ours, theirs in sorted(names):
+            position = next((i for i, p in enumerate(params) if p.name == theirs and p.kind in (
+                p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), None)
+            positions[ours] = (theirs, position)
+        _STREAM_POSITIONS[key] = positions
+    return _STREAM_POSITIONS[key]
 
 
 def _signature(cls: type) -> inspect.Signature:

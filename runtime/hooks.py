@@ -117,10 +117,10 @@ class PassThroughHook(ModelHook):
         if self.engine.running_stack:
             return self.fn_ref.original_forward(*args, **kwargs)
         adapter = self.engine.adapter
-        call = adapter.bind(module, args, kwargs)
+        streams = adapter.streams_of(module, args, kwargs)
         if self.handoff is not None:
-            self.handoff.check(call.get("hidden_states"), self.index)
-        return adapter.make_output({k: call.get(k) for k in adapter.streams})
+            self.handoff.check(streams["hidden_states"], self.index)
+        return adapter.make_output(streams)
 
 
 class CompiledBlocksHook(ModelHook):
