@@ -23,6 +23,7 @@ from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE
 from cachepilot.embedded.digits.metrics import class_accuracy, frechet_distance
 from cachepilot.embedded.digits.sampling import image_grid, sample_images
 from cachepilot.embedded.digits.data import load_digits_split
+from cachepilot.embedded.quality import default_call_kwargs, default_conditions, embedded_quality
 
 console = Console()
 
@@ -56,7 +57,7 @@ def generate(
     out = check_output_file(out)
     policy_obj, predictor_obj = _cache_policy(policy, predictor, cache)
     pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
-    kwargs = dict(call_kwargs or {})
+    kwargs = dict(call_kwargs or default_call_kwargs(pipe))
     digits = isinstance(pipe, DigitsDiTPipeline)
     if digits:
         kwargs.setdefault("guidance_scale", DEFAULT_GUIDANCE_SCALE)
@@ -75,7 +76,11 @@ def generate(
                          "scale)")
     result = {"images": len(conditions), "steps": steps, "call_kwargs": kwargs, "full_wall_s": wall,
               "full_ms_per_step": 1000 * wall / steps}
-    line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step)"
+    # the scenes' judge (digits: `evaluate` measures the model); a Fréchet distance needs two images
+    quality = embedded_quality(pipe) if not digits and len(conditions) >= 2 else None
+    if quality is not None:
+        result["full_quality"] = quality(images, list(conditions))
+    line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step{_quality_text(result, 'full')})"
     if policy_obj is not None:
         reference = images
         cachepilot.enable(pipe, policy_obj, predictor_obj)
@@ -88,13 +93,23 @@ def generate(
         result.update(policy=policy_obj.spec(), predictor=predictor_obj.spec(), cached_wall_s=cached_wall,
                       speedup=wall / cached_wall, compute_fraction=stats.compute_fraction,
                       psnr=psnr(images, reference))
+        if quality is not None:
+            result["cached_quality"] = quality(images, list(conditions))
+            reference_grid = any_image_grid(reference, scale=max(1, 128 // reference.shape[-1]))
+            reference_grid.save(out.with_name(out.stem + "_full" + out.suffix))
         line = (f"{policy_obj.spec()} + {predictor_obj.spec()}: {cached_wall:.3f} s wall, compute fraction "
-                f"{stats.compute_fraction:.2f}, speed-up x{result['speedup']:.2f} vs. {line}; "
-                f"PSNR vs. full compute {result['psnr']:.2f} dB")
+                f"{stats.compute_fraction:.2f}, speed-up x{result['speedup']:.2f}{_quality_text(result, 'cached')} "
+                f"vs. {line}; PSNR vs. full compute {result['psnr']:.2f} dB")
     grid = image_grid(images) if digits else any_image_grid(images, scale=max(1, 128 // images.shape[-1]))
     grid.save(out)
     console.print(f"generated {len(conditions)} images, {steps} steps; {line} -> {out}", soft_wrap=True)
     return result
+
+
+def _quality_text(result: dict, side: str) -> str:
+    """", adherence 0.42" for an embedded pipeline's judge figures (none for users' pipelines)."""
+    figures = result.get(f"{side}_quality") or {}
+    return "".join(f", {name} {value:.3f}" for name, value in figures.items() if name in ("adherence", "attr_acc"))
 
 
 def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path | None):
@@ -166,6 +181,8 @@ def bench_conditions(pipe, prompts: str | Path | None, cache: Path | None) -> tu
         evaluation = split_conditions(load_conditions(prompts)).evaluation
     elif cache is not None and (Path(cache) / "conditions.json").exists():
         evaluation = ConditionSplit.from_json(json.loads((Path(cache) / "conditions.json").read_text())).evaluation
+    elif default_conditions(pipe) is not None:  # the scenes pipeline: its held-out prompts
+        return default_conditions(pipe), "scenes held-out prompts (evaluation_prompts(256, seed=0))"
     else:
         evaluation = _conditions_for(pipe, None)
     return list(evaluation.conditions), evaluation.source
@@ -205,13 +222,8 @@ def bench(
         available = [m for m in available if m.name in methods]
     conditions, source = bench_conditions(pipe, prompts, cache)
     config = BenchConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
-                         repeats=repeats, call_kwargs=dict(call_kwargs or {}))
-    quality = None
-    if digits:
-        from cachepilot.embedded.digits.metrics import digits_quality
-
-        quality = digits_quality(load_classifier(), load_digits_split().held_out_images)
-    rows = run_bench(pipe, available, config, conditions=conditions, quality=quality)
+                         repeats=repeats, call_kwargs=dict(call_kwargs or default_call_kwargs(pipe)))
+    rows = run_bench(pipe, available, config, conditions=conditions, quality=embedded_quality(pipe))
     meta = {"pipeline": type(pipe).__name__, "conditions": source, "samples": samples, "steps": steps,
             "guidance": guidance, "batch": batch_size, "repeats": repeats, "threads": torch.get_num_threads()}
     write_report(rows, out, meta)

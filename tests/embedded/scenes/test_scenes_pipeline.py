@@ -129,6 +129,30 @@ def test_lightning_training_checkpoints_and_resumes(tmp_path):
         st.train_transformer(bank, tmp_path / "none", CFG, steps=1, batch_size=8, progress=False, resume=True)
 
 
+def test_decay_spans_this_run_even_when_resumed():
+    """The cosine decay starts where a (resumed) run starts and reaches 10 % at its last step."""
+    factor = st.learning_rate_factor(warmup=10, max_steps=100)
+    assert factor(0) == pytest.approx(0.1)  # warm-up
+    assert [round(factor(i), 2) for i in range(1, 4)] == [0.2, 0.3, 0.4]
+    resumed = st.learning_rate_factor(warmup=10, max_steps=100)
+    resumed(0)  # Lightning builds the scheduler at step 0, then loads the resumed step
+    values = {step: resumed(step) for step in range(60, 101)}  # the steps then follow one by one
+    assert values[60] == pytest.approx(1.0)  # the jump restarted the decay at the resumed step
+    assert values[80] == pytest.approx(0.55)  # half-way: 0.1 + 0.9 x 0.5
+    assert values[100] == pytest.approx(0.1)
+
+
+def test_a_grown_latent_bank_equals_one_built_at_once():
+    vae = sp.build_vae(CFG).eval()
+    whole = st.build_latent_bank(vae, 8, chunk=4, progress=False)
+    first = st.build_latent_bank(vae, 4, chunk=4, progress=False)
+    rest = st.build_latent_bank(vae, 8, chunk=4, progress=False, start=4)
+    assert torch.equal(torch.cat([first["ids"], rest["ids"]]), whole["ids"])
+    torch.testing.assert_close(torch.cat([first["latents"], rest["latents"]]), whole["latents"])
+    with pytest.raises(ValueError, match="multiple of chunk"):
+        st.build_latent_bank(vae, 8, chunk=4, progress=False, start=3)
+
+
 def test_saved_pipeline_round_trips(saved):
     from diffusers import DiffusionPipeline, FluxPipeline
 
