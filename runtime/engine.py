@@ -110,6 +110,11 @@ class CacheEngine:
         self.last_stats: CacheStats | None = None
         self.context_stats: dict[str, CacheStats] = {}  # per cache context, of the last call
         self._stats_timesteps: torch.Tensor | None = None
+        # Several contexts in one call (true CFG: "cond" then "uncond", one stack call each per step): the
+        # first context decides each step, the others take its actions, as CFG copies in one batch do.
+        self._call_timesteps: torch.Tensor | None = None
+        self._leader: str | None = None
+        self._decided: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # step -> (actions, actions on host)
         self.state_manager = None  # set by apply_cache: the stack hook's per-context states
         self.model_ref: Callable[[], torch.nn.Module | None] = lambda: None  # set by apply_cache (weakly)
         self.reducer: SequenceReducer | None = None  # context parallel: picked up per call by `_start`
@@ -143,14 +148,16 @@ class CacheEngine:
         """Observe, decide (the step's one host sync), fill the rows that skip, and select the rows that
         compute. Timers live here and in `_finish`, never in traced code."""
         hidden = call["hidden_states"]
-        rows = hidden.shape[0]
         first = self._opens_call(state, step_index)
         if first:
-            self._start(state, hidden, num_steps)
-            state.context = context
+            leads = self._joins_call(state, context)
+            self._start(state, hidden, num_steps, reset_policy=leads)
         step, samples = state.step, state.samples
 
         tic = time.perf_counter()
+        shared = self._decided.get(step) if context != self._leader else None
+        if shared is not None and shared[0].shape[0] == samples:  # another context of this call decided
+            return self._plan_actions(state, call, *shared)
         obs = self.observe(state, hidden)
         state.accumulated = obs.accumulated
         actions = self.policy.decide(obs).to(hidden.device)
@@ -168,7 +175,14 @@ class CacheEngine:
                               f"{state.num_steps}: the latents diverged (guidance too high, a bad checkpoint?); "
                               "cached steps will carry it on", RuntimeWarning, stacklevel=2)
         state.seconds["policy"] += time.perf_counter() - tic
+        if context == self._leader and self._call_timesteps is not None:
+            self._decided[step] = (actions, actions_host)
+        return self._plan_actions(state, call, actions, actions_host)
 
+    def _plan_actions(self, state: EngineState, call: dict[str, Any], actions: torch.Tensor,
+                      actions_host: torch.Tensor) -> _StepPlan:
+        hidden = call["hidden_states"]
+        rows, step, samples = hidden.shape[0], state.step, state.samples
         compute = (actions_host == Action.COMPUTE).nonzero().flatten()
         plan = _StepPlan(actions, actions_host, compute)
         if compute.numel() == samples:  # everyone computes: the untouched call (bit-exact)
@@ -330,10 +344,27 @@ class CacheEngine:
     def _scheduler_timesteps(self) -> torch.Tensor | None:
         return getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
 
-    def _start(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
+    def _joins_call(self, state: EngineState, context: str) -> bool:
+        """A context starts its part of a call: whether it leads (decides the steps). A call is known by the
+        scheduler's `timesteps` tensor; without a pipeline every context decides for itself."""
+        timesteps = self._scheduler_timesteps()
+        state.context = context
+        if timesteps is None:
+            self._call_timesteps, self._leader, self._decided = None, context, {}
+            return True
+        if timesteps is not self._call_timesteps or context == self._leader:
+            self._call_timesteps, self._leader, self._decided = timesteps, context, {}
+            return True
+        return False
+
+    def _start(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None,
+               reset_policy: bool = True) -> None:
+        context = state.context
         self._init_state(state, hidden, num_steps)
+        state.context = context
         self.reducer = SequenceReducer.for_model(self.model_ref(), self.reducer)
-        self.policy.reset(state.num_steps, state.samples)
+        if reset_policy:
+            self.policy.reset(state.num_steps, state.samples)
 
     def _init_state(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
         state.reset()

@@ -112,6 +112,18 @@ class _StackRecorder:
         return None
 
 
+def _per_step(calls: list[torch.Tensor], steps: int, pipeline: str) -> np.ndarray:
+    """(rows, steps, tokens, dim) float16 from the recorded transformer calls. A pipeline that calls its
+    transformer k times per step (true CFG: a "cond" then an "uncond" call) gets its k calls of a step
+    stacked as k CFG copies of the batch, the layout batched CFG has."""
+    if not calls or len(calls) % steps:
+        raise CachepilotError(f"{pipeline} called its transformer {len(calls)} times in {steps} steps: collection "
+                              "needs the same number of calls at every step")
+    k = len(calls) // steps
+    per_step = [torch.cat(calls[i * k:(i + 1) * k], 0) for i in range(steps)]
+    return torch.stack(per_step, 1).half().cpu().numpy()
+
+
 def _record_batch(driver: SamplingDriver, policy: str, start: int, config: CollectConfig) -> dict:
     count = min(config.batch_size, config.samples_per_policy - start)
     conditions = [config.conditions[(start + i) % len(config.conditions)] for i in range(count)]
@@ -119,12 +131,9 @@ def _record_batch(driver: SamplingDriver, policy: str, start: int, config: Colle
     with _StackRecorder(driver.pipe.transformer) as recorder:
         with caching(driver.pipe, None if policy == "always" else policy, config.predictor):
             driver.sample(conditions, seeds)
-    hidden = torch.stack(recorder.inputs, 1).half().cpu().numpy()      # (rows, calls, tokens, dim)
-    residual = torch.stack(recorder.residuals, 1).half().cpu().numpy()
-    rows = hidden.shape[0]  # count x CFG copies
-    if hidden.shape[1] != config.steps:
-        raise CachepilotError(f"{type(driver.pipe).__name__} called its transformer {hidden.shape[1]} times in "
-                              f"{config.steps} steps: collection supports one batched call per step")
+    hidden = _per_step(recorder.inputs, config.steps, type(driver.pipe).__name__)  # (rows, steps, tokens, dim)
+    residual = _per_step(recorder.residuals, config.steps, type(driver.pipe).__name__)
+    rows = hidden.shape[0]  # count x CFG copies (batched CFG rows, or true CFG's contexts)
     return {
         "sample": [seeds[r % count] for r in range(rows)],
         "condition": [condition_key(conditions[r % count]) for r in range(rows)],

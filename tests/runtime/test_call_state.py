@@ -122,3 +122,24 @@ def test_true_cfg_call_reports_every_context(built):
     assert set(stats.summary()["contexts"]) == {"cond", "uncond"}
     _call(pipe, "flux", steps=4)  # no true CFG: one context again
     assert not cachepilot.last_stats(pipe).contexts and cachepilot.last_stats(pipe).batch_size == 2
+
+
+def test_true_cfg_contexts_share_one_decision_per_step(built):
+    """The "uncond" context takes the actions the "cond" context decided at the same step (as batched CFG
+    copies share one): the policy decides once per step, the two contexts' decisions are identical."""
+    from cachepilot.policies.baselines import Threshold
+
+    class Counting(Threshold):
+        decided = 0
+
+        def decide(self, obs):
+            Counting.decided += 1
+            return super().decide(obs)
+
+    pipe = DiffusionPipeline.from_pretrained(built["flux"], local_files_only=True)
+    cachepilot.enable(pipe, policy=Counting(0.05), predictor="taylor:1")
+    _call(pipe, "flux", steps=6, negative_prompt=["", ""], true_cfg_scale=2.0)
+    stats = cachepilot.last_stats(pipe)
+    assert Counting.decided == 6
+    assert torch.equal(stats.contexts["cond"].decisions, stats.contexts["uncond"].decisions)
+    assert 0 < stats.compute_fraction < 1

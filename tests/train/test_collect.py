@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from diffusers import DiTTransformer2DModel
@@ -78,3 +80,23 @@ def test_a_truncated_shard_is_a_clear_error(collection, tmp_path):
     arrow.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_collection(copy)
+
+
+def test_true_cfg_calls_are_collected_as_cfg_copies(tmp_path):
+    """Flux true CFG calls its transformer twice per step ("cond", "uncond"): each step's two calls become the
+    batch's two CFG copies, with true residuals."""
+    from cachepilot.loading import load_pipeline
+
+    from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
+
+    pipe = load_pipeline(build_tiny_pipeline("flux", tmp_path / "flux"))
+    kwargs = {**call_kwargs("flux"), "negative_prompt": "", "true_cfg_scale": 2.0}
+    config = CollectConfig(samples_per_policy=2, steps=3, call_kwargs=kwargs, policies=["always", "fixed:2"],
+                           conditions=[{"prompt": "a red circle"}, {"prompt": "a blue square"}], num_shards=1,
+                           batch_size=2)
+    collect(pipe, tmp_path / "data", config, progress=False)
+    data = load_collection(tmp_path / "data")
+    assert len(data) == 2 * 2 * 2  # policies x samples x contexts
+    assert sorted({int(c) for c in data["cfg_copy"]}) == [0, 1]
+    hidden = torch.as_tensor(np.asarray(data[0]["hidden"], dtype=np.float32))
+    assert hidden.shape[0] == 3 and torch.isfinite(hidden).all()
