@@ -244,9 +244,11 @@ class CacheEngine:
             if sub_out is not None:
                 new_hidden[computed_rows] = sub_out["hidden_states"]
                 residual = sub_out["hidden_states"] - plan.sub_call["hidden_states"]
+                rows = hidden.shape[0]
                 for name, value in sub_out.items():  # other streams: computed rows updated, others pass
                     if name != "hidden_states" and value is not None and out.get(name) is not None:
-                        merged = out[name].clone()
+                        base = out[name]  # one row for the whole batch (a negative prompt "" under true CFG)
+                        merged = (base if base.shape[0] == rows else base.expand(rows, *base.shape[1:])).clone()
                         merged[computed_rows] = value
                         out[name] = merged
 

@@ -143,3 +143,16 @@ def test_true_cfg_contexts_share_one_decision_per_step(built):
     assert Counting.decided == 6
     assert torch.equal(stats.contexts["cond"].decisions, stats.contexts["uncond"].decisions)
     assert 0 < stats.compute_fraction < 1
+
+
+def test_true_cfg_with_one_negative_prompt_for_the_batch(built):
+    """`negative_prompt=""` (one string for a batch of prompts) gives the "uncond" context a text stream of one
+    row; steps where one sample computes and the other skips still merge the streams."""
+    from cachepilot.policies.baselines import Schedule
+
+    pipe = DiffusionPipeline.from_pretrained(built["flux"], local_files_only=True)
+    cachepilot.enable(pipe, policy=Schedule([[1, 1, 0, 1], [1, 0, 1, 1]]), predictor="taylor:1")
+    images = _call(pipe, "flux", steps=4, negative_prompt="", true_cfg_scale=2.0)
+    stats = cachepilot.last_stats(pipe)
+    assert np.isfinite(images).all() and set(stats.contexts) == {"cond", "uncond"}
+    assert stats.computes_per_sample.tolist() == [3, 3, 3, 3]  # (context, sample) columns
