@@ -20,9 +20,18 @@ class ResidualHistory:
         self.count: torch.Tensor | None = None      # (rows,) long, how many entries are valid
 
     def update(self, rows: torch.Tensor, step: int, residual: torch.Tensor) -> None:
-        """Push `residual` (len(rows), *feature) computed at `step` for the given batch rows."""
+        """Push `residual` (len(rows), *feature) computed at `step` for the given batch rows (ascending, as the
+        engine gives them)."""
         if self.residuals is None:
             raise RuntimeError("ResidualHistory.update before allocate()")
+        if rows.numel() == self.residuals.shape[1]:  # every row computed (rows in order): plain copies, no gathers
+            if self.size > 1:
+                self.residuals[1:] = self.residuals[:-1].clone()
+                self.steps[1:] = self.steps[:-1].clone()
+            self.residuals[0].copy_(residual)
+            self.steps[0].fill_(float(step))
+            self.count.add_(1).clamp_(max=self.size)
+            return
         if self.size > 1:
             self.residuals[1:, rows] = self.residuals[:-1, rows].clone()
             self.steps[1:, rows] = self.steps[:-1, rows].clone()
