@@ -172,17 +172,18 @@ def evaluate(
 
 
 def bench_conditions(pipe, prompts: str | Path | None, cache: Path | None) -> tuple[list[dict], str]:
-    """What the bench samples: the evaluation split of --prompts, else of the cache's recorded conditions,
-    else every class of a class-conditional pipeline (with held-out seeds)."""
+    """What the bench samples: the evaluation split of --prompts, else the scenes pipeline's held-out prompts,
+    else the evaluation split of the cache's recorded conditions, else every class of a class-conditional
+    pipeline (with held-out seeds)."""
     from cachepilot.conditions import ConditionSplit, load_conditions, split_conditions
     from cachepilot.train.fit import _conditions_for
 
     if prompts is not None:
         evaluation = split_conditions(load_conditions(prompts)).evaluation
+    elif default_conditions(pipe) is not None:  # the scenes pipeline: prompts of colour/shape pairs never trained on
+        return default_conditions(pipe), "scenes held-out prompts (evaluation_prompts(256, seed=0))"
     elif cache is not None and (Path(cache) / "conditions.json").exists():
         evaluation = ConditionSplit.from_json(json.loads((Path(cache) / "conditions.json").read_text())).evaluation
-    elif default_conditions(pipe) is not None:  # the scenes pipeline: its held-out prompts
-        return default_conditions(pipe), "scenes held-out prompts (evaluation_prompts(256, seed=0))"
     else:
         evaluation = _conditions_for(pipe, None)
     return list(evaluation.conditions), evaluation.source

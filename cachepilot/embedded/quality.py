@@ -17,7 +17,7 @@ import torch
 from cachepilot.checkpoints import CHECKPOINTS_DIR
 
 SCENES_DIR = CHECKPOINTS_DIR / "scenes-flux"
-SCENES_TRUE_CFG = 3.0  # the guidance the scenes pipeline is demonstrated and benched at (its sweep's best)
+SCENES_TRUE_CFG = 4.0  # the guidance the scenes pipeline is demonstrated and benched at (best of its sweep)
 
 Quality = Callable[[torch.Tensor, list[dict]], dict]
 

@@ -290,13 +290,14 @@ _README = """# scenes-flux — the embedded text-to-image model of the scenes (i
 An **unmodified** diffusers `FluxPipeline`, tiny, trained from scratch offline on CPU on the procedural
 captioned 32x32 scenes (`cachepilot.embedded.scenes.data`, training split: no held-out colour/shape pair).
 Built by `cachepilot.embedded.scenes.pipeline.build_scenes_flux`, trained by
-`python -m cachepilot.embedded.scenes.train` ({command}).
+
+    {command}
 
 Load: `DiffusionPipeline.from_pretrained("checkpoints/scenes-flux", local_files_only=True)` (float32) or
 `cachepilot.loading.load_pipeline("checkpoints/scenes-flux")`. Call:
 
     pipe(prompts, height=32, width=32, max_sequence_length=16, num_inference_steps=20,
-         negative_prompt="", true_cfg_scale=3.0, output_type="pt")
+         negative_prompt="", true_cfg_scale=4.0, output_type="pt")
 
 `max_sequence_length=16` matters: FluxPipeline's default of 512 pads the T5 tokens to 512, never seen in training.
 True CFG (`true_cfg_scale > 1` with `negative_prompt=""`) runs cond and uncond as two transformer calls per step;
@@ -440,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                            "seconds": prev.get("seconds", 0.0) + seconds, "last_loss": _last_loss(work)}
     command = "python -m cachepilot.embedded.scenes.train " + " ".join(argv if argv is not None else
                                                                         __import__("sys").argv[1:])
-    info["command"] = (info["command"] + "` then `" + command) if args.resume and info.get("command") else command
+    info["command"] = (info["command"] + "\n    " + command) if args.resume and info.get("command") else command
     export_pipeline(vae, module.text_encoder, module.text_encoder_2, module.transformer, out, config)
     info["params"] = {name: sum(p.numel() for p in m.parameters()) for name, m in (
         ("vae", vae), ("text_encoder", module.text_encoder), ("text_encoder_2", module.text_encoder_2),
