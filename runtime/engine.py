@@ -165,7 +165,8 @@ class CacheEngine:
         if first:  # nothing is cached yet: everyone computes, known without reading the device
             actions_host = torch.full((samples,), int(Action.COMPUTE))
         else:  # the step's one host sync: the actions, and whether the stack input is finite
-            finite = state.finite if state.finite is not None else torch.isfinite(hidden).all().view(1).long()
+            finite = state.finite if state.finite is not None else (  # one reduction: NaN / inf survive a sum
+                torch.isfinite(hidden.sum(dtype=torch.float32)).view(1).long())
             state.finite = None
             read = torch.cat([actions.long(), finite]).cpu()
             actions_host = read[:-1]
@@ -264,6 +265,8 @@ class CacheEngine:
             state.history.update(computed_rows, step, residual)
             if state.probe_ref is None:
                 state.probe_ref = hidden.clone()
+            elif plan.new_hidden is None:  # everyone computed: a plain copy, no gather / scatter
+                state.probe_ref.copy_(hidden)
             else:
                 state.probe_ref[computed_rows] = hidden[computed_rows]
             state.accumulated = torch.where(computed, 0.0, state.accumulated)

@@ -137,7 +137,7 @@ def test_true_cfg_contexts_share_one_decision_per_step(built):
             return super().decide(obs)
 
     pipe = DiffusionPipeline.from_pretrained(built["flux"], local_files_only=True)
-    cachepilot.enable(pipe, policy=Counting(0.05), predictor="taylor:1")
+    cachepilot.enable(pipe, policy=Counting(0.5), predictor="taylor:1")
     _call(pipe, "flux", steps=6, negative_prompt=["", ""], true_cfg_scale=2.0)
     stats = cachepilot.last_stats(pipe)
     assert Counting.decided == 6
