@@ -6,7 +6,8 @@ On the embedded digits pipeline, in one process, same seeds: the unhooked pipeli
 with `always` (no observation), `threshold:0` (observes the probe every step, computes every step) and the
 learned policy at compute 1.0 are timed in turn, round after round (the order rotating), and each is quoted as the ratio of its
 median wall time to the unhooked median. The outputs are checked equal to the unhooked ones (full compute is
-bit-exact), so the ratio is the hooks' cost alone. Wall and process CPU time are both quoted: on a shared
+bit-exact), so the ratio is the hooks' cost alone. A second unhooked copy ("unhooked-2") is timed the same
+way: its ratio is the measurement's own bias and noise on this machine. Wall and process CPU time are both quoted: on a shared
 machine the CPU time (one torch thread) is the steadier of the two.
 """
 
@@ -36,7 +37,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     base = load_pipeline()
     labels = [i % 10 for i in range(args.samples)]
-    pipes = {"unhooked": unhooked_twin(base)}
+    pipes = {"unhooked": unhooked_twin(base), "unhooked-2": unhooked_twin(base)}  # A/A control: the noise floor
     for spec in POLICIES:
         pipes[spec] = unhooked_twin(base)
         cachepilot.enable(pipes[spec], spec)
