@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/cachepilot generate --classes 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 \
 		--steps 50 --seed 0 --policy learned --speed 0.3 --out $(OUT)/grid_cached.png
 	$(BIN)/cachepilot generate --pipeline checkpoints/scenes-flux --prompts bench/prompts/scenes_demo.txt \
-		--steps 20 --seed 0 --policy fixed:2 --predictor taylor:2 --out $(OUT)/scenes_cached.png
+		--steps 20 --seed 0 --cache checkpoints/scenes-flux-cache --policy learned:0.4 --out $(OUT)/scenes_cached.png
 
 test: $(STAMP)
 	$(BIN)/pytest -q
