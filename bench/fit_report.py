@@ -36,7 +36,10 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
     bench = BenchConfig(samples=config.bench_samples, steps=config.steps, guidance=None,
                         seed=20_000, batch_size=config.batch_size, repeats=config.bench_repeats,
                         call_kwargs=config.call_kwargs)
-    rows = run_bench(pipe, methods, bench, conditions=list(evaluation.conditions))
+    from cachepilot.embedded.quality import embedded_quality
+
+    rows = run_bench(pipe, methods, bench, conditions=list(evaluation.conditions),
+                     quality=embedded_quality(pipe))  # the embedded models' judges; None for users' pipelines
     meta = {"samples": bench.samples, "steps": bench.steps, "conditions": evaluation.source,
             "evaluation_conditions": len(evaluation), "repeats": bench.repeats}
     write_report(rows, out / "bench", meta)
