@@ -10,6 +10,7 @@ import torch
 import torch._dynamo as dynamo
 
 import cachepilot
+from cachepilot.bench.compiled import compile_blocks
 from cachepilot.runtime.adapters import get_adapter
 
 from .tiny_models import FAMILIES, build, run
@@ -52,16 +53,6 @@ def _cached(family: str, compile_step=None, order: str = "after"):
     return model, out
 
 
-def _compile_blocks(model, backend):
-    """diffusers' regional compilation where the model names its repeated blocks, else `block.compile()` on
-    each block of the stack (what `compile_repeated_blocks` does)."""
-    if getattr(model, "_repeated_blocks", None):
-        model.compile_repeated_blocks(fullgraph=True, backend=backend, dynamic=False)
-    else:
-        for block in get_adapter(model).blocks(model):
-            block.compile(fullgraph=True, backend=backend, dynamic=False)
-
-
 @pytest.mark.parametrize(("family", "order"), [*((f, "after") for f in FAMILIES), ("flux", "before"),
                                              ("sd3", "before")])
 def test_regional_fullgraph_compile_before_or_after_enable(family, order):
@@ -70,7 +61,7 @@ def test_regional_fullgraph_compile_before_or_after_enable(family, order):
     ones, and `disable` gives the blocks their compiled calls back."""
     _, eager = _cached(family)
     backend = CountingBackend()
-    model, compiled = _cached(family, lambda m: _compile_blocks(m, backend), order)
+    model, compiled = _cached(family, lambda m: compile_blocks(m, backend=backend, dynamic=False), order)
     stats = cachepilot.last_stats(model)
     assert stats.compute_fraction == 0.5
     assert torch.equal(compiled, eager)
