@@ -52,7 +52,8 @@ class ResidualForecaster(ModelMixin, ConfigMixin):
         step: the step to forecast (scalar or (B,)); hidden, hidden_at_compute (B, N, D)."""
         k, batch = steps.shape
         scale = float(max(num_steps - 1, 1))
-        step = torch.as_tensor(step, dtype=steps.dtype, device=steps.device).expand(batch)
+        step = (step.to(steps.device, steps.dtype).expand(batch) if isinstance(step, torch.Tensor) else
+                torch.full((batch,), float(step), dtype=steps.dtype, device=steps.device))  # a fill: no host copy
         valid = torch.arange(k, device=steps.device)[:, None] < count[None, :]   # (K, B)
         gaps = (step[None] - steps) / scale * valid
         feats = torch.cat([step[:, None] / scale, gaps.T, valid.T.to(gaps.dtype)], dim=1)

@@ -256,8 +256,7 @@ class CacheEngine:
         if computed_rows.numel():
             if not state.history.allocated:
                 state.history.allocate(residual.new_zeros((hidden.shape[0], *residual.shape[1:])))
-            computed = torch.zeros(samples, dtype=torch.bool, device=hidden.device)
-            computed[plan.compute.to(hidden.device)] = True
+            computed = plan.actions == int(Action.COMPUTE)  # on the device already: no copy, no sync
             if self.policy.observes_probe:
                 tic = time.perf_counter()
                 self._update_drift(state, computed, computed_rows, residual, step)  # observation cost

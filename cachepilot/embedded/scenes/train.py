@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,23 +47,49 @@ def vae_loss(vae, images: torch.Tensor, generator: torch.Generator | None = None
     return F.mse_loss(recon, x) + VAE_KL_WEIGHT * posterior.kl().mean()
 
 
+class _SceneBatches(torch.utils.data.Dataset):
+    """Batch `i` = the training scenes of seed [seed, offset + i x stride]: deterministic whichever worker
+    renders it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, offset: int, stride: int = 1):
+        self.n, self.batch_size, self.seed, self.offset, self.stride = n, batch_size, seed, offset, stride
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        images, captions, _ = sample_scenes(self.batch_size, [self.seed, self.offset + i * self.stride])
+        return images, captions
+
+
+def _rendered_batches(n: int, batch_size: int, seed: int, offset: int, workers: int):
+    """The batches of `_SceneBatches` in order, rendered by `workers` processes (rendering is per-scene Python:
+    on a GPU it, not the model, is the bottleneck)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(_SceneBatches(n, batch_size, seed, offset), batch_size=None, num_workers=workers,
+                      prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
 def train_vae(config: sp.ScenesFluxConfig = sp.ScenesFluxConfig(), steps: int = 2000, batch_size: int = 32,
-              lr: float = 1e-3, seed: int = 0, max_seconds: float | None = None, progress: bool = True):
-    """A VAE trained on fresh training-split scenes (batch i = scenes seed [seed, 1000 + i]).
-    Returns (vae in eval mode with scaling_factor set, losses, info)."""
+              lr: float = 1e-3, seed: int = 0, max_seconds: float | None = None, progress: bool = True,
+              device: str = "cpu", workers: int = 0):
+    """A VAE trained on fresh training-split scenes (batch i = scenes seed [seed, 1000 + i]), on `device`,
+    scenes rendered by `workers` processes. Returns (vae on CPU in eval mode with scaling_factor set, losses,
+    info)."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
-    vae = sp.build_vae(config).train()
+    vae = sp.build_vae(config).to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100) * (
         0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)
     losses, start = [], time.time()
-    bar = tqdm(range(steps), desc="vae", disable=not progress, mininterval=5)
-    for i in bar:
-        images, _, _ = sample_scenes(batch_size, [seed, 1000 + i])
-        loss = vae_loss(vae, images, gen)
+    bar = tqdm(_rendered_batches(steps, batch_size, seed, 1000, workers), total=steps, desc="vae",
+               disable=not progress, mininterval=5)
+    for i, (images, _) in enumerate(bar):
+        loss = vae_loss(vae, images.to(device), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -73,7 +100,7 @@ def train_vae(config: sp.ScenesFluxConfig = sp.ScenesFluxConfig(), steps: int = 
             bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.5f}")
         if max_seconds is not None and time.time() - start > max_seconds:
             break
-    vae.eval()
+    vae = vae.cpu().eval()
     with torch.no_grad():
         images, _, _ = sample_scenes(512, [seed, 999_999])
         z = vae.encode(images * 2 - 1).latent_dist.mean
@@ -87,22 +114,38 @@ def train_vae(config: sp.ScenesFluxConfig = sp.ScenesFluxConfig(), steps: int = 
 
 @torch.no_grad()
 def build_latent_bank(vae, size: int = 32768, seed: int = 1, chunk: int = 1024, progress: bool = True,
-                      start: int = 0) -> dict:
+                      start: int = 0, workers: int = 0) -> dict:
     """Training scenes `start`..`size`: scaled latents (n, 4, 8, 8) (posterior means x scaling_factor, shift
-    0) and caption token ids (n, 16). Scenes are seeded per chunk, so a bank grown later from `start` is the
-    bank built at the larger size at once (`start` a multiple of `chunk`)."""
+    0) and caption token ids (n, 16), on CPU. Scenes are seeded per chunk, so a bank grown later from `start`
+    is the bank built at the larger size at once (`start` a multiple of `chunk`); `workers` processes render
+    them, the VAE encodes on its own device."""
     from tqdm.auto import tqdm
 
     tokenizer = build_tokenizer(sp.TEXT_LENGTH)
     latents, ids = [], []
     if start % chunk:
         raise ValueError(f"start {start} is not a multiple of chunk {chunk}")
-    for i in tqdm(range(start, size, chunk), desc="latent bank", disable=not progress, mininterval=5):
-        images, captions, _ = sample_scenes(min(chunk, size - i), [seed, i])
-        z = vae.encode(images * 2 - 1).latent_dist.mean
-        latents.append(((z - vae.config.shift_factor) * vae.config.scaling_factor).float())
-        ids.append(sp.tokenize(tokenizer, captions))
+    if size % chunk and size > start:  # the last chunk is short: render it on its own
+        full = start + (size - start) // chunk * chunk
+        head = build_latent_bank(vae, full, seed, chunk, progress, start, workers) if full > start else None
+        images, captions, _ = sample_scenes(size - full, [seed, full])
+        tail = _encode_bank(vae, images, captions, tokenizer)
+        return tail if head is None else {k: torch.cat([head[k], tail[k]]) for k in tail}
+    device = next(vae.parameters()).device
+    batches = torch.utils.data.DataLoader(_SceneBatches(size // chunk, chunk, seed, 0, chunk), batch_size=None,
+                                          num_workers=workers, sampler=range(start // chunk, size // chunk))
+    for images, captions in tqdm(batches, desc="latent bank", disable=not progress, mininterval=5):
+        bank = _encode_bank(vae, images.to(device), captions, tokenizer)
+        latents.append(bank["latents"])
+        ids.append(bank["ids"])
     return {"latents": torch.cat(latents), "ids": torch.cat(ids)}
+
+
+@torch.no_grad()
+def _encode_bank(vae, images: torch.Tensor, captions: list[str], tokenizer) -> dict:
+    z = vae.encode(images.to(next(vae.parameters()).device) * 2 - 1).latent_dist.mean
+    return {"latents": ((z - vae.config.shift_factor) * vae.config.scaling_factor).float().cpu(),
+            "ids": sp.tokenize(tokenizer, captions)}
 
 
 # ------------------------------------------------------------------------------------------ transformer
@@ -151,7 +194,7 @@ def _lightning_module():
 
     class ScenesFluxModule(pl.LightningModule):
         def __init__(self, config: dict, lr: float = 5e-4, warmup: int = 200, seed: int = 0,
-                     decay: dict | None = None):
+                     decay: dict | None = None, freeze_text: bool = False):
             super().__init__()
             self.save_hyperparameters()
             cfg = sp.ScenesFluxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
@@ -159,6 +202,9 @@ def _lightning_module():
             tokenizer = build_tokenizer(sp.TEXT_LENGTH)
             self.text_encoder, self.text_encoder_2 = sp.build_text_encoders(tokenizer, cfg)
             self.transformer = sp.build_transformer(cfg)
+            if freeze_text:  # the encoders stay at their random initialisation: the frozen-vs-joint comparison
+                self.text_encoder.requires_grad_(False)
+                self.text_encoder_2.requires_grad_(False)
             self.register_buffer("empty_ids", sp.tokenize(tokenizer, [""])[0], persistent=False)
 
         def training_step(self, batch, batch_idx):
@@ -169,7 +215,7 @@ def _lightning_module():
             return loss
 
         def configure_optimizers(self):
-            opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01, betas=(0.9, 0.99))
+            opt = torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr, weight_decay=0.01, betas=(0.9, 0.99))
             decay = self.hparams.get("decay")
             sched = torch.optim.lr_scheduler.LambdaLR(opt, learning_rate_factor(
                 self.hparams.warmup, decay["max_steps"], decay["max_seconds"]) if decay else
@@ -182,12 +228,14 @@ def _lightning_module():
 def train_transformer(bank: dict, work_dir: str | Path, config: sp.ScenesFluxConfig = sp.ScenesFluxConfig(),
                       steps: int = 4000, batch_size: int = 64, lr: float = 5e-4, seed: int = 0,
                       resume: bool = False, max_minutes: float | None = None, ema_decay: float = 0.999,
-                      checkpoint_every: int = 250, progress: bool = True, decay: bool = False):
-    """Fit transformer + text encoders on the latent bank with Lightning; returns (module, seconds).
-    `decay`: cosine learning-rate decay over this run (`learning_rate_factor`)."""
+                      checkpoint_every: int = 250, progress: bool = True, decay: bool = False,
+                      accelerator: str = "cpu", freeze_text: bool = False):
+    """Fit transformer + text encoders (or the transformer alone, `freeze_text`) on the latent bank with
+    Lightning; returns (module, seconds). `decay`: cosine learning-rate decay over this run
+    (`learning_rate_factor`); `accelerator`: Lightning's ("auto" takes a GPU when there is one)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
     work_dir = Path(work_dir)
     last = work_dir / "last.ckpt"
@@ -199,11 +247,12 @@ def train_transformer(bank: dict, work_dir: str | Path, config: sp.ScenesFluxCon
         done = torch.load(last, map_location="cpu", weights_only=False)["callbacks"].get("Timer", {}) if resume else {}
         seconds_left = max(max_minutes * 60 - done.get("time_elapsed", {}).get("train", 0.0), 1.0)
     module = _lightning_module()(config.to_dict(), lr=lr, seed=seed, decay={
-        "max_steps": steps, "max_seconds": seconds_left} if decay else None)
-    loader = DataLoader(TensorDataset(bank["latents"], bank["ids"]), batch_size=batch_size, shuffle=True,
-                        drop_last=True, num_workers=0)
+        "max_steps": steps, "max_seconds": seconds_left} if decay else None, freeze_text=freeze_text)
+    data = TensorDataset(bank["latents"], bank["ids"])  # one gather per batch, not one item at a time
+    loader = DataLoader(data, sampler=BatchSampler(RandomSampler(data), batch_size, drop_last=True),
+                        batch_size=None, num_workers=0)
     trainer = pl.Trainer(
-        max_steps=steps, max_time={"minutes": max_minutes} if max_minutes else None, accelerator="cpu",
+        max_steps=steps, max_time={"minutes": max_minutes} if max_minutes else None, accelerator=accelerator,
         devices=1, default_root_dir=work_dir, logger=pl.loggers.CSVLogger(work_dir, name="logs"),
         callbacks=[EMAWeightAveraging(decay=ema_decay, update_starting_at_step=100),
                    ModelCheckpoint(dirpath=work_dir, every_n_train_steps=checkpoint_every, save_last=True,
@@ -287,7 +336,7 @@ def evaluate(pipe, judge=None, n: int = 64, steps: int = 20, scales=(1.0, 2.0, 3
 
 _README = """# scenes-flux — the embedded text-to-image model of the scenes (issue 11)
 
-An **unmodified** diffusers `FluxPipeline`, tiny, trained from scratch offline on CPU on the procedural
+An **unmodified** diffusers `FluxPipeline`, tiny, trained from scratch offline ({where}) on the procedural
 captioned 32x32 scenes (`cachepilot.embedded.scenes.data`, training split: no held-out colour/shape pair).
 Built by `cachepilot.embedded.scenes.pipeline.build_scenes_flux`, trained by
 
@@ -307,7 +356,7 @@ the unconditional branch was trained with {dropout:.0%} caption dropout (caption
 
 {arch}
 
-## Training (this machine: 2 CPU cores shared with another job, 1 thread)
+## Training ({machine})
 
 {training}
 
@@ -323,7 +372,7 @@ References: the rendered ground-truth scenes of the eval prompts score {ref:.3f}
 {rows}
 
 Honest reading: the held-out prompts test compositional generalisation of a 2.3 M-parameter model trained for
-minutes on CPU; see the train-prompt column for how well it fits its own distribution.
+minutes; see the train-prompt column for how well it fits its own distribution.
 """
 
 
@@ -355,8 +404,9 @@ def write_readme(out_dir: Path, info: dict) -> None:
         f"(last logged loss {t.get('last_loss', float('nan')):.4f})",
         f"- evaluation: {info['evaluation_seconds'] / 60:.1f} min",
     ])
+    machine = info.get("machine", "2 CPU cores shared with another job, 1 thread")
     (out_dir / "README.md").write_text(_README.format(
-        command=info["command"], dropout=CAPTION_DROPOUT, total_params=sum(info["params"].values()),
+        where="on a GPU" if "GPU" in machine else "on CPU", machine=machine, command=info["command"], dropout=CAPTION_DROPOUT, total_params=sum(info["params"].values()),
         size_mb=info["size_mb"], arch=arch, training=training, n=ev["n"], steps=ev["steps"],
         ref=ev["reference_rendered_eval"], ref_vae=ev.get("reference_vae_eval", float("nan")), rows=rows))
 
@@ -397,8 +447,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the VAE trains and encodes the bank (default: cuda when available)")
+    p.add_argument("--accelerator", default="auto", help="Lightning's, for the transformer (default: auto)")
+    p.add_argument("--workers", type=int, default=0, help="processes rendering scenes for the VAE and the bank")
+    p.add_argument("--freeze-text-encoders", action="store_true",
+                   help="train the transformer alone, the text encoders frozen at initialisation")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from cachepilot.devices import check_device, check_lightning_hardware
+
+    check_device(args.device)
+    check_lightning_hardware(args.accelerator)
+    if torch.cuda.is_available():  # TF32 matmuls: the model is tiny, precision is not where its error is
+        torch.set_float32_matmul_precision("high")
     progress = not args.no_progress
     config = sp.ScenesFluxConfig()
     work, out = Path(args.work_dir), Path(args.out)
@@ -406,12 +468,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     info_path = work / "info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info["config"] = config.to_dict()
+    info["machine"] = (f"one {torch.cuda.get_device_name()} GPU, {os.cpu_count()} CPU cores"
+                       if torch.cuda.is_available() and args.device.startswith("cuda") else
+                       f"CPU, {os.cpu_count()} cores, {args.threads} torch thread(s)")
 
     if (work / "vae" / "config.json").is_file():
         vae = AutoencoderKL.from_pretrained(work / "vae", local_files_only=True).float().eval()
     else:
         vae, _, vinfo = train_vae(config, args.vae_steps, args.vae_batch_size, seed=0, progress=progress,
-                                  max_seconds=args.vae_minutes * 60 if args.vae_minutes else None)
+                                  max_seconds=args.vae_minutes * 60 if args.vae_minutes else None,
+                                  device=args.device, workers=args.workers)
         vae.save_pretrained(work / "vae")
         info["vae"] = vinfo
         info_path.write_text(json.dumps(info, indent=1))
@@ -422,20 +488,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         bank = torch.load(work / "bank.pt")
     if "bank" in locals() and len(bank["latents"]) < args.bank_size:  # grown: the first scenes are the same
         t = time.time()
-        more = build_latent_bank(vae, args.bank_size, progress=progress, start=len(bank["latents"]))
+        more = build_latent_bank(vae.to(args.device), args.bank_size, progress=progress, start=len(bank["latents"]),
+                                 workers=args.workers)
+        vae = vae.cpu()
         bank = {k: torch.cat([bank[k], more[k]]) for k in bank}
         torch.save(bank, work / "bank.pt")
         info["bank"] = {"size": args.bank_size, "seconds": info["bank"]["seconds"] + time.time() - t}
         info_path.write_text(json.dumps(info, indent=1))
     elif "bank" not in locals():
         t = time.time()
-        bank = build_latent_bank(vae, args.bank_size, progress=progress)
+        bank = build_latent_bank(vae.to(args.device), args.bank_size, progress=progress, workers=args.workers)
+        vae = vae.cpu()
         torch.save(bank, work / "bank.pt")
         info["bank"] = {"size": args.bank_size, "seconds": time.time() - t}
         info_path.write_text(json.dumps(info, indent=1))
 
     module, seconds = train_transformer(bank, work, config, args.steps, args.batch_size, args.lr, resume=args.resume,
-                                        max_minutes=args.max_minutes, progress=progress, decay=args.decay)
+                                        max_minutes=args.max_minutes, progress=progress, decay=args.decay,
+                                        accelerator=args.accelerator, freeze_text=args.freeze_text_encoders)
     prev = info.get("transformer", {}) if args.resume else {}
     info["transformer"] = {"steps": module.trained_steps, "batch_size": args.batch_size, "lr": args.lr,
                            "seconds": prev.get("seconds", 0.0) + seconds, "last_loss": _last_loss(work)}

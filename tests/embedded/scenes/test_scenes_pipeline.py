@@ -153,6 +153,31 @@ def test_a_grown_latent_bank_equals_one_built_at_once():
         st.build_latent_bank(vae, 8, chunk=4, progress=False, start=3)
 
 
+def test_rendering_workers_and_a_short_last_chunk_give_the_same_bank():
+    """Scenes are seeded per chunk, not per process: 2 rendering workers give the in-process bank, and a size
+    that is no multiple of the chunk ends with the first scenes of the next chunk's seed."""
+    vae = sp.build_vae(CFG).eval()
+    alone = st.build_latent_bank(vae, 8, chunk=4, progress=False)
+    workers = st.build_latent_bank(vae, 8, chunk=4, progress=False, workers=2)
+    assert torch.equal(workers["ids"], alone["ids"])
+    torch.testing.assert_close(workers["latents"], alone["latents"])
+    short = st.build_latent_bank(vae, 6, chunk=4, progress=False)
+    assert short["ids"].shape == (6, 16) and torch.equal(short["ids"], alone["ids"][:6])
+
+
+def test_frozen_text_encoders_are_left_out_of_the_optimiser():
+    """--freeze-text-encoders: the encoders get no gradient and the optimiser holds the transformer alone
+    (the EMA swap at the end of a short run would hide a weight comparison)."""
+    frozen = st._lightning_module()(CFG.to_dict(), freeze_text=True)
+    joint = st._lightning_module()(CFG.to_dict())
+    count = lambda module: sum(p.numel() for g in module.configure_optimizers()["optimizer"].param_groups
+                               for p in g["params"])
+    assert count(frozen) == sum(p.numel() for p in frozen.transformer.parameters())
+    assert count(joint) == sum(p.numel() for p in joint.parameters())
+    assert not any(p.requires_grad for p in frozen.text_encoder.parameters())
+    assert not any(p.requires_grad for p in frozen.text_encoder_2.parameters())
+
+
 def test_saved_pipeline_round_trips(saved):
     from diffusers import DiffusionPipeline, FluxPipeline
 
