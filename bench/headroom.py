@@ -11,24 +11,34 @@
    mostly consequences of the first (catching up on the budget), so the first is the one that says
    whether the observation tells "this sample should leave the schedule here".
 
+Any pipeline, as `cachepilot fit` / `cachepilot bench` take one: the samples are the bench's conditions
+(--prompts' evaluation split; the scenes pipeline's held-out prompts; the cache's evaluation split; every class
+of a class-conditional pipeline) with training seeds, the prior is the cache's searched schedules and the
+forecaster its learned head (the digits model: the shipped cache, 50 steps).
+
     python -m cachepilot.bench.headroom --samples 128 --sweeps 3
+    python -m cachepilot.bench.headroom --pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache \
+        --samples 64 --sweeps 2 --out runs/headroom-scenes.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import cachepilot
 from cachepilot.checkpoints import DEFAULT_CACHE
-from cachepilot.driver import unhooked_twin
+from cachepilot.conditions import ConditionSet
+from cachepilot.driver import SamplingDriver, caching, unhooked_twin
 from cachepilot.envs.caching_env import make_episodes
 from cachepilot.envs.references import relative_distance
-from cachepilot.embedded.digits.loading import load_pipeline
+from cachepilot.errors import InvalidInputError
 from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.prior import SchedulePrior
@@ -82,22 +92,46 @@ def deviation_auc(obs: torch.Tensor, computes: torch.Tensor, features: list[str]
         return auc(net(x_test[:, columns]).squeeze(1), y_test)
 
 
-@torch.no_grad()
-def image_gain(pipe, labels: list[int], latents: torch.Tensor, masks: torch.Tensor, baseline: torch.Tensor,
-               predictor) -> torch.Tensor:
-    """Per sample, dB by which `masks` beat `baseline` masks (relative image distance to full compute)."""
-    def images(policy=None):
-        if policy is not None:
-            cachepilot.enable(pipe, policy, predictor)
-        try:
-            return pipe(labels, num_inference_steps=masks.shape[1], latents=latents, output_type="pt").images
-        finally:
-            if policy is not None:
-                cachepilot.disable(pipe)
+@contextmanager
+def mixed_noise(pipe, weight: float, seed: int = 1):
+    """Within the block, the pipeline's initial noise x becomes sqrt(1 - weight^2) x + weight z, z drawn from a
+    fixed `seed`: diffusers pipelines draw their initial latents with `randn_tensor` of their own module (or of
+    a parent class's), which is wrapped here, so the mix is in the raw noise's layout, before any scaling or
+    packing, on any family."""
+    modules = {m.__name__: m for m in (sys.modules.get(c.__module__) for c in type(pipe).__mro__)
+               if m is not None and callable(getattr(m, "randn_tensor", None))}
+    if not modules:
+        raise InvalidInputError(f"{type(pipe).__name__} does not draw its noise with diffusers' randn_tensor: "
+                                "cannot perturb it")
+    originals = {name: module.randn_tensor for name, module in modules.items()}
 
-    reference = images()
-    return 20 * torch.log10(relative_distance(images(Schedule(baseline)), reference)
-                            / relative_distance(images(Schedule(masks)), reference))
+    def wrap(original):
+        def randn_tensor(shape, *args, generator=None, **kwargs):
+            noise = original(shape, *args, generator=generator, **kwargs)
+            other = original(shape, *args, generator=torch.Generator().manual_seed(seed), **kwargs)
+            return (1 - weight ** 2) ** 0.5 * noise + weight * other
+        return randn_tensor
+
+    for name, module in modules.items():
+        module.randn_tensor = wrap(originals[name])
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            module.randn_tensor = originals[name]
+
+
+@torch.no_grad()
+def image_gain(driver: SamplingDriver, conditions: list[dict], seeds: list[int], masks: torch.Tensor,
+               baseline: torch.Tensor, predictor, reference: torch.Tensor) -> torch.Tensor:
+    """Per sample, dB by which `masks` beat `baseline` masks (relative image distance to `reference`, the
+    full-compute images of the same noise). One call holds every sample, so mask rows stay with their samples."""
+    def images(rows: torch.Tensor) -> torch.Tensor:
+        with caching(driver.pipe, Schedule(rows), predictor):
+            return driver.sample(conditions, seeds).images
+
+    return 20 * torch.log10(relative_distance(images(baseline), reference)
+                            / relative_distance(images(masks), reference))
 
 
 def shuffle_within_budgets(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -111,56 +145,113 @@ def shuffle_within_budgets(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return perm
 
 
-def main() -> None:
+TIME_AND_BUDGET = ["step_fraction", "since_compute", "budget_left", "target", "computes_used", "prior_compute",
+                   "prior_budget_left"]
+
+
+def headroom(pipe, conditions: list[dict], seeds: list[int], targets: list[float], prior: SchedulePrior,
+             predictor: str, steps: int, call_kwargs: dict | None = None, sweeps: int = 3, perturb: float = 0.1,
+             progress: bool = True) -> dict:
+    """The figures (see the module doc) for sample i = (conditions[i], seeds[i], targets[i]) on `pipe` at `steps`
+    steps, the oracle starting from `prior`, every skipped step forecast with `predictor` (a spec)."""
+    samples = len(seeds)
+    episodes, _ = make_episodes(pipe, steps, predictor, None, None, prior,
+                                ConditionSet(tuple(conditions), "headroom samples"), call_kwargs)
+    prior_masks = episodes.prior.masks(targets, steps)
+    prior_distance = follow_masks(episodes, seeds, conditions, targets, prior_masks)
+    masks = oracle_masks(episodes, seeds, conditions, targets, sweeps=sweeps, shifts=(-1, 1), progress=progress)
+    oracle_distance, obs, actions, _ = follow_masks(episodes, seeds, conditions, targets, masks, record=True)
+    gain = 20 * torch.log10(prior_distance / oracle_distance)
+    computes = actions == Action.COMPUTE
+
+    # images through the same call, on a full-compute twin (the episodes' own pipe is driven by their agent)
+    driver = SamplingDriver(unhooked_twin(episodes.pipe), steps, episodes.driver.call_kwargs, batch_size=samples)
+    forecaster = make_predictor(predictor)
+    perm = shuffle_within_budgets(masks)
+    moved = perm != torch.arange(samples)
+    reference = driver.sample(conditions, seeds).images
+    with mixed_noise(driver.pipe, perturb):
+        perturbed_reference = driver.sample(conditions, seeds).images
+        perturbed_gain = image_gain(driver, conditions, seeds, masks, prior_masks, forecaster, perturbed_reference)
+    episodes.close()
+    return {
+        "samples": samples, "sweeps": sweeps,
+        "oracle_gain_db": gain.mean().item(),
+        "decisions_differing_from_prior": (computes != prior_masks.T).float().mean().item(),
+        "own_mask_gain_db":
+            image_gain(driver, conditions, seeds, masks, prior_masks, forecaster, reference)[moved].mean().item(),
+        "other_samples_mask_gain_db":
+            image_gain(driver, conditions, seeds, masks[perm], prior_masks, forecaster, reference)[moved].mean().item(),
+        f"own_mask_gain_db_noise_perturbed_{perturb:g}": perturbed_gain.mean().item(),
+        "first_deviation_auc_all_features": deviation_auc(obs, computes, list(FEATURES)),
+        "first_deviation_auc_time_and_budget_only": deviation_auc(obs, computes, TIME_AND_BUDGET),
+    }
+
+
+def _prior_and_predictor(pipe, cache: Path | None, prior: Path | None, predictor: str | None) -> tuple[Path, str]:
+    """The searched schedules (--prior, else the cache's) and the forecaster (--predictor, else the cache's
+    learned head, else taylor:1); the digits pipeline's cache is the shipped one."""
+    from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
+
+    if cache is None and isinstance(pipe, DigitsDiTPipeline):
+        cache = DEFAULT_CACHE
+    if prior is None:
+        if cache is None:
+            raise InvalidInputError(f"{type(pipe).__name__}: pass --cache DIR (a `cachepilot fit` directory) or "
+                                    "--prior FILE (a searched_schedules.json): the oracle starts from it")
+        prior = Path(cache) / "searched_schedules.json"
+    if predictor is None:
+        head = Path(cache) / "predictors" if cache is not None else None
+        predictor = f"learned:{head}" if head is not None and (head / "config.json").is_file() else "taylor:1"
+    return Path(prior), predictor
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from cachepilot.cli import _add_pipeline_args
+    from cachepilot.commands import bench_conditions
+    from cachepilot.embedded.quality import default_call_kwargs
+    from cachepilot.loading import load_pipeline
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--sweeps", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--prior", type=Path, default=DEFAULT_CACHE / "searched_schedules.json")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoising steps (default: the searched schedules' own, 50 for the digits model)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="a `cachepilot fit` directory: its searched_schedules.json is the prior, its learned "
+                             "forecaster the predictor (default for the digits model: the shipped cache)")
+    parser.add_argument("--prior", type=Path, default=None, help="searched_schedules.json (default: the cache's)")
+    parser.add_argument("--predictor", default=None, help="forecaster spec (default: the cache's learned head)")
     parser.add_argument("--perturb", type=float, default=0.1, help="noise mixed into the seeds' noise (0..1)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    args = parser.parse_args()
+    _add_pipeline_args(parser)
+    args = parser.parse_args(argv)
+    if args.samples < 4 or args.sweeps < 1:
+        raise InvalidInputError(f"--samples must be >= 4 and --sweeps >= 1, got {args.samples}, {args.sweeps}")
 
-    episodes, _ = make_episodes(load_pipeline(), args.steps, "learned", None, None,
-                                SchedulePrior.from_file(args.prior), None, None)
+    tic = time.perf_counter()
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    prior_path, predictor = _prior_and_predictor(pipe, args.cache, args.prior, args.predictor)
+    prior = SchedulePrior.from_file(prior_path)
+    steps = args.steps or int(json.loads(prior_path.read_text()).get("num_steps", 50))
+    call_kwargs = dict(args.call_kwargs or default_call_kwargs(pipe))
+    # the bench's conditions: --prompts' evaluation split, the scenes pipeline's held-out prompts, the cache's
+    # evaluation split, or every class of a class-conditional pipeline
+    pool, source = bench_conditions(pipe, args.prompts, args.cache)
     rng = np.random.default_rng(0)
     seeds = rng.integers(200_000, 300_000, args.samples).tolist()  # training seeds, as the policy's
-    labels = rng.integers(0, 10, args.samples).tolist()
-    conditions = [{"class_labels": label} for label in labels]
+    conditions = [pool[i] for i in rng.integers(0, len(pool), args.samples).tolist()]
     targets = rng.uniform(0.15, 0.55, args.samples).tolist()
-    prior = episodes.prior.masks(targets, args.steps)
-    prior_distance = follow_masks(episodes, seeds, conditions, targets, prior)
-    masks = oracle_masks(episodes, seeds, conditions, targets, sweeps=args.sweeps, shifts=(-1, 1))
-    oracle_distance, obs, actions, _ = follow_masks(episodes, seeds, conditions, targets, masks, record=True)
-    gain = 20 * torch.log10(prior_distance / oracle_distance)
-
-    computes = actions == Action.COMPUTE
-    pipe = unhooked_twin(episodes.pipe)  # the episodes' own pipe is driven by their agent
-    config = pipe.transformer.config
-    shape = (1, config.in_channels, config.sample_size, config.sample_size)
-    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])  # as start()
-    predictor = make_predictor("learned")
-    perm = shuffle_within_budgets(masks)
-    moved = perm != torch.arange(args.samples)
-    other = torch.randn(noise.shape, generator=torch.Generator().manual_seed(1))
-    perturbed = (1 - args.perturb ** 2) ** 0.5 * noise + args.perturb * other
-    time_budget = ["step_fraction", "since_compute", "budget_left", "target", "computes_used", "prior_compute",
-                   "prior_budget_left"]
-    figures = {
-        "samples": args.samples, "sweeps": args.sweeps,
-        "oracle_gain_db": gain.mean().item(),
-        "decisions_differing_from_prior": (computes != prior.T).float().mean().item(),
-        "own_mask_gain_db": image_gain(pipe, labels, noise, masks, prior, predictor)[moved].mean().item(),
-        "other_samples_mask_gain_db":
-            image_gain(pipe, labels, noise, masks[perm], prior, predictor)[moved].mean().item(),
-        f"own_mask_gain_db_noise_perturbed_{args.perturb:g}":
-            image_gain(pipe, labels, perturbed, masks, prior, predictor).mean().item(),
-        "first_deviation_auc_all_features": deviation_auc(obs, computes, list(FEATURES)),
-        "first_deviation_auc_time_and_budget_only": deviation_auc(obs, computes, time_budget),
-    }
+    figures = headroom(pipe, conditions, seeds, targets, prior, predictor, steps, call_kwargs, args.sweeps,
+                       args.perturb)
+    figures.update(pipeline=str(getattr(pipe, "name_or_path", None) or type(pipe).__name__),
+                   pipeline_class=type(pipe).__name__, conditions=source, steps=steps, call_kwargs=call_kwargs,
+                   prior=str(prior_path), predictor=predictor, threads=torch.get_num_threads(),
+                   wall_s=round(time.perf_counter() - tic, 1))
     print(json.dumps(figures, indent=2))
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
+    return figures
 
 
 if __name__ == "__main__":

@@ -100,11 +100,14 @@ class CachingEpisodes:
         """Final relative distance of a uniform schedule at each sample's budget (cached)."""
         keys = [(int(s), condition_key(c), int(n)) for s, c, n in zip(seeds, conditions, computes)]
         todo = {k: c for k, c in zip(keys, conditions) if k not in self._uniform}
-        if todo:
-            masks = torch.tensor([uniform_mask(self.num_steps, n) for _, _, n in todo])
+        items = list(todo.items())
+        size = self.driver.batch_size  # the driver splits larger calls: one Schedule per call, rows in call order
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            masks = torch.tensor([uniform_mask(self.num_steps, n) for (_, _, n), _ in chunk])
             with caching(self.pipe, Schedule(masks)):
-                final = self.driver.sample(list(todo.values()), [s for s, _, _ in todo]).latents
-            references = torch.stack([self.references.trajectory(s, c)[-1] for (s, _, _), c in todo.items()])
-            for key, d in zip(todo, relative_distance(final, references).tolist()):
+                final = self.driver.sample([c for _, c in chunk], [s for (s, _, _), _ in chunk]).latents
+            references = torch.stack([self.references.trajectory(s, c)[-1] for (s, _, _), c in chunk])
+            for (key, _), d in zip(chunk, relative_distance(final, references).tolist()):
                 self._uniform[key] = max(d, 1e-4)
         return torch.tensor([self._uniform[k] for k in keys])

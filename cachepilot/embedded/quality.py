@@ -23,9 +23,13 @@ Quality = Callable[[torch.Tensor, list[dict]], dict]
 
 
 def is_scenes_pipeline(pipe: Any) -> bool:
-    """The shipped scenes FluxPipeline (loaded from `checkpoints/scenes-flux`), not any FluxPipeline."""
+    """The shipped scenes FluxPipeline (loaded from `checkpoints/scenes-flux`, this checkout's or another's, e.g.
+    a git worktree's), not any FluxPipeline."""
     path = getattr(pipe, "name_or_path", None)
-    return bool(path) and Path(path).resolve() == SCENES_DIR.resolve()
+    if not path:
+        return False
+    resolved = Path(path).resolve()
+    return resolved == SCENES_DIR.resolve() or resolved.parts[-2:] == SCENES_DIR.parts[-2:]
 
 
 def embedded_quality(pipe: Any) -> Quality | None:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from cachepilot.bench.headroom import auc, deviation_examples, shuffle_within_budgets
@@ -26,3 +27,80 @@ def test_shuffle_within_budgets_pairs_equal_budgets():
     masks = torch.tensor([[1, 0, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1], [1, 0, 1]], dtype=torch.bool)
     perm = shuffle_within_budgets(masks)
     assert sorted(perm.tolist()) == list(range(5)) and torch.equal(masks[perm].sum(1), masks.sum(1))
+
+
+def _tiny_flux(tmp_path):
+    from cachepilot.loading import load_pipeline
+
+    from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
+
+    kwargs = {k: v for k, v in call_kwargs("flux").items() if k != "num_inference_steps"}
+    kwargs.update(true_cfg_scale=2.0, negative_prompt="")  # true CFG, as the scenes pipeline is sampled
+    return build_tiny_pipeline("flux", tmp_path / "flux"), load_pipeline, kwargs
+
+
+def test_mixed_noise_mixes_the_pipelines_own_noise_and_restores_it(tmp_path):
+    import sys
+
+    from cachepilot.bench.headroom import mixed_noise
+    from cachepilot.driver import SamplingDriver
+
+    path, load_pipeline, kwargs = _tiny_flux(tmp_path)
+    pipe = load_pipeline(path)
+    module = sys.modules[type(pipe).__module__]
+    original = module.randn_tensor
+    driver = SamplingDriver(pipe, 2, kwargs)
+    conditions, seeds = [{"prompt": "a red circle"}, {"prompt": "a blue square"}], [3, 4]
+    plain = driver.sample(conditions, seeds).latents
+    with mixed_noise(pipe, 0.0):
+        assert torch.equal(driver.sample(conditions, seeds).latents, plain)
+    with mixed_noise(pipe, 0.5):
+        noise = module.randn_tensor((2, 3), generator=[torch.Generator().manual_seed(s) for s in seeds])
+        mixed = driver.sample(conditions, seeds).latents
+    expected = 0.75 ** 0.5 * torch.cat([torch.randn((1, 3), generator=torch.Generator().manual_seed(s))
+                                        for s in seeds]) + 0.5 * torch.randn((2, 3), generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(noise, expected)
+    assert not torch.allclose(mixed, plain, atol=1e-3)
+    assert module.randn_tensor is original and torch.equal(driver.sample(conditions, seeds).latents, plain)
+
+
+def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
+    """The command on a user's pipeline: --pipeline, --prompts (evaluation split), --call-kwargs, --cache (its
+    searched schedules are the prior, their step count the default)."""
+    import json
+    import math
+
+    from cachepilot.bench.headroom import main
+
+    from ..tiny_pipelines import example_condition
+
+    path, _, kwargs = _tiny_flux(tmp_path)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(example_condition("flux", i)["prompt"] for i in range(24)) + "\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "searched_schedules.json").write_text(json.dumps({"num_steps": 8, "schedules": {
+        "0.3": {"mask": "10010001"}, "0.5": {"mask": "11010101"}}}))
+    out = tmp_path / "headroom.json"
+    figures = main(["--pipeline", str(path), "--prompts", str(prompts), "--call-kwargs", json.dumps(kwargs),
+                    "--cache", str(cache), "--samples", "6", "--sweeps", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
+    assert figures["pipeline_class"] == "FluxPipeline" and figures["steps"] == 8 and figures["samples"] == 6
+    assert figures["predictor"] == "taylor:1" and figures["call_kwargs"]["true_cfg_scale"] == 2.0
+    assert figures["conditions"].endswith("[evaluation]")
+    assert figures["oracle_gain_db"] >= 0  # the oracle only keeps moves that bring a sample closer
+    assert 0 < figures["decisions_differing_from_prior"] < 1
+    for key in ("own_mask_gain_db", "other_samples_mask_gain_db", "own_mask_gain_db_noise_perturbed_0.1"):
+        assert math.isfinite(figures[key]), key
+    for key in ("first_deviation_auc_all_features", "first_deviation_auc_time_and_budget_only"):
+        assert math.isnan(figures[key]) or 0 <= figures[key] <= 1, key
+
+
+def test_a_user_pipeline_needs_searched_schedules(tmp_path):
+    from cachepilot.bench.headroom import _prior_and_predictor
+    from cachepilot.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="--cache"):
+        _prior_and_predictor(object(), None, None, None)
+    prior, predictor = _prior_and_predictor(object(), tmp_path, None, None)
+    assert prior == tmp_path / "searched_schedules.json" and predictor == "taylor:1"

@@ -1,6 +1,8 @@
 """The embedded models' own figures in the commands: the scenes pipeline is recognised by its directory, gets
 its trained call and held-out prompts by default, and `generate` reports its prompt adherence."""
 
+from types import SimpleNamespace
+
 import torch
 
 from cachepilot.embedded.quality import (
@@ -20,6 +22,10 @@ def test_only_the_shipped_scenes_pipeline_is_recognised(tmp_path):
     assert all(any(f"{c} {s}" in p for c, s in HELD_OUT_PAIRS) for p in prompts)  # held-out pairs only
     other = load_pipeline(build_tiny_pipeline("flux", tmp_path / "flux"))
     assert not is_scenes_pipeline(other)
+    # the same checkpoint in another checkout (a git worktree's) is the scenes pipeline too; other directories not
+    assert is_scenes_pipeline(SimpleNamespace(name_or_path="/elsewhere/checkpoints/scenes-flux"))
+    assert not is_scenes_pipeline(SimpleNamespace(name_or_path="/elsewhere/runs/scenes-flux"))
+    assert not is_scenes_pipeline(SimpleNamespace(name_or_path=None))
     assert default_call_kwargs(other) == {} and default_conditions(other) is None
     assert embedded_quality(other) is None
 

@@ -129,3 +129,18 @@ def test_observation_carries_the_prior_and_the_residual_drift(pipe):
     assert seen[:, FEATURES.index("prior_compute")].tolist() == [1, 0, 1, 0]
     drift = seen[:, FEATURES.index("drift")]
     assert drift[0] == 0 and drift[1] == 0 and (drift[2:] > 0).all()  # known after two computes
+
+
+def test_episodes_start_more_samples_than_the_drivers_batch(pipe):
+    """The uniform-schedule errors that scale the reward follow the driver's split into batches (a Schedule of
+    every sample given to a call of `batch_size` of them was refused before)."""
+    from cachepilot.envs.episodes import CachingEpisodes
+
+    seeds, conditions, targets = [1, 2, 3], [{"class_labels": c} for c in (0, 4, 8)], [0.3, 0.5, 0.4]
+    small = CachingEpisodes(SamplingDriver(unhooked_twin(pipe), 6, batch_size=2), "taylor:1")
+    whole = CachingEpisodes(SamplingDriver(unhooked_twin(pipe), 6), "taylor:1")
+    small.start(seeds, conditions, targets)
+    whole.start(seeds, conditions, targets)
+    assert torch.allclose(small.scale, whole.scale, rtol=1e-4) and (small.scale > 1e-4).all()
+    small.close()
+    whole.close()
