@@ -8,7 +8,8 @@ learned policy at compute 1.0 are timed in turn, round after round (the order ro
 median wall time to the unhooked median. The outputs are checked equal to the unhooked ones (full compute is
 bit-exact), so the ratio is the hooks' cost alone. A second unhooked copy ("unhooked-2") is timed the same
 way: its ratio is the measurement's own bias and noise on this machine. Wall and process CPU time are both quoted: on a shared
-machine the CPU time (one torch thread) is the steadier of the two.
+machine the CPU time (one torch thread) is the steadier of the two, and its median of per-round ratios (each side over the
+unhooked run of the same round) the steadiest: load that drifts over minutes hits both sides of a pair alike.
 """
 
 from __future__ import annotations
@@ -61,15 +62,21 @@ def main(argv=None) -> dict:
             walls[name].append(time.perf_counter() - tic)
             cpus[name].append(time.process_time() - cpu_tic)
     base_wall, base_cpu = statistics.median(walls["unhooked"]), statistics.median(cpus["unhooked"])
+    # Paired: each round's time over the same round's unhooked time, then the median over rounds. Load that
+    # drifts over minutes hits both sides of a pair alike, so this is the steadier figure on a shared machine.
+    paired = {name: statistics.median(c / b - 1 for c, b in zip(cpus[name], cpus["unhooked"]))
+              for name in pipes if name != "unhooked"}
     result = {"samples": args.samples, "steps": args.steps, "repeats": args.repeats,
               "threads": torch.get_num_threads(),
               "median_s": {name: statistics.median(w) for name, w in walls.items()}, "walls_s": walls,
               "overhead": {name: statistics.median(w) / base_wall - 1 for name, w in walls.items() if name != "unhooked"},
               "cpu_s": cpus, "cpu_overhead": {name: statistics.median(c) / base_cpu - 1 for name, c in cpus.items()
                                               if name != "unhooked"},
+              "cpu_overhead_paired": paired,
               "compute_fraction_learned": cachepilot.last_stats(pipes["learned@1.0"]).compute_fraction}
     for name, over in result["overhead"].items():
-        print(f"{name:>12}: {100 * over:+.2f} % wall, {100 * result['cpu_overhead'][name]:+.2f} % CPU time vs unhooked "
+        print(f"{name:>12}: {100 * over:+.2f} % wall, {100 * result['cpu_overhead'][name]:+.2f} % CPU time, "
+              f"{100 * paired[name]:+.2f} % CPU time paired by round vs unhooked "
               f"(median wall {result['median_s'][name]:.3f} s, unhooked {base_wall:.3f} s)")
     if args.out:
         with open(args.out, "w") as f:

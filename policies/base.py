@@ -15,10 +15,13 @@ class CachePolicy(ABC):
 
     The engine forces COMPUTE for samples with nothing cached, whatever the policy says.
     `observes_probe = False` (schedules fixed in advance) spares the engine the probe's reductions: the
-    observation's `change`, `accumulated` and `drift` are then zeros.
+    observation's `change`, `accumulated` and `drift` are then zeros. `observes_drift = False` (a policy
+    that reads the probe's change only) spares it the residual's: one more reduction over the stream at
+    every compute, and `drift` stays zeros.
     """
 
     observes_probe: bool = True
+    observes_drift: bool = True
 
     def reset(self, num_steps: int, batch_size: int) -> None:
         """Called at the first step of every generation call."""

@@ -51,6 +51,8 @@ class Threshold(CachePolicy):
     and moves when the latents move. delta = 0 computes every step.
     """
 
+    observes_drift = False  # the probe's change only
+
     def __init__(self, delta: float):
         if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not delta >= 0 or delta == float("inf"):
             raise InvalidInputError(f"Threshold: delta must be a finite number >= 0, got {delta!r}")

@@ -20,7 +20,7 @@ from cachepilot.errors import CheckpointError, InvalidInputError
 from cachepilot.finite import check_finite_weights
 from cachepilot.policies.base import CachePolicy
 from cachepilot.policies.budget import budget_computes, budget_masks
-from cachepilot.policies.features import FEATURES, observation_features
+from cachepilot.policies.features import FEATURES, FeatureBuilder
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.fingerprint import check_fingerprint
@@ -126,12 +126,13 @@ class LearnedPolicy(CachePolicy):
         self.allowed = torch.full((batch_size,), budget_computes(self.target, num_steps), device=device)
         self.prior_masks = self.prior.masks([self.target] * batch_size, num_steps).to(device)
         self.target_tensor = torch.tensor(self.target, device=device)  # once per call, not per step
+        self.features = FeatureBuilder(self.target_tensor, self.allowed, self.prior_masks)
+        self.dtype = next(self.actor.parameters()).dtype
 
     @torch.no_grad()
     def decide(self, obs: Observation) -> torch.Tensor:
         allowed = self.allowed
-        features = observation_features(obs, self.target_tensor, allowed, self.prior_masks)
-        logits = self.actor(features.to(next(self.actor.parameters()).dtype))
+        logits = self.actor(self.features(obs).to(self.dtype))
         logits = logits.masked_fill(~budget_masks(obs, allowed), float("-inf"))
         return logits.argmax(1)
 

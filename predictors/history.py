@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from cachepilot.runtime.layout import zeros_stacked_like
+
 
 class ResidualHistory:
     def __init__(self, size: int):
@@ -25,23 +27,24 @@ class ResidualHistory:
         if self.residuals is None:
             raise RuntimeError("ResidualHistory.update before allocate()")
         if rows.numel() == self.residuals.shape[1]:  # every row computed (rows in order): plain copies, no gathers
-            if self.size > 1:
-                self.residuals[1:] = self.residuals[:-1].clone()
-                self.steps[1:] = self.steps[:-1].clone()
+            for older in range(self.size - 1, 0, -1):  # oldest first: each entry copied once, no temporary
+                self.residuals[older].copy_(self.residuals[older - 1])
+                self.steps[older].copy_(self.steps[older - 1])
             self.residuals[0].copy_(residual)
             self.steps[0].fill_(float(step))
             self.count.add_(1).clamp_(max=self.size)
             return
+        # index_select / index_copy_: advanced indexing costs several times more on CPU
         if self.size > 1:
-            self.residuals[1:, rows] = self.residuals[:-1, rows].clone()
-            self.steps[1:, rows] = self.steps[:-1, rows].clone()
-        self.residuals[0, rows] = residual.to(self.residuals.dtype)
-        self.steps[0, rows] = float(step)
-        self.count[rows] = (self.count[rows] + 1).clamp(max=self.size)
+            self.residuals[1:].index_copy_(1, rows, self.residuals[:-1].index_select(1, rows))
+            self.steps[1:].index_copy_(1, rows, self.steps[:-1].index_select(1, rows))
+        self.residuals[0].index_copy_(0, rows, residual.to(self.residuals.dtype))
+        self.steps[0].index_fill_(0, rows, float(step))
+        self.count.index_copy_(0, rows, (self.count.index_select(0, rows) + 1).clamp(max=self.size))
 
     def allocate(self, like: torch.Tensor) -> None:
         """Size the buffers after the first residual's shape (rows, *feature)."""
-        self.residuals = like.new_zeros((self.size, *like.shape))
+        self.residuals = zeros_stacked_like(like, self.size)  # laid out as the residuals: plain copies in
         self.steps = torch.zeros((self.size, like.shape[0]), device=like.device)
         self.count = torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
 

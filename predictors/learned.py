@@ -119,7 +119,7 @@ class Learned(Predictor):
             raise ValueError("the learned predictor needs the engine's ForecastContext")
         r, s, count = history.residuals, history.steps, history.count
         if rows is not None:
-            r, s, count = r[:, rows], s[:, rows], count[rows]
+            r, s, count = r.index_select(1, rows), s.index_select(1, rows), count.index_select(0, rows)
         return self.model(r, s, count, float(step), context.num_steps, context.hidden, context.hidden_at_compute)
 
     def spec(self) -> str:

@@ -29,7 +29,7 @@ class Taylor(Predictor):
     ) -> torch.Tensor:
         r, s, count = history.residuals, history.steps, history.count
         if rows is not None:
-            r, s, count = r[:, rows], s[:, rows], count[rows]
+            r, s, count = r.index_select(1, rows), s.index_select(1, rows), count.index_select(0, rows)
         forecast = r[0]
         if self.order == 0:
             return forecast.clone()

@@ -38,8 +38,8 @@ Streams = dict[str, Any]
 
 def _relative_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-row mean |a - b| / mean |b| over all non-batch dimensions."""
-    dims = tuple(range(1, a.ndim))
-    return (a - b).abs().float().mean(dims) / b.abs().float().mean(dims).clamp(min=1e-8)
+    difference, reference = l1_sums(a, b)
+    return difference / reference.clamp(min=1e-8 * a[0].numel())
 
 
 class EngineState(BaseState):
@@ -216,12 +216,13 @@ class CacheEngine:
                 new_hidden = hidden + cached.to(hidden.dtype)
                 continue
             r = self._rows(idx, state).to(device)
+            hidden_rows = hidden.index_select(0, r)
             if action == Action.REUSE:
-                cached = state.history.residuals[0, r]
+                cached = state.history.residuals[0].index_select(0, r)
             else:
-                context = ForecastContext(state.num_steps, hidden[r], state.probe_ref[r])
+                context = ForecastContext(state.num_steps, hidden_rows, state.probe_ref.index_select(0, r))
                 cached = self.predictor.predict(state.history, step, r, context)
-            new_hidden[r] = hidden[r] + cached.to(hidden.dtype)
+            new_hidden.index_copy_(0, r, hidden_rows + cached.to(hidden.dtype))
         state.seconds["predictor"] += time.perf_counter() - tic
         return new_hidden
 
@@ -243,31 +244,33 @@ class CacheEngine:
             new_hidden = plan.new_hidden
             residual = hidden.new_zeros((0, *hidden.shape[1:]))
             if sub_out is not None:
-                new_hidden[computed_rows] = sub_out["hidden_states"]
+                new_hidden.index_copy_(0, computed_rows, sub_out["hidden_states"])
                 residual = sub_out["hidden_states"] - plan.sub_call["hidden_states"]
                 rows = hidden.shape[0]
                 for name, value in sub_out.items():  # other streams: computed rows updated, others pass
                     if name != "hidden_states" and value is not None and out.get(name) is not None:
                         base = out[name]  # one row for the whole batch (a negative prompt "" under true CFG)
                         merged = (base if base.shape[0] == rows else base.expand(rows, *base.shape[1:])).clone()
-                        merged[computed_rows] = value
+                        merged.index_copy_(0, computed_rows, value.to(merged.dtype))
                         out[name] = merged
 
         if computed_rows.numel():
             if not state.history.allocated:
-                state.history.allocate(residual.new_zeros((hidden.shape[0], *residual.shape[1:])))
+                # laid out as the residuals (the stack's output layout, often not its input's): plain copies in
+                full = residual.shape[0] == hidden.shape[0]
+                state.history.allocate(residual if full else torch.zeros_like(hidden, dtype=residual.dtype))
             computed = plan.actions == int(Action.COMPUTE)  # on the device already: no copy, no sync
-            if self.policy.observes_probe:
+            if self.policy.observes_probe and self.policy.observes_drift:
                 tic = time.perf_counter()
                 self._update_drift(state, computed, computed_rows, residual, step)  # observation cost
                 state.seconds["policy"] += time.perf_counter() - tic
             state.history.update(computed_rows, step, residual)
-            if state.probe_ref is None:
-                state.probe_ref = hidden.clone()
-            elif plan.new_hidden is None:  # everyone computed: a plain copy, no gather / scatter
-                state.probe_ref.copy_(hidden)
-            else:
-                state.probe_ref[computed_rows] = hidden[computed_rows]
+            # The stack input at each row's last compute. Everyone computed: the input itself (held, never
+            # written: `probe_prev` holds it too, and the next observation sees that both are one tensor).
+            if state.probe_ref is None or plan.new_hidden is None:
+                state.probe_ref = hidden
+            else:  # out of place: the tensor held may be an earlier step's input
+                state.probe_ref = state.probe_ref.index_copy(0, computed_rows, hidden.index_select(0, computed_rows))
             state.accumulated = torch.where(computed, 0.0, state.accumulated)
             state.since_compute = torch.where(computed, 0, state.since_compute)
             state.computes = state.computes + computed.long()
@@ -289,7 +292,8 @@ class CacheEngine:
             change, step_change = (r.view(copies, samples).mean(0) for r in self._reduce_changes(state, hidden))
         elif state.probe_ref is not None and self.policy.observes_probe:
             change = _relative_l1(hidden, state.probe_ref).view(copies, samples).mean(0)
-            step_change = _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0)
+            step_change = change if state.probe_prev is state.probe_ref else (  # everyone computed last step
+                _relative_l1(hidden, state.probe_prev).view(copies, samples).mean(0))
         else:
             change = step_change = hidden.new_zeros(samples, dtype=torch.float32)
         return Observation(state.step, state.num_steps, change, state.accumulated + step_change,
@@ -302,9 +306,14 @@ class CacheEngine:
         stack residual since its previous compute, per step — how fast its cache goes stale (one
         reduction over the computing rows; 0 until the sample has computed twice)."""
         history = state.history
-        previous, previous_step = history.residuals[0, computed_rows], history.steps[0, computed_rows]
+        if computed_rows.numel() == history.count.shape[0]:  # every row: views, no gathers
+            previous, previous_step, count = history.residuals[0], history.steps[0], history.count
+        else:
+            previous = history.residuals[0].index_select(0, computed_rows)
+            previous_step = history.steps[0].index_select(0, computed_rows)
+            count = history.count.index_select(0, computed_rows)
         gap = (step - previous_step).clamp(min=1.0)
-        valid = history.count[computed_rows] > 0
+        valid = count > 0
         if self.reducer is not None:  # context parallel: the next step's all-reduce completes it
             state.drift_pending = (l1_sums(residual, previous), gap, valid, computed, computed_rows)
             return
@@ -313,8 +322,8 @@ class CacheEngine:
     def _set_drift(self, state: EngineState, relative: torch.Tensor, gap: torch.Tensor, valid: torch.Tensor,
                    computed: torch.Tensor, computed_rows: torch.Tensor) -> None:
         per_row = (relative / gap).where(valid, 0.0)
-        all_rows = per_row.new_zeros(state.copies * state.samples)
-        all_rows[computed_rows] = per_row
+        rows = state.copies * state.samples
+        all_rows = per_row if computed_rows.numel() == rows else per_row.new_zeros(rows).index_copy_(0, computed_rows, per_row)
         state.drift = torch.where(computed, all_rows.view(state.copies, state.samples).mean(0), state.drift)
 
     def _reduce_changes(self, state: EngineState, hidden: torch.Tensor) -> list[torch.Tensor]:

@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from diffusers.hooks import HookRegistry
 
+from cachepilot.runtime.layout import memory_order, rows_flat
+
 try:
     from diffusers.hooks.context_parallel import ContextParallelSplitHook
 except ImportError:  # a diffusers without context parallelism
@@ -28,8 +30,9 @@ except ImportError:  # a diffusers without context parallelism
 def l1_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(2, rows) float32: per-row sum |a - b| and sum |b| over the non-batch dims. Sums add across sequence
     shards, means do not."""
-    dims = tuple(range(1, a.ndim))
-    return torch.stack([(a - b).abs().float().sum(dims), b.abs().float().sum(dims)])
+    order = memory_order(a)  # rows read in a's memory order: views, not copies, of a transposed stream
+    a, b = rows_flat(a, order), rows_flat(b, order)
+    return torch.stack([torch.sub(a, b).abs_().sum(1, dtype=torch.float32), b.abs().sum(1, dtype=torch.float32)])
 
 
 def context_parallel_group(model: torch.nn.Module | None) -> dist.ProcessGroup | None:

@@ -104,3 +104,43 @@ def test_unsupported_model_names_the_supported_ones():
                        norm_num_groups=4)
     with pytest.raises(UnsupportedModelError, match="UNet2DModel.*DiTTransformer2DModel.*FluxTransformer2DModel"):
         cachepilot.enable(unet, "fixed:2")
+
+
+class Recorder(CachePolicy):
+    """Computes every other step and records what it observed."""
+
+    def __init__(self, observes_drift: bool = True):
+        self.observes_drift = observes_drift
+        self.seen = []
+
+    def decide(self, obs):
+        self.seen.append(obs)
+        return torch.full((obs.batch_size,), int(Action.COMPUTE if obs.step % 2 == 0 else Action.REUSE))
+
+
+def test_observation_change_and_drift_follow_their_definitions():
+    model, x, kwargs = build("dit", batch=2)
+    inputs, outputs = [], []
+    first = model.transformer_blocks[0]
+    last = model.transformer_blocks[-1]
+    first.register_forward_pre_hook(lambda m, args, kw: inputs.append(kw.get("hidden_states", args[0] if args else None)), with_kwargs=True)
+    last.register_forward_hook(lambda m, args, out: outputs.append((len(inputs) - 1, out)))  # (step, stack output)
+    watching, blind = Recorder(), Recorder(observes_drift=False)
+    apply_cache(model, watching, Reuse())
+    run(model, x, kwargs, STEPS)
+    apply_cache(model, blind, Reuse())
+    run(model, x, kwargs, STEPS)
+    relative = lambda a, b: (a - b).abs().mean((1, 2)) / b.abs().mean((1, 2))  # noqa: E731
+    # Stack inputs of the watched call, per step (every step calls the first block: computing, or passed through).
+    stack_inputs = inputs[:STEPS]
+    stack_outputs = dict(outputs[:len(outputs) // 2])  # the last entry of each step: the stack's output
+    residuals = {step: stack_outputs[step] - stack_inputs[step] for step in range(0, STEPS, 2)}
+    for obs in watching.seen[1:]:
+        step = obs.step
+        last_compute = step - 1 - (step - 1) % 2
+        torch.testing.assert_close(obs.change, relative(stack_inputs[step], stack_inputs[last_compute]))
+        if last_compute >= 2:  # two computes seen: the residual's change per step between them
+            expected = relative(residuals[last_compute], residuals[last_compute - 2]) / 2
+            torch.testing.assert_close(obs.drift, expected)
+    assert any((obs.drift > 0).all() for obs in watching.seen)
+    assert all((obs.drift == 0).all() for obs in blind.seen)  # Threshold-like: no residual reduction
