@@ -109,8 +109,11 @@ def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[floa
     learned = f"learned:{head}"
     if (cache / "policy" / "config.json").exists():
         targets = [0.2, 0.3, 0.4, 0.5]
+        forecaster = learned if (head / "config.json").exists() else "taylor:2"
         methods.append(ours_method("learned-policy", lambda f: LearnedPolicy(cache / "policy", target=f),
-                                   learned if (head / "config.json").exists() else "taylor:2", targets))
+                                   forecaster, targets))
+        methods.append(ours_method("learned-policy-batch", lambda f: LearnedPolicy(cache / "policy", target=f,
+                                                                                  per_batch=True), forecaster, targets))
     if not (head / "config.json").exists():
         return methods
     return methods + [

@@ -43,6 +43,7 @@ def enable(
     cfg_copies: int | None = None,
     checkpoint: str | None = None,
     speed: float | None = None,
+    per_batch: bool = False,
 ) -> CacheEngine:
     """Cache a pipeline's transformer (or a bare transformer) with `policy` and `predictor`.
 
@@ -52,13 +53,14 @@ def enable(
     the batch holds [cond; uncond]). Enabling again replaces the previous configuration.
     checkpoint / speed: a learned policy directory (default: the shipped one) and its target
     compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the learned head.
+    per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
     """
     transformer, pipeline = _split(pipe_or_model)
     if checkpoint is not None or speed is not None:  # a learned policy checkpoint at a compute target
         from cachepilot.policies.learned import LearnedPolicy
 
         policy_dir, predictor_dir = resolve_checkpoint(checkpoint)
-        policy = LearnedPolicy(policy_dir, target=0.3 if speed is None else speed)
+        policy = LearnedPolicy(policy_dir, target=0.3 if speed is None else speed, per_batch=per_batch)
         predictor = predictor or (f"learned:{predictor_dir}" if predictor_dir is not None else "learned")
     return apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)

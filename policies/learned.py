@@ -67,9 +67,12 @@ def check_policy_config(config, source: str) -> None:
 
 class LearnedPolicy(CachePolicy):
     def __init__(self, path: str | Path | None = None, target: float = 0.3,
-                 state: tuple[dict, dict[str, torch.Tensor]] | None = None):
+                 state: tuple[dict, dict[str, torch.Tensor]] | None = None, per_batch: bool = False):
         """path: an exported policy directory; or state = (config, actor weights) already in memory
-        (the training-time evaluation uses that)."""
+        (the training-time evaluation uses that). per_batch: one decision for the whole batch (the samples'
+        action preferences averaged) instead of one per sample: the stack then always runs on the full
+        batch, with no gathers or scatters, which can win on wall time where small sub-batches run poorly."""
+        self.per_batch = bool(per_batch)
         if state is not None:
             config, weights = state
             self._setup(config, weights, "<in-memory policy>", target)
@@ -133,8 +136,11 @@ class LearnedPolicy(CachePolicy):
     def decide(self, obs: Observation) -> torch.Tensor:
         allowed = self.allowed
         logits = self.actor(self.features(obs).to(self.dtype))
-        logits = logits.masked_fill(~budget_masks(obs, allowed), float("-inf"))
-        return logits.argmax(1)
+        masks = budget_masks(obs, allowed)
+        if self.per_batch:  # the batch's mean preference among the actions every sample may take
+            choice = logits.log_softmax(1).mean(0, keepdim=True).masked_fill(~masks.all(0, keepdim=True), float("-inf"))
+            return choice.argmax(1).expand(obs.batch_size)
+        return logits.masked_fill(~masks, float("-inf")).argmax(1)
 
     def spec(self) -> str:
-        return f"learned@{self.target:g}"
+        return f"learned@{self.target:g}" + ("/batch" if self.per_batch else "")

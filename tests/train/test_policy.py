@@ -83,6 +83,20 @@ def test_learned_policy_keeps_the_budget_in_the_pipeline(exported, pipe):
         assert stats.computes_per_sample.tolist() == [round(target * 10)] * 3
 
 
+def test_per_batch_decisions_are_shared_and_keep_the_budget(exported, pipe):
+    _, out, *_ = exported
+    cachepilot.enable(pipe, LearnedPolicy(out, target=0.3, per_batch=True), "taylor:1")
+    try:
+        images = pipe([1, 5, 7, 2], num_inference_steps=10, output_type="pt").images
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    assert torch.isfinite(images).all()
+    assert stats.computes_per_sample.tolist() == [3] * 4
+    assert (stats.decisions == stats.decisions[:, :1]).all()  # one decision per step for the whole batch
+    assert LearnedPolicy(out, target=0.3, per_batch=True).spec() == "learned@0.3/batch"
+
+
 def test_importing_the_policy_does_not_import_sb3():
     code = ("import sys; import cachepilot.policies.learned, cachepilot.policies.spec; "
             "print('stable_baselines3' in sys.modules or 'sb3_contrib' in sys.modules)")
