@@ -123,7 +123,12 @@ def test_fit_cli_passes_policy_steps(tmp_path, monkeypatch):
     from cachepilot.train import fit as fit_module
 
     seen = []
-    monkeypatch.setattr(fit_module, "fit", lambda pipe, out, prompts, config: seen.append(config) or {"stage_seconds": {}})
+
+    def fake_fit(pipe, out, prompts, config):
+        seen.append(config)
+        return {"stage_seconds": {}}
+
+    monkeypatch.setattr(fit_module, "fit", fake_fit)
     base = ["fit", "--out", str(tmp_path / "o"), "--smoke", "--steps", "8"]
     assert cli.main(base + ["--policy-steps", "6", "12"]) == 0
     assert seen[-1].steps == 8 and seen[-1].policy_steps == [6, 12]
