@@ -56,7 +56,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
     po.add_argument("--lr", type=float, default=None)
     po.add_argument("--ent-coef", type=float, default=None)
-    po.add_argument("--steps", type=int, default=None, help="denoising steps per episode (default 50)")
+    po.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="denoising steps per episode (default 50); several (--steps 20 50 100): one policy for all, "
+                         "each batch of episodes drawing one")
     _add_pipeline_args(po)
     po.set_defaults(func=_run_train_policy)
 
@@ -114,11 +116,15 @@ def _run_train_policy(args: argparse.Namespace) -> None:
             raise CachepilotError("--out is required with --pipeline (the default is the shipped digits policy)")
         args.out = Path("checkpoints/digits-dit-cache/policy")
     config = PolicyConfig()
-    for name, value in (("total_timesteps", args.timesteps), ("num_envs", args.envs), ("num_steps", args.steps)):
+    for name, value in (("total_timesteps", args.timesteps), ("num_envs", args.envs)):
         if value is not None:
             if value < 1:
                 raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             setattr(config, name, value)
+    if args.steps is not None:
+        if min(args.steps) < 1:
+            raise CachepilotError(f"--steps must be >= 1, got {args.steps}")
+        config.num_steps = args.steps[0] if len(args.steps) == 1 else tuple(args.steps)
     if args.predictor:
         config.predictor = args.predictor
     if args.targets is not None:
@@ -407,6 +413,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", type=Path, required=True, help="the cache checkpoint directory to write")
     _add_pipeline_args(fit)
     fit.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 10 with --smoke)")
+    fit.add_argument("--policy-steps", type=int, nargs="+", default=None,
+                     help="step counts the learned policy trains on, e.g. 20 50 100 (default: --steps)")
     fit.add_argument("--targets", type=float, nargs="+", default=None, help="compute fractions to fit and report")
     fit.add_argument("--smoke", action="store_true", help="every stage at toy sizes: check the plumbing in minutes")
     fit.add_argument("--seed", type=int, default=0)
@@ -422,6 +430,8 @@ def _run_fit(args: argparse.Namespace) -> None:
         overrides["steps"] = args.steps
     if args.targets is not None:
         overrides["targets"] = list(args.targets)
+    if args.policy_steps is not None:
+        overrides["policy_steps"] = list(args.policy_steps)
     config = FitConfig.smoke(**overrides) if args.smoke else FitConfig(**overrides)
     config.check()
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)

@@ -3,6 +3,7 @@ step per denoising step (see `envs.episodes` for the step, the masks and the rew
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +30,32 @@ def draw_episode(rng: np.random.Generator, seeds: tuple[int, int], targets: tupl
         raise InvalidInputError(f"condition index {condition} is outside 0..{num_conditions - 1}")
     target = float(options.get("target", rng.uniform(*targets)))
     return seed, condition, target
+
+
+def step_counts(num_steps: int | Sequence[int], name: str = "num_steps") -> tuple[int, ...]:
+    """The distinct step counts episodes are drawn from, ascending: one int or several (one policy serves them
+    all, its observations being normalised by the step count)."""
+    values = [num_steps] if isinstance(num_steps, int) and not isinstance(num_steps, bool) else num_steps
+    if (not isinstance(values, (list, tuple)) or not values
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in values)):
+        raise InvalidInputError(f"{name} must be a step count >= 1 or a list of them, got {num_steps!r}")
+    return tuple(sorted(set(values)))
+
+
+def steps_rng(seed: int | None) -> np.random.Generator:
+    """The stream step counts are drawn from: apart from the episodes' own, so an env over several counts draws
+    the same (seed, condition, target) episodes as a single-count env with the same seed."""
+    return np.random.default_rng(None if seed is None else [int(seed), 0x57E95])
+
+
+def draw_steps(rng: np.random.Generator, counts: tuple[int, ...], options: dict | None = None) -> int:
+    """The step count of a new episode (a single count draws nothing); `options["num_steps"]` may fix it."""
+    if options and "num_steps" in options:
+        chosen = options["num_steps"]
+        if chosen not in counts:
+            raise InvalidInputError(f"num_steps {chosen!r} is not one of the env's step counts {list(counts)}")
+        return int(chosen)
+    return counts[0] if len(counts) == 1 else int(counts[rng.integers(len(counts))])
 
 
 def check_targets(targets: tuple[float, float]) -> None:
@@ -61,20 +88,23 @@ class CachingEnv(gym.Env):
     """pipe: any supported diffusers pipeline (default: the embedded digits one); conditions: the per-sample
     call kwargs episodes draw from (prompts, class ids); seeds: the range noise seeds are drawn from (keep
     training and evaluation seeds apart); targets: the range the per-episode target compute fraction is
-    drawn from; guidance / call_kwargs: kwargs of every pipeline call."""
+    drawn from; num_steps: the step count of every episode, or several drawn per reset (seeded by `reset(seed=)`,
+    `options["num_steps"]` fixes it); guidance / call_kwargs: kwargs of every pipeline call."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, pipe=None, num_steps: int = 50, predictor: str = "taylor:1",
+    def __init__(self, pipe=None, num_steps: int | Sequence[int] = 50, predictor: str = "taylor:1",
                  targets: tuple[float, float] = (0.2, 0.5), seeds: tuple[int, int] = (200_000, 300_000),
                  guidance: float | None = None, references: ReferenceStore | None = None,
                  prior: SchedulePrior | None = None, conditions: ConditionSet | None = None,
                  call_kwargs: dict | None = None):
         super().__init__()
         check_targets(targets)
-        self.episodes, self.conditions = make_episodes(pipe, num_steps, predictor, guidance, references, prior,
-                                                       conditions, call_kwargs)
+        self.step_counts = step_counts(num_steps)
+        self.episodes, self.conditions = make_episodes(pipe, self.step_counts[0], predictor, guidance, references,
+                                                       prior, conditions, call_kwargs)
         self.targets, self.seeds = targets, seeds
+        self._steps_rng = steps_rng(None)
         self.observation_space = gym.spaces.Box(0.0, CLIP, (NUM_FEATURES,), np.float32)
         self.action_space = gym.spaces.Discrete(NUM_ACTIONS)
 
@@ -84,11 +114,14 @@ class CachingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        if seed is not None:
+            self._steps_rng = steps_rng(seed)
+        self.episodes.use_steps(draw_steps(self._steps_rng, self.step_counts, options))
         noise_seed, index, target = draw_episode(self.np_random, self.seeds, self.targets, len(self.conditions),
                                                  options)
         obs = self.episodes.start([noise_seed], [self.conditions.conditions[index]], [target])
         return obs[0], {"noise_seed": noise_seed, "condition": index, "target": target,
-                        "computes_allowed": int(self.episodes.allowed[0])}
+                        "computes_allowed": int(self.episodes.allowed[0]), "num_steps": self.episodes.num_steps}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         chosen, rewards, infos = self.episodes.step(torch.tensor([int(action)]))

@@ -9,6 +9,9 @@ suggestion (`policies.prior`). Reward: potential-based shaping on the relative d
 latents to the full-compute reference trajectory of the same seed and condition
 (r_t = D_t - D_{t+1}, which telescopes to -D_T), plus a terminal -D_T, both divided by D_T of a
 uniform schedule at the same budget, so that per-sample difficulty drops out of the advantage.
+
+`use_steps` switches the step count of the next episodes: each count has its own driver and reference
+store (a reference trajectory has one entry per step), all on the one hooked pipeline.
 """
 
 from __future__ import annotations
@@ -39,10 +42,25 @@ class CachingEpisodes:
         self.agent = SteppedActions()
         self.engine = cachepilot.enable(self.pipe, self.agent, predictor)
         self.references = references if references is not None else ReferenceStore(driver)
-        self._uniform: dict[tuple[int, str, int], float] = {}
+        self._drivers = {driver.num_steps: driver}
+        self._stores = {self.references.num_steps: self.references}
+        self._uniform: dict[tuple[int, int, str, int], float] = {}
         self.call: SteppedCall | None = None
         self.obs: Observation | None = None
         self.latents: torch.Tensor | None = None
+
+    def use_steps(self, num_steps: int) -> None:
+        """Episodes of `num_steps` steps from the next `start` on (aborts an episode still running)."""
+        if num_steps == self.num_steps:
+            return
+        self.close()
+        if num_steps not in self._drivers:
+            base = self.driver
+            self._drivers[num_steps] = SamplingDriver(self.pipe, num_steps, base.call_kwargs, base.batch_size)
+        self.driver, self.num_steps = self._drivers[num_steps], num_steps
+        if num_steps not in self._stores:
+            self._stores[num_steps] = ReferenceStore(self.driver)
+        self.references = self._stores[num_steps]
 
     def start(self, seeds: Sequence[int], conditions: Sequence[dict], targets: Sequence[float]) -> np.ndarray:
         self.close()
@@ -79,7 +97,8 @@ class CachingEpisodes:
             rewards = rewards - distance / self.scale
             infos = [{"final_distance": float(distance[i]), "uniform_distance": float(self.scale[i]),
                       "compute_fraction": float(self.computes[i]) / self.num_steps,
-                      "target": float(self.targets[i]), "computes_allowed": int(self.allowed[i])}
+                      "target": float(self.targets[i]), "computes_allowed": int(self.allowed[i]),
+                      "num_steps": self.num_steps}
                      for i in range(len(distance))]
         return chosen, rewards, infos
 
@@ -97,17 +116,17 @@ class CachingEpisodes:
 
     @torch.no_grad()
     def uniform_errors(self, seeds: Sequence[int], conditions: Sequence[dict], computes: Sequence[int]) -> torch.Tensor:
-        """Final relative distance of a uniform schedule at each sample's budget (cached)."""
-        keys = [(int(s), condition_key(c), int(n)) for s, c, n in zip(seeds, conditions, computes)]
+        """Final relative distance of a uniform schedule at each sample's budget and the current step count (cached)."""
+        keys = [(self.num_steps, int(s), condition_key(c), int(n)) for s, c, n in zip(seeds, conditions, computes)]
         todo = {k: c for k, c in zip(keys, conditions) if k not in self._uniform}
         items = list(todo.items())
         size = self.driver.batch_size  # the driver splits larger calls: one Schedule per call, rows in call order
         for start in range(0, len(items), size):
             chunk = items[start:start + size]
-            masks = torch.tensor([uniform_mask(self.num_steps, n) for (_, _, n), _ in chunk])
+            masks = torch.tensor([uniform_mask(self.num_steps, n) for (_, _, _, n), _ in chunk])
             with caching(self.pipe, Schedule(masks)):
-                final = self.driver.sample([c for _, c in chunk], [s for (s, _, _), _ in chunk]).latents
-            references = torch.stack([self.references.trajectory(s, c)[-1] for (s, _, _), c in chunk])
+                final = self.driver.sample([c for _, c in chunk], [s for (_, s, _, _), _ in chunk]).latents
+            references = torch.stack([self.references.trajectory(s, c)[-1] for (_, s, _, _), c in chunk])
             for (key, _), d in zip(chunk, relative_distance(final, references).tolist()):
                 self._uniform[key] = max(d, 1e-4)
         return torch.tensor([self._uniform[k] for k in keys])

@@ -4,10 +4,15 @@ SB3's DummyVecEnv would call the model once per sample and SubprocVecEnv would l
 process; here all samples share one pipeline call. Episodes have the same length, so they all end and
 reset together. Env i draws its episodes from the same RNG stream as a `CachingEnv` seeded with
 seed + i, so both give the same transitions (up to batched-vs-single float rounding).
+
+Given several step counts, each reset draws one for the whole batch (the envs run in lockstep) from a
+stream of its own, so the k-th episodes are those of a single-count env with the same seed at the
+drawn count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -17,7 +22,8 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from cachepilot.conditions import ConditionSet
-from cachepilot.envs.caching_env import check_targets, draw_episode, make_episodes
+from cachepilot.envs.caching_env import (check_targets, draw_episode, draw_steps, make_episodes, step_counts,
+                                         steps_rng)
 from cachepilot.envs.references import ReferenceStore
 from cachepilot.policies.features import CLIP, NUM_FEATURES
 from cachepilot.policies.prior import SchedulePrior
@@ -25,7 +31,7 @@ from cachepilot.runtime.actions import NUM_ACTIONS
 
 
 class CachingVecEnv(VecEnv):
-    def __init__(self, num_envs: int, pipe=None, num_steps: int = 50,
+    def __init__(self, num_envs: int, pipe=None, num_steps: int | Sequence[int] = 50,
                  predictor: str = "taylor:1", targets: tuple[float, float] = (0.2, 0.5),
                  seeds: tuple[int, int] = (200_000, 300_000), guidance: float | None = None,
                  references: ReferenceStore | None = None,
@@ -34,20 +40,25 @@ class CachingVecEnv(VecEnv):
         check_targets(targets)
         super().__init__(num_envs, gym.spaces.Box(0.0, CLIP, (NUM_FEATURES,), np.float32),
                          gym.spaces.Discrete(NUM_ACTIONS))
-        self.episodes, self.conditions = make_episodes(pipe, num_steps, predictor, guidance, references, prior,
-                                                       conditions, call_kwargs)
+        self.step_counts = step_counts(num_steps)
+        self.episodes, self.conditions = make_episodes(pipe, self.step_counts[0], predictor, guidance, references,
+                                                       prior, conditions, call_kwargs)
         self.targets, self.seeds = targets, seeds
         self._rngs = [seeding.np_random(None if seed is None else seed + i)[0] for i in range(num_envs)]
+        self._steps_rng = steps_rng(seed)
         self._actions: np.ndarray | None = None
         self._episode_returns = np.zeros(num_envs)
 
     def seed(self, seed: int | None = None) -> list[int | None]:
         self._rngs = [seeding.np_random(None if seed is None else seed + i)[0] for i in range(self.num_envs)]
+        self._steps_rng = steps_rng(seed)
         return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def reset(self) -> np.ndarray:
+        self.episodes.use_steps(draw_steps(self._steps_rng, self.step_counts))
         draws = [draw_episode(rng, self.seeds, self.targets, len(self.conditions)) for rng in self._rngs]
-        self.reset_infos = [{"noise_seed": s, "condition": c, "target": t} for s, c, t in draws]
+        self.reset_infos = [{"noise_seed": s, "condition": c, "target": t, "num_steps": self.episodes.num_steps}
+                            for s, c, t in draws]
         self._episode_returns[:] = 0
         return self.episodes.start([s for s, _, _ in draws], [self.conditions.conditions[c] for _, c, _ in draws],
                                    [t for _, _, t in draws])

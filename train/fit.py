@@ -54,6 +54,7 @@ class FitConfig:
     policy_timesteps: int = 100_000
     policy_envs: int = 16
     policy_lr: float = 1e-4
+    policy_steps: list[int] | None = None  # step counts the policy trains on (None: [steps]); the rest runs at steps
     bench_samples: int = 64
     bench_repeats: int = 3
     batch_size: int = 64
@@ -75,6 +76,10 @@ class FitConfig:
                 raise InvalidInputError(f"fit: {name} must be an integer >= 1, got {value!r}")
         if self.steps < 4:
             raise InvalidInputError(f"fit: steps must be >= 4 for a cache to have anything to skip, got {self.steps}")
+        if self.policy_steps is not None and (
+                not isinstance(self.policy_steps, list) or not self.policy_steps
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 4 for n in self.policy_steps)):
+            raise InvalidInputError(f"fit: policy_steps must be a list of step counts >= 4, got {self.policy_steps!r}")
         if not self.targets or not all(0 < t < 1 for t in self.targets):
             raise InvalidInputError(f"fit: targets must be compute fractions in (0, 1), got {self.targets}")
 
@@ -151,6 +156,8 @@ class Fit:
         }
         if path.exists():
             stored = json.loads(path.read_text())
+            if isinstance(stored.get("fit"), dict):  # settings added since that fit have their defaults there
+                stored["fit"] = {**asdict(FitConfig()), **stored["fit"]}
             for key in ("backbone", "num_steps", "call_kwargs", "fit"):
                 if stored.get(key) != record[key]:
                     raise InvalidInputError(f"{self.out} holds a fit with another {key}: use another --out, or the "
@@ -263,7 +270,8 @@ class Fit:
 
         work = self.work / "policy"
         low, high = min(self.config.targets), max(self.config.targets)
-        config = PolicyConfig(num_envs=self.config.policy_envs, num_steps=self.config.steps,
+        counts = tuple(self.config.policy_steps or [self.config.steps])
+        config = PolicyConfig(num_envs=self.config.policy_envs, num_steps=counts[0] if len(counts) == 1 else counts,
                               total_timesteps=self.config.policy_timesteps,
                               targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
                               predictor=f"learned:{self.out / 'predictors'}", prior=str(self._schedules_path()),
@@ -271,9 +279,9 @@ class Fit:
                               eval_samples=min(16, max(2, self.config.bench_samples)),
                               eval_targets=tuple(self.config.targets[:2]))
         if self.config.policy_timesteps < 2_000:  # smoke sizes
-            config = replace(config, rollout_episodes=1, batch_size=self.config.steps, n_epochs=1,
+            config = replace(config, rollout_episodes=1, batch_size=max(counts), n_epochs=1,
                              checkpoint_every=self.config.policy_timesteps, eval_every=self.config.policy_timesteps,
-                             warm_start_episodes=1, warm_start_epochs=5)
+                             warm_start_episodes=len(counts), warm_start_epochs=5)
         model = train_policy(config, work, resume=_last_checkpoint(work) is not None, progress=self.progress,
                              pipe=self.pipe, conditions=self.split.train, eval_conditions=self.split.validation,
                              call_kwargs=self.config.call_kwargs)

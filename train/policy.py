@@ -26,6 +26,7 @@ from cachepilot.policies.learned import LearnedPolicy
 from cachepilot.quality import psnr
 from cachepilot.conditions import ConditionSet
 from cachepilot.driver import SamplingDriver, unhooked_twin
+from cachepilot.envs.caching_env import step_counts
 from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.records import read_json_object
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
@@ -43,12 +44,12 @@ CHECKPOINT_PREFIX = "ppo"
 @dataclass
 class PolicyConfig:
     num_envs: int = 16
-    num_steps: int = 50
+    num_steps: int | tuple[int, ...] = 50            # one step count, or several drawn per batch of episodes
     total_timesteps: int = 200_000
     targets: tuple[float, float] = (0.15, 0.55)
     predictor: str = "learned"
     seeds: tuple[int, int] = (200_000, 300_000)  # training noise seeds: disjoint from bench and evaluate
-    rollout_episodes: int = 2                      # PPO n_steps = rollout_episodes x num_steps per env
+    rollout_episodes: int = 2                      # PPO n_steps = rollout_episodes x max(num_steps) per env
     batch_size: int = 400
     n_epochs: int = 10
     learning_rate: float = 3e-4
@@ -67,10 +68,20 @@ class PolicyConfig:
     warm_start_epochs: int = 300
     seed: int = 0
 
+    @property
+    def step_counts(self) -> tuple[int, ...]:
+        """The step counts trained on, ascending (the exported `num_steps_range` spans them)."""
+        return step_counts(self.num_steps, "policy setting num_steps")
+
+    @property
+    def rollout_steps(self) -> int:
+        """PPO's n_steps per env: fixed, so sized for the longest episodes (shorter ones end mid-rollout)."""
+        return self.rollout_episodes * max(self.step_counts)
 
     def check(self) -> "PolicyConfig":
         """An `InvalidInputError` naming the first setting that would make training fail or do nothing."""
-        for name in ("num_envs", "num_steps", "total_timesteps", "rollout_episodes", "batch_size", "n_epochs",
+        step_counts(self.num_steps, "policy setting num_steps")
+        for name in ("num_envs", "total_timesteps", "rollout_episodes", "batch_size", "n_epochs",
                      "checkpoint_every", "eval_every", "eval_samples", "warm_start_episodes", "warm_start_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -102,7 +113,7 @@ class PolicyConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise CheckpointError(f"{path}: unknown setting(s) {unknown}")
-        for name in ("targets", "seeds", "eval_targets"):
+        for name in ("num_steps", "targets", "seeds", "eval_targets"):
             if isinstance(raw.get(name), list):
                 raw[name] = tuple(raw[name])
         try:
@@ -157,16 +168,17 @@ def read_checkpoint(path: Path) -> PolicyCheckpoint:
 
 class HeldOutEval(BaseCallback):
     """Every `eval_every` steps: the deterministic actor (exactly as exported) on held-out seeds, through
-    the real pipeline on an unhooked twin; logs PSNR vs. full compute and compute fraction per target."""
+    the real pipeline on an unhooked twin; logs PSNR vs. full compute and compute fraction per target, at each
+    trained step count (keys end in `@<steps>` when there are several)."""
 
     def __init__(self, pipe, config: PolicyConfig, conditions: ConditionSet, call_kwargs: dict | None = None):
         super().__init__()
         self.pipe = unhooked_twin(pipe)
         self.config, self.last = config, 0
-        self.driver = SamplingDriver(self.pipe, config.num_steps, call_kwargs)
         self.conditions = [conditions.conditions[i % len(conditions)] for i in range(config.eval_samples)]
         self.seeds = [config.eval_seed + i for i in range(config.eval_samples)]
-        self.reference = self.driver.sample(self.conditions, self.seeds).images
+        self.drivers = {n: SamplingDriver(self.pipe, n, call_kwargs) for n in config.step_counts}
+        self.references = {n: d.sample(self.conditions, self.seeds).images for n, d in self.drivers.items()}
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last >= self.config.eval_every:
@@ -177,18 +189,26 @@ class HeldOutEval(BaseCallback):
     def evaluate(self) -> dict[str, float]:
         state = actor_export(self.model, self.pipe.transformer, self.config)
         results = {}
-        for target in self.config.eval_targets:
-            cachepilot.enable(self.pipe, LearnedPolicy(state=state, target=target), self.config.predictor)
-            try:
-                images = self.driver.sample(self.conditions, self.seeds).images
-                fraction = cachepilot.last_stats(self.pipe).compute_fraction
-            finally:
-                cachepilot.disable(self.pipe)
-            results[f"eval/psnr_{target:g}"] = psnr(images, self.reference)
-            results[f"eval/compute_fraction_{target:g}"] = fraction
+        several = len(self.drivers) > 1
+        for num_steps, driver in self.drivers.items():
+            suffix = f"@{num_steps}" if several else ""  # one count: the keys of single-count runs
+            for target in self.config.eval_targets:
+                psnr_value, fraction = self._run(driver, state, target, self.references[num_steps])
+                results[f"eval/psnr_{target:g}{suffix}"] = psnr_value
+                results[f"eval/compute_fraction_{target:g}{suffix}"] = fraction
         for key, value in results.items():
             self.logger.record(key, value)
         return results
+
+    def _run(self, driver: SamplingDriver, state, target: float, reference: torch.Tensor) -> tuple[float, float]:
+        """(PSNR vs full compute, compute fraction) of the policy at `target` on the driver's step count."""
+        cachepilot.enable(self.pipe, LearnedPolicy(state=state, target=target), self.config.predictor)
+        try:
+            images = driver.sample(self.conditions, self.seeds).images
+            fraction = cachepilot.last_stats(self.pipe).compute_fraction
+        finally:
+            cachepilot.disable(self.pipe)
+        return psnr(images, reference), fraction
 
 
 def _prior(config: PolicyConfig) -> SchedulePrior:
@@ -264,11 +284,11 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
         if last is None:
             raise FileNotFoundError(f"--resume: no {CHECKPOINT_PREFIX}_*_steps.zip checkpoint in {work_dir}")
     pipe = pipe if pipe is not None else load_pipeline()
-    env = CachingVecEnv(config.num_envs, pipe, num_steps=config.num_steps, predictor=config.predictor,
+    env = CachingVecEnv(config.num_envs, pipe, num_steps=config.step_counts, predictor=config.predictor,
                         targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed,
                         prior=_prior(config), conditions=conditions, call_kwargs=call_kwargs)
     model = MaskablePPO(
-        "MlpPolicy", env, n_steps=config.rollout_episodes * config.num_steps, batch_size=config.batch_size,
+        "MlpPolicy", env, n_steps=config.rollout_steps, batch_size=config.batch_size,
         n_epochs=config.n_epochs, learning_rate=config.learning_rate, gamma=config.gamma,
         gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, seed=config.seed, verbose=0,
         policy_kwargs={"net_arch": list(config.net_arch), "activation_fn": torch.nn.Tanh},
@@ -378,7 +398,7 @@ def actor_export(model, transformer: torch.nn.Module | dict, config: PolicyConfi
         "backbone": backbone,
         "observation": list(FEATURES),
         "actions": [a.name for a in Action],
-        "num_steps_range": [config.num_steps, config.num_steps],
+        "num_steps_range": [min(config.step_counts), max(config.step_counts)],
         "targets_trained": list(config.targets),
         "predictor": config.predictor,
         "prior": _prior(config).to_dict(),

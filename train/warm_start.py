@@ -3,8 +3,8 @@
 The prior (`policies.prior`, the offline-searched fixed schedules) is the baseline a per-sample policy
 must beat; the actor observes the prior's suggestion, and starting PPO from "follow it" means RL only
 has to find where per-sample deviations pay, instead of rediscovering the schedule. Rollouts follow
-the prior in the env (targets drawn from the training range, exact budgets), and the actor is fitted
-by cross-entropy to the prior's action at every step.
+the prior in the env (targets drawn from the training range, exact budgets, the env's step counts in
+turn), and the actor is fitted by cross-entropy to the prior's action at every step.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from cachepilot.train.oracle import follow_masks
 
 
 def prior_rollouts(env: CachingVecEnv, episodes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(observations, actions, returns to go) of `episodes` batched episodes that follow the env's prior."""
+    """(observations, actions, returns to go) of `episodes` batched episodes that follow the env's prior; episode
+    k runs at the env's k-th step count (cyclically), so every count is cloned."""
     rng = np.random.default_rng(seed)
     observations, actions, returns = [], [], []
-    for _ in range(episodes):
+    for k in range(episodes):
+        env.episodes.use_steps(env.step_counts[k % len(env.step_counts)])
         seeds = rng.integers(*env.seeds, size=env.num_envs).tolist()
         conditions = [env.conditions.conditions[i] for i in rng.integers(0, len(env.conditions), size=env.num_envs)]
         targets = rng.uniform(*env.targets, size=env.num_envs).tolist()

@@ -90,3 +90,47 @@ def test_bad_input_fails_before_any_work(tmp_path, pipe):
     with pytest.raises(InvalidInputError, match="cannot write"):
         fit(pipe, blocker / "out", None, FitConfig.smoke(), progress=False)
     assert not (tmp_path / "c" / "work").exists()
+
+
+def test_policy_stage_trains_on_the_policy_step_counts(tmp_path, pipe, monkeypatch):
+    """--policy-steps reaches the policy stage (collection and search stay at --steps); a fit directory
+    written before the setting existed still resumes."""
+    from cachepilot.driver import unhooked_twin
+    from cachepilot.train import fit as fit_module, policy as policy_module
+
+    seen = []
+    monkeypatch.setattr(policy_module, "train_policy", lambda config, work, **kwargs: seen.append(config))
+    monkeypatch.setattr(policy_module, "export_policy", lambda *args, **kwargs: None)
+    own = unhooked_twin(pipe)
+    out = tmp_path / "cache"
+    fit_module.Fit(own, out, None, FitConfig.smoke(steps=8, policy_steps=[6, 12]), progress=False)._stage_policy()
+    assert seen[-1].step_counts == (6, 12) and seen[-1].batch_size == 12 and seen[-1].warm_start_episodes == 2
+    fit_module.Fit(own, tmp_path / "plain", None, FitConfig.smoke(steps=8), progress=False)._stage_policy()
+    assert seen[-1].num_steps == 8
+
+    record = json.loads((out / fit_module.CONFIG_FILE).read_text())
+    del record["fit"]["policy_steps"]  # as written before policy_steps existed
+    (out / fit_module.CONFIG_FILE).write_text(json.dumps(record))
+    fit_module.Fit(own, out, None, FitConfig.smoke(steps=8), progress=False)
+    with pytest.raises(InvalidInputError, match="another fit"):
+        fit_module.Fit(own, out, None, FitConfig.smoke(steps=8, policy_steps=[6, 12]), progress=False)
+    with pytest.raises(InvalidInputError, match="policy_steps"):
+        FitConfig.smoke(policy_steps=[2, 6]).check()
+
+
+def test_fit_cli_passes_policy_steps(tmp_path, monkeypatch):
+    from cachepilot import cli
+    from cachepilot.train import fit as fit_module
+
+    seen = []
+
+    def fake_fit(pipe, out, prompts, config):
+        seen.append(config)
+        return {"stage_seconds": {}}
+
+    monkeypatch.setattr(fit_module, "fit", fake_fit)
+    base = ["fit", "--out", str(tmp_path / "o"), "--smoke", "--steps", "8"]
+    assert cli.main(base + ["--policy-steps", "6", "12"]) == 0
+    assert seen[-1].steps == 8 and seen[-1].policy_steps == [6, 12]
+    assert cli.main(base) == 0
+    assert seen[-1].policy_steps is None

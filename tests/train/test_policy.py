@@ -149,6 +149,18 @@ def test_warm_start_clones_the_prior_schedule(exported):
     assert behaviour_clone(model, observations, actions, returns, epochs=50, progress=False) >= 0.95
 
 
+
+def test_warm_start_rollouts_cover_every_step_count(pipe):
+    from cachepilot.envs.vec_env import CachingVecEnv
+    from cachepilot.train.warm_start import prior_rollouts
+
+    env = CachingVecEnv(2, unhooked_twin(pipe), num_steps=(4, 6), predictor="taylor:1", seed=0)
+    observations, actions, returns = prior_rollouts(env, episodes=2)
+    assert observations.shape == (2 * (4 + 6), NUM_FEATURES) and returns.shape == actions.shape == (20,)
+    fractions = np.round(observations[:, FEATURES.index("step_fraction")].astype(np.float64), 4)
+    assert set(fractions.tolist()) == {0.0, 0.2, 0.3333, 0.4, 0.6, 0.6667, 0.8, 1.0}  # both grids: t / 3 and t / 5
+    assert np.isfinite(returns).all()
+
 def test_shipped_policy_takes_the_searched_schedule(pipe):
     """The README's claim about the shipped artefact: its decisions are the searched schedule's."""
     from cachepilot.checkpoints import DEFAULT_CACHE, DEFAULT_POLICY
@@ -360,3 +372,83 @@ def test_cli_maps_an_interrupt_to_exit_130_without_a_traceback(monkeypatch, caps
 
     monkeypatch.setattr(cli, "_run_export", killed)
     assert cli.main(["export"]) == 130
+
+
+@pytest.fixture(scope="module")
+def several_counts(tmp_path_factory, pipe):
+    """A tiny run over two step counts, warm-started (the behaviour cloning sees both), then exported."""
+    own = unhooked_twin(pipe)
+    work = tmp_path_factory.mktemp("ppo-counts")
+    config = PolicyConfig(**{**TINY, "num_steps": (10, 6), "warm_start": True, "warm_start_episodes": 2,
+                             "warm_start_epochs": 5})
+    model = train_policy(config, work, progress=False, pipe=own)
+    return model, export_policy(model, work / "export", own.transformer, config), work, config
+
+
+def test_one_checkpoint_serves_every_trained_step_count(several_counts, pipe):
+    import warnings
+
+    import pandas as pd
+
+    from cachepilot.policies.budget import budget_computes
+
+    model, out, work, config = several_counts
+    assert model.n_steps == config.rollout_episodes * 10  # sized for the longest episodes
+    policy = LearnedPolicy(out, target=0.5)
+    assert policy.config["num_steps_range"] == [6, 10]
+    for steps in (6, 10):
+        cachepilot.enable(pipe, policy, "taylor:1")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # inside the range: no "trained for" warning
+                pipe([1, 5], num_inference_steps=steps, output_type="pt")
+            stats = cachepilot.last_stats(pipe)
+        finally:
+            cachepilot.disable(pipe)
+        assert stats.computes_per_sample.tolist() == [budget_computes(0.5, steps)] * 2
+    with pytest.warns(UserWarning, match="trained for 6..10 steps"):
+        policy.reset(12, 1)
+    log = pd.read_csv(work / "logs" / "progress.csv")
+    for steps in (6, 10):
+        for target in config.eval_targets:
+            assert log[f"eval/psnr_{target:g}@{steps}"].dropna().between(5, 100).all()
+            fractions = log[f"eval/compute_fraction_{target:g}@{steps}"].dropna()
+            assert len(fractions) >= 1 and (fractions == budget_computes(target, steps) / steps).all()
+    assert "warm_start/accuracy" in log
+
+
+def test_policy_config_step_counts_and_old_single_int_files(tmp_path):
+    assert PolicyConfig(num_steps=50).step_counts == (50,)
+    assert PolicyConfig(num_steps=(100, 20, 50, 20)).step_counts == (20, 50, 100)
+    assert PolicyConfig(num_steps=(20, 100), rollout_episodes=2).rollout_steps == 200
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"num_steps": 30, "num_envs": 4}))  # a run's config written before step lists
+    assert PolicyConfig.from_json(old).step_counts == (30,)
+    several = tmp_path / "several.json"
+    from dataclasses import asdict
+
+    several.write_text(json.dumps(asdict(PolicyConfig(num_steps=(20, 50)))))
+    assert PolicyConfig.from_json(several).num_steps == (20, 50)
+    for bad in ([], [20, 0], "50", [True]):
+        with pytest.raises(InvalidInputError, match="num_steps"):
+            PolicyConfig(num_steps=bad).check()
+
+
+def test_cli_takes_several_step_counts(monkeypatch, tmp_path):
+    from cachepilot import cli
+    from cachepilot.train import policy as policy_module
+
+    seen = {}
+
+    def fake_train(config, work_dir, **kwargs):
+        seen["config"] = config
+        return "model"
+
+    monkeypatch.setattr(policy_module, "train_policy", fake_train)
+    monkeypatch.setattr(policy_module, "export_policy", lambda *args, **kwargs: None)
+    argv = ["train", "policy", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
+    assert cli.main(argv + ["--steps", "20", "50", "100"]) == 0
+    assert seen["config"].step_counts == (20, 50, 100)
+    assert cli.main(argv + ["--steps", "30"]) == 0
+    assert seen["config"].num_steps == 30
+    assert cli.main(argv + ["--steps", "20", "0"]) == 2
