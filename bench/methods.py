@@ -86,12 +86,16 @@ def _searched_schedules(steps: int, cache: Path) -> list[Method]:
     if not path.exists():
         return []
     found = json.loads(path.read_text())
-    if found["num_steps"] != steps:
-        return []
     masks = {float(k): v["mask"] for k, v in found["schedules"].items()}
     predictor = found["predictor"]
     if predictor.startswith("learned") and (Path(cache) / "predictors" / "config.json").exists():
         predictor = f"learned:{Path(cache) / 'predictors'}"  # the cache's own head, wherever the directory moved
+    if found["num_steps"] != steps:  # searched at another step count: its masks resampled to this one, as the
+        from cachepilot.policies.prior import SchedulePrior  # learned policy's prior resamples them
+
+        prior = SchedulePrior(masks)
+        resampled = {f: "".join("1" if on else "0" for on in prior.mask(f, steps)) for f in masks}
+        return [ours_method("resampled-schedule", lambda f: "schedule:" + resampled[f], predictor, sorted(masks))]
     return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], predictor, sorted(masks))]
 
 

@@ -67,3 +67,23 @@ def test_a_method_giving_nan_images_is_a_clear_error_naming_it(pipe, classifier)
         run_bench(pipe, [broken], config, quality=quality, progress=False)
     assert len(quality_calls) == 1  # the full-compute row only: the NaN images never reached a metric
     assert not handles
+
+
+def test_searched_schedules_at_another_step_count_are_resampled_to_the_bench_count(pipe):
+    """The shipped digits cache was searched at 50 steps: a 20-step bench offers them resampled, with the
+    budget's computes exactly, the first and last step computed."""
+    import cachepilot
+    from cachepilot.policies.budget import budget_computes
+
+    by_name = {m.name: m for m in cachepilot_methods(steps=20)}
+    assert "searched-schedule" not in by_name and "searched-schedule" in {m.name for m in cachepilot_methods(steps=50)}
+    resampled = by_name["resampled-schedule"]
+    for target in resampled.knobs:
+        resampled.apply(pipe, target)
+        try:
+            pipe([3, 4], num_inference_steps=20, output_type="pt")
+            decisions = cachepilot.last_stats(pipe).decisions
+        finally:
+            resampled.remove(pipe)
+        computed = (decisions[:, 0] == 0)
+        assert int(computed.sum()) == budget_computes(target, 20) and computed[0] and computed[-1]
