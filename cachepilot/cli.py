@@ -35,6 +35,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     pr.add_argument("--accelerator", default="auto")
     pr.add_argument("--resume", action="store_true")
+    pr.add_argument("--init", type=Path, default=None,
+                    help="a saved head to start from (e.g. a cache's predictors/), fine-tuned with a fresh optimiser")
     pr.add_argument("--checkpoint-every", type=int, default=None,
                     help="optimisation steps between checkpoints (default 500): what a kill can lose at most")
     pr.set_defaults(func=_run_train_predictors)
@@ -99,7 +101,7 @@ def _run_train_predictors(args: argparse.Namespace) -> None:
                 raise CachepilotError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             setattr(config, name, value)
     module = train_predictors(args.data, args.out, args.work_dir, config, resume=args.resume, devices=args.devices,
-                              strategy=args.strategy, accelerator=args.accelerator)
+                              strategy=args.strategy, accelerator=args.accelerator, init=args.init)
     if module.trainer.is_global_zero:  # DDP: one line, from the rank that saved
         print(f"saved predictor head to {args.out}")
 

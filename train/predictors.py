@@ -211,9 +211,11 @@ class PredictorModule(pl.LightningModule):
 def train_predictors(
     data_dir: Path | list[Path], out_dir: Path | None, work_dir: Path, config: PredictorConfig, resume: bool = False,
     devices: int = 1, strategy: str = "auto", accelerator: str = "auto", progress: bool = True,
+    init: Path | None = None,
 ) -> PredictorModule:
     """Fit the head; Lightning checkpoints in `work_dir` (`resume` continues from last.ckpt);
-    the head, with the backbone fingerprint of the collection, saved to `out_dir`."""
+    the head, with the backbone fingerprint of the collection, saved to `out_dir`. `init`: a saved head
+    to start from (fine-tuning on new schedules or data; its history / rank / width are taken)."""
     work_dir = Path(work_dir)
     last = resume_checkpoint(work_dir) if resume and work_dir.is_dir() else None
     if resume and last is None:
@@ -237,7 +239,17 @@ def train_predictors(
                                 f"trajectories{f' / {devices} devices' if devices > 1 else ''}: no optimisation "
                                 "step would run (lower --batch-size)")
     steps = int(meta["collect"]["steps"])
+    start = None
+    if init is not None and last is None:
+        start = Learned.from_pretrained(init)
+        if start.model.config.hidden_size != int(meta["hidden_size"]):
+            raise CachepilotError(f"--init {init}: a head for hidden size {start.model.config.hidden_size}, the "
+                                  f"collection's backbone has {meta['hidden_size']}")
+        head = start.model.config
+        config = PredictorConfig(**{**asdict(config), "history": head.history, "rank": head.rank, "width": head.width})
     module = PredictorModule(int(meta["hidden_size"]), steps, config)
+    if start is not None:
+        module.model.load_state_dict(start.model.state_dict())
     trainer = pl.Trainer(
         max_steps=config.max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
         default_root_dir=work_dir, logger=pl.loggers.CSVLogger(work_dir, name="logs"),

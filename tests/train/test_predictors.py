@@ -148,3 +148,14 @@ def test_bad_trainer_options_are_one_line(tmp_path, capsys, argv, message):
                 + argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_fine_tuning_starts_from_the_given_head(collection, tmp_path):
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+
+    config = PredictorConfig(max_steps=2, batch_size=8, val_every=2, lr=0.0)  # no update: the start is what is saved
+    train_predictors(collection, tmp_path / "head", tmp_path / "work", config, progress=False, accelerator="cpu",
+                     init=DEFAULT_PREDICTOR)
+    tuned, start = Learned.from_pretrained(tmp_path / "head"), Learned.from_pretrained(DEFAULT_PREDICTOR)
+    for name, value in start.model.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[name], value), name
