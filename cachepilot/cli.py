@@ -50,9 +50,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--envs", type=int, default=None, help="samples per batched env step")
     po.add_argument("--predictor", default=None, help="what FORECAST uses during training (default: learned)")
     po.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
-    po.add_argument("--prior", default=None,
+    po.add_argument("--prior", default=None, nargs="+",
                     help="searched_schedules.json whose schedule the policy observes (default: the shipped "
-                         "one; 'none': the uniform schedule)")
+                         "one; 'none': the uniform schedule); several, searched at different step counts: each "
+                         "count observes the masks searched nearest to it")
     po.add_argument("--warm-start", action="store_true", help="behaviour-clone the prior schedule before PPO")
     po.add_argument("--seed", type=int, default=None)
     po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
@@ -141,7 +142,8 @@ def _run_train_policy(args: argparse.Namespace) -> None:
 
         config.prior = str(DEFAULT_CACHE / "searched_schedules.json")
     else:
-        config.prior = None if args.prior is None or args.prior.lower() == "none" else args.prior
+        none = args.prior is None or (len(args.prior) == 1 and args.prior[0].lower() == "none")
+        config.prior = None if none else (args.prior[0] if len(args.prior) == 1 else list(args.prior))
     check_output_dir(args.out)
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     split = split_conditions(_conditions_for(pipe, args.prompts))
@@ -185,6 +187,21 @@ def _run_export(args: argparse.Namespace) -> None:
         backbone = load_pipeline(args.pipeline).transformer
     export_policy(read_checkpoint(last), args.out, backbone, config)
     print(f"exported {last} to {args.out}")
+
+
+def _add_prior(sub: argparse._SubParsersAction) -> None:
+    ap = sub.add_parser("add-prior", help="give an exported learned policy the searched schedules of another step "
+                                          "count (it observes the masks searched nearest to each call's count)")
+    ap.add_argument("policy", type=Path, help="an exported policy directory (config.json + model.safetensors)")
+    ap.add_argument("schedules", type=Path, nargs="+", help="searched_schedules.json files (`search-schedule`)")
+    ap.set_defaults(func=_run_add_prior)
+
+
+def _run_add_prior(args: argparse.Namespace) -> None:
+    from cachepilot.train.policy import add_prior
+
+    steps = add_prior(args.policy, args.schedules)
+    print(f"{args.policy}: prior searched at {', '.join(map(str, steps))} steps")
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
@@ -450,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_collect(sub)
     _add_search(sub)
+    _add_prior(sub)
     _add_export(sub)
     _add_fit(sub)
     return parser

@@ -62,7 +62,7 @@ class PolicyConfig:
     eval_targets: tuple[float, ...] = (0.2, 0.4)
     eval_samples: int = 16
     eval_seed: int = 400_000                        # held-out seeds: neither training (200k+) nor bench (20k+)
-    prior: str | None = None                        # searched_schedules.json the policy observes (None: uniform)
+    prior: str | list[str] | None = None            # searched_schedules.json(s) the policy observes (None: uniform)
     warm_start: bool = False                        # behaviour-clone the prior schedule before PPO
     warm_start_episodes: int = 8
     warm_start_epochs: int = 300
@@ -211,8 +211,32 @@ class HeldOutEval(BaseCallback):
         return psnr(images, reference), fraction
 
 
+def add_prior(policy_dir: Path, schedule_files: list[Path]) -> list[int]:
+    """Merge searched schedules (of other step counts, typically) into an exported policy's prior: at a call
+    of N steps the policy then observes the masks searched nearest N instead of masks resampled from another
+    count. Masks of a count the prior already holds are replaced. Returns the prior's searched counts."""
+    LearnedPolicy(policy_dir)  # a loadable policy first: a clear error before anything is written
+    config_path = Path(policy_dir) / "config.json"
+    config = read_json_object(config_path)
+    merged = SchedulePrior.from_files(schedule_files).by_steps
+    for steps, masks in SchedulePrior(config.get("prior", {})).by_steps.items():
+        merged.setdefault(steps, masks)
+    combined: dict[float, list[str]] = {}
+    for steps in sorted(merged):
+        for target, mask in merged[steps].items():
+            combined.setdefault(target, []).append(mask)
+    prior = SchedulePrior(combined)
+    config["prior"] = prior.to_dict()
+    tmp = config_path.with_name(config_path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(config_path)
+    return prior.searched_steps()
+
+
 def _prior(config: PolicyConfig) -> SchedulePrior:
-    return SchedulePrior.from_file(config.prior) if config.prior else SchedulePrior()
+    if not config.prior:
+        return SchedulePrior()
+    return SchedulePrior.from_files([config.prior] if isinstance(config.prior, str) else list(config.prior))
 
 
 def _checkpoints(work_dir: Path) -> list[Path]:

@@ -44,3 +44,27 @@ def test_bad_prior_files_and_masks(tmp_path):
     path.write_text("{}")
     with pytest.raises(CheckpointError, match="searched_schedules"):
         SchedulePrior.from_file(path)
+
+
+SEARCHED_10 = {0.2: "1000000001", 0.4: "1100010001"}  # the same targets searched at 10 steps
+
+
+def test_masks_searched_at_several_step_counts_serve_the_nearest_count(tmp_path):
+    import json
+
+    both = SchedulePrior({t: [SEARCHED[t], SEARCHED_10[t]] for t in SEARCHED})
+    assert both.searched_steps() == [10, 25]
+    for target in SEARCHED:
+        assert _string(both.mask(target, 25)) == SEARCHED[target]
+        assert _string(both.mask(target, 10)) == SEARCHED_10[target]
+    for steps in (12, 30, 50):  # nearest searched count: 10 for 12, 25 for 30 and 50
+        nearest = SchedulePrior(SEARCHED_10 if steps == 12 else SEARCHED)
+        assert both.mask(0.3, steps) == nearest.mask(0.3, steps)
+    assert SchedulePrior(both.to_dict()).by_steps == both.by_steps  # the JSON form round-trips
+    assert SchedulePrior(SEARCHED).to_dict() == {"0.2": SEARCHED[0.2], "0.4": SEARCHED[0.4]}  # one count: as before
+    files = []
+    for name, masks in (("a", SEARCHED), ("b", SEARCHED_10)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"num_steps": len(masks[0.2]),
+                                         "schedules": {f"{t:g}": {"mask": m} for t, m in masks.items()}}))
+    assert SchedulePrior.from_files(files).by_steps == both.by_steps

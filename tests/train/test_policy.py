@@ -452,3 +452,24 @@ def test_cli_takes_several_step_counts(monkeypatch, tmp_path):
     assert cli.main(argv + ["--steps", "30"]) == 0
     assert seen["config"].num_steps == 30
     assert cli.main(argv + ["--steps", "20", "0"]) == 2
+
+
+def test_add_prior_gives_an_exported_policy_the_masks_of_another_step_count(exported, tmp_path, capsys):
+    import shutil
+
+    from cachepilot.cli import main
+
+    _, out, *_ = exported
+    policy = tmp_path / "policy"
+    shutil.copytree(out, policy)
+    searched = {"0.2": "10000010000100000001", "0.4": "11001001001001001001"}  # the budgets: 4 and 8 of 20
+    schedules = tmp_path / "searched_20.json"
+    schedules.write_text(json.dumps({"num_steps": 20, "schedules": {t: {"mask": m} for t, m in searched.items()}}))
+    before = LearnedPolicy(policy).prior.searched_steps()
+    assert main(["add-prior", str(policy), str(schedules)]) == 0
+    prior = LearnedPolicy(policy).prior
+    assert prior.searched_steps() == sorted(set(before) | {20})
+    for target, mask in searched.items():
+        assert "".join("1" if m else "0" for m in prior.mask(float(target), 20)) == mask
+    assert main(["add-prior", str(tmp_path / "nowhere"), str(schedules)]) == 2
+    assert "no policy checkpoint" in capsys.readouterr().err
