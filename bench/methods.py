@@ -96,7 +96,9 @@ def _searched_schedules(steps: int, cache: Path) -> list[Method]:
         prior = SchedulePrior(masks)
         resampled = {f: "".join("1" if on else "0" for on in prior.mask(f, steps)) for f in masks}
         return [ours_method("resampled-schedule", lambda f: "schedule:" + resampled[f], predictor, sorted(masks))]
-    return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], predictor, sorted(masks))]
+    return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], predictor, sorted(masks)),
+            # the same decisions, Taylor-1 forecasting: whether the schedule or the forecaster is the weak part
+            ours_method("searched-schedule+taylor1", lambda f: "schedule:" + masks[f], "taylor:1", sorted(masks))]
 
 
 def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float], cache: Path | None) -> list[Method]:
@@ -118,6 +120,8 @@ def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[floa
                                    forecaster, targets))
         methods.append(ours_method("learned-policy-batch", lambda f: LearnedPolicy(cache / "policy", target=f,
                                                                                   per_batch=True), forecaster, targets))
+        methods.append(ours_method("learned-policy+taylor1", lambda f: LearnedPolicy(cache / "policy", target=f),
+                                   "taylor:1", targets))
     if not (head / "config.json").exists():
         return methods
     return methods + [
