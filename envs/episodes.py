@@ -28,7 +28,7 @@ from cachepilot.envs.references import ReferenceStore, relative_distance, unifor
 from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.budget import apply_masks, budget_computes, budget_masks
 from cachepilot.policies.external import SteppedActions
-from cachepilot.policies.features import observation_features
+from cachepilot.policies.features import FeatureBuilder
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.runtime.actions import Action
 from cachepilot.runtime.observation import Observation
@@ -67,6 +67,7 @@ class CachingEpisodes:
         self.seeds, self.conditions, self.targets = list(seeds), list(conditions), torch.tensor(targets)
         self.allowed = torch.tensor([budget_computes(float(t), self.num_steps) for t in targets])
         self.prior_masks = self.prior.masks(self.targets, self.num_steps)
+        self.features = FeatureBuilder(self.targets, self.allowed, self.prior_masks)  # the episode's constants, once
         self.references.compute(self.seeds, self.conditions)
         self.reference = torch.stack([self.references.trajectory(s, c) for s, c in zip(self.seeds, self.conditions)])
         self.scale = self.uniform_errors(self.seeds, self.conditions, self.allowed.tolist())
@@ -105,7 +106,7 @@ class CachingEpisodes:
     def observe(self) -> np.ndarray:
         """Observation features (N, F) of the current step; sets `masks`."""
         self.masks = budget_masks(self.obs, self.allowed.to(self.obs.computes.device)).cpu()
-        features = observation_features(self.obs, self.targets, self.allowed, self.prior_masks)
+        features = self.features(self.obs)
         return features.cpu().numpy().astype(np.float32)
 
     def close(self) -> None:
