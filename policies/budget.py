@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.runtime.actions import NUM_ACTIONS, Action
+from cachepilot.runtime.actions import Action
 from cachepilot.runtime.observation import Observation
 
 
@@ -30,8 +30,7 @@ def budget_masks(obs: Observation, computes_allowed: torch.Tensor) -> torch.Tens
     forbid = (left <= 0) | ((left <= 1) & (not last))
     compute_ok = ~forbid | force
     skip_ok = ~force
-    by_action = {Action.COMPUTE: compute_ok, Action.REUSE: skip_ok, Action.FORECAST: skip_ok}
-    return torch.stack([by_action[action] for action in sorted(by_action)], dim=1)  # one op, not three writes
+    return torch.stack([compute_ok, skip_ok, skip_ok], dim=1)  # columns in `Action` order: COMPUTE, REUSE, FORECAST
 
 
 def apply_masks(actions: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

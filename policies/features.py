@@ -25,10 +25,13 @@ class FeatureBuilder:
         self.prior_left = self.prior.flip(1).cumsum(1).flip(1)  # [:, s] = the prior's computes at steps >= s
         self.target = target.float().expand_as(self.allowed)
 
+    def _to(self, device: torch.device) -> None:
+        for name in ("allowed", "allowed_clamped", "prior", "prior_left", "target"):
+            setattr(self, name, getattr(self, name).to(device))
+
     def __call__(self, obs: Observation) -> torch.Tensor:
-        device = obs.change.device
-        if self.allowed.device != device:
-            self.__init__(self.target.to(device), self.allowed.to(device), self.prior.to(device))
+        if self.allowed.device != obs.change.device:  # built on the host, observed on the model's device
+            self._to(obs.change.device)
         steps = float(max(obs.num_steps - 1, 1))
         steps_left = float(obs.num_steps - obs.step)
         since, computes = obs.since_compute.float(), obs.computes.float()

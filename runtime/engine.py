@@ -233,7 +233,7 @@ class CacheEngine:
         if plan.sub_call is not None:
             state.seconds["stack"] += time.perf_counter() - plan.stack_started
         hidden = call["hidden_states"]
-        samples, step = state.samples, state.step
+        step = state.step
         computed_rows = plan.computed_rows
         if plan.new_hidden is None:  # everyone computed
             out = sub_out
