@@ -2,7 +2,8 @@
 evaluation conditions (never trained on) and held-out seeds, and the checkpoint's README.
 
 At each target budget: the learned policy, the searched fixed schedule (same forecaster), a uniform
-fixed interval with Taylor-2 (training-free), and fewer steps at the same compute.
+fixed interval with Taylor-2 (training-free) and with the learned head (bare, and gated when calibrated), and
+fewer steps at the same compute.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cachepilot.api import head_spec
 from cachepilot.bench.methods import fewer_steps, ours_method
 from cachepilot.bench.report import markdown_table, write_report
 from cachepilot.bench.runner import BenchConfig, run_bench
@@ -19,7 +21,7 @@ from cachepilot.policies.learned import LearnedPolicy
 
 def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[dict]:
     out = Path(out)
-    predictor = f"learned:{out / 'predictors'}"
+    predictor = head_spec(out / "predictors")  # the head with its gate, as `enable(checkpoint=...)` loads it
     searched = {float(k): v["mask"] for k, v in
                 json.loads((out / "searched_schedules.json").read_text())["schedules"].items()}
     targets = sorted(config.targets)
@@ -29,9 +31,11 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
         ours_method("learned-policy", lambda t: LearnedPolicy(out / "policy", target=t), predictor, targets),
         ours_method("searched-schedule", lambda t: "schedule:" + searched[t], predictor, sorted(searched)),
         ours_method("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
-        ours_method("fixed+learned", lambda n: f"fixed:{n}", predictor, intervals),
+        ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{out / 'predictors'}", intervals),
         fewer_steps(),
     ]
+    if predictor.startswith("gated:"):
+        methods.insert(-1, ours_method("fixed+gated", lambda n: f"fixed:{n}", predictor, intervals))
     methods[-1].knobs = targets
     bench = BenchConfig(samples=config.bench_samples, steps=config.steps, guidance=None,
                         seed=20_000, batch_size=config.batch_size, repeats=config.bench_repeats,

@@ -88,8 +88,11 @@ def _searched_schedules(steps: int, cache: Path) -> list[Method]:
     found = json.loads(path.read_text())
     masks = {float(k): v["mask"] for k, v in found["schedules"].items()}
     predictor = found["predictor"]
-    if predictor.startswith("learned") and (Path(cache) / "predictors" / "config.json").exists():
-        predictor = f"learned:{Path(cache) / 'predictors'}"  # the cache's own head, wherever the directory moved
+    if predictor.partition(":")[0] in ("learned", "gated") and (Path(cache) / "predictors" / "config.json").exists():
+        from cachepilot.api import head_spec
+
+        # the cache's own head wherever the directory moved, gated once calibrated: the learned policy's forecaster
+        predictor = head_spec(Path(cache) / "predictors")
     if found["num_steps"] != steps:  # searched at another step count: its masks resampled to this one, as the
         from cachepilot.policies.prior import SchedulePrior  # learned policy's prior resamples them
 
@@ -104,7 +107,9 @@ def _searched_schedules(steps: int, cache: Path) -> list[Method]:
 def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float], cache: Path | None) -> list[Method]:
     """Fewer steps; and, from a cache checkpoint (default: the shipped digits one), the searched schedules, the
     learned policy and the usual schedules with its learned forecaster."""
+    from cachepilot.api import head_spec
     from cachepilot.policies.learned import LearnedPolicy
+    from cachepilot.predictors.gated import GATE_FILE
 
     methods = [fewer_steps()]
     if cache is None:
@@ -115,7 +120,7 @@ def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[floa
     learned = f"learned:{head}"
     if (cache / "policy" / "config.json").exists():
         targets = [0.2, 0.3, 0.4, 0.5]
-        forecaster = learned if (head / "config.json").exists() else "taylor:2"
+        forecaster = head_spec(head) if (head / "config.json").exists() else "taylor:2"
         methods.append(ours_method("learned-policy", lambda f: LearnedPolicy(cache / "policy", target=f),
                                    forecaster, targets))
         methods.append(ours_method("learned-policy-batch", lambda f: LearnedPolicy(cache / "policy", target=f,
@@ -124,10 +129,18 @@ def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[floa
                                    "taylor:1", targets))
     if not (head / "config.json").exists():
         return methods
-    return methods + [
+    methods += [
         ours_method("fixed+learned", lambda n: f"fixed:{n}", learned, intervals),
         ours_method("threshold+learned", lambda d: f"threshold:{d}", learned, deltas),
         ours_method("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), learned, intervals),
+    ]
+    if not (head / GATE_FILE).exists():
+        return methods
+    gated = f"gated:{head}"  # the head with its calibrated Taylor fallback: what `enable(checkpoint=...)` forecasts with
+    return methods + [
+        ours_method("fixed+gated", lambda n: f"fixed:{n}", gated, intervals),
+        ours_method("threshold+gated", lambda d: f"threshold:{d}", gated, deltas),
+        ours_method("ts-schedule+gated", lambda n: "schedule:" + taylorseer_mask(n, steps), gated, intervals),
     ]
 
 

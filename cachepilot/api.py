@@ -52,7 +52,8 @@ def enable(
     For a bare transformer outside a pipeline pass num_inference_steps (and cfg_copies=2 when
     the batch holds [cond; uncond]). Enabling again replaces the previous configuration.
     checkpoint / speed: a learned policy directory (default: the shipped one) and its target
-    compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the learned head.
+    compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the learned head, gated by its
+    calibration (Taylor where the head was measured to lose at this step count) when the checkpoint has one.
     per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
     """
     transformer, pipeline = _split(pipe_or_model)
@@ -61,9 +62,16 @@ def enable(
 
         policy_dir, predictor_dir = resolve_checkpoint(checkpoint)
         policy = LearnedPolicy(policy_dir, target=0.3 if speed is None else speed, per_batch=per_batch)
-        predictor = predictor or (f"learned:{predictor_dir}" if predictor_dir is not None else "learned")
+        predictor = predictor or (head_spec(predictor_dir) if predictor_dir is not None else "learned")
     return apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+
+
+def head_spec(predictor_dir: Path) -> str:
+    """A head directory's predictor spec: `gated:` once `calibrate-forecaster` (or `fit`) wrote its gate."""
+    from cachepilot.predictors.gated import GATE_FILE
+
+    return f"{'gated' if (Path(predictor_dir) / GATE_FILE).is_file() else 'learned'}:{predictor_dir}"
 
 
 def resolve_checkpoint(checkpoint: str | Path | None) -> tuple[Path, Path | None]:

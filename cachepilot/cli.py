@@ -211,6 +211,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--steps", type=int, default=50)
     se.add_argument("--samples", type=int, default=16, help="training seeds the schedules are scored on")
     se.add_argument("--predictor", default="learned")
+    se.add_argument("--max-sweeps", type=int, default=6, help="greedy sweeps after the best start (0: the best of "
+                                                             "the uniform and TaylorSeer-shaped starts)")
     _add_pipeline_args(se)
     se.set_defaults(func=_run_search)
 
@@ -225,9 +227,9 @@ def _run_search(args: argparse.Namespace) -> None:
     bad = [t for t in args.targets if not 0 < t <= 1]
     if bad:
         raise CachepilotError(f"--targets must be compute fractions in (0, 1], got {bad}")
-    for name, value in (("--samples", args.samples), ("--steps", args.steps)):
+    for name, value in (("--samples", args.samples), ("--steps", args.steps), ("--max-sweeps", args.max_sweeps + 1)):
         if value < 1:
-            raise CachepilotError(f"{name} must be >= 1, got {value}")
+            raise CachepilotError(f"{name} must be >= {1 if name != '--max-sweeps' else 0}, got {value}")
     from cachepilot.outputs import check_output_file
 
     check_output_file(args.out)
@@ -236,13 +238,46 @@ def _run_search(args: argparse.Namespace) -> None:
     conditions = _conditions(args, pipe)
     found = {}
     for target in args.targets:  # each schedule is written as soon as it is found: an interruption keeps them
-        mask, score = search_schedule(driver, conditions, target, args.samples, predictor=args.predictor)
+        mask, score = search_schedule(driver, conditions, target, args.samples, predictor=args.predictor,
+                                      max_sweeps=args.max_sweeps)
         found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
         print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps({"num_steps": args.steps, "predictor": args.predictor, "samples": args.samples,
                                    "seed": 300_000, "schedules": found}, indent=2))
         tmp.replace(args.out)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    ca = sub.add_parser("calibrate-forecaster", help="measure learned head vs. Taylor per step count and interval "
+                                                     "(closed loop, training seeds) and write the head's gate")
+    ca.add_argument("head", type=Path, help="a learned head directory (a cache's predictors/); the gate is written "
+                                           "there as forecaster_gate.json")
+    ca.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100], help="step counts to calibrate")
+    ca.add_argument("--intervals", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8],
+                    help="fixed intervals to score (1: two computes then one skip, every forecast one step apart)")
+    ca.add_argument("--samples", type=int, default=16, help="training seeds each candidate is scored on")
+    _add_pipeline_args(ca)
+    ca.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> None:
+    from cachepilot.driver import check_num_steps
+    from cachepilot.loading import load_pipeline
+    from cachepilot.train.calibrate_forecaster import calibrate_gate
+
+    bad = [n for n in args.steps if n < 2] + [n for n in args.intervals if n < 1]
+    if bad or args.samples < 1:
+        raise CachepilotError(f"--steps must be >= 2, --intervals >= 1 and --samples >= 1, got {bad or args.samples}")
+    if not (args.head / "config.json").is_file():
+        raise CachepilotError(f"no learned head at {args.head} (config.json is missing)")
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    for steps in args.steps:
+        check_num_steps(pipe, steps)
+    record = calibrate_gate(pipe, args.head, _conditions(args, pipe), args.steps, args.intervals, args.samples,
+                            _call_kwargs(args), out=args.head)
+    for steps, entry in record["counts"].items():
+        print(f"{steps} steps, spacing 1..{len(entry['choices'])}: {' '.join(entry['choices'])}")
 
 
 def _add_collect(sub: argparse._SubParsersAction) -> None:
@@ -467,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_collect(sub)
     _add_search(sub)
+    _add_calibrate(sub)
     _add_prior(sub)
     _add_export(sub)
     _add_fit(sub)

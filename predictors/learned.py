@@ -46,17 +46,21 @@ class ResidualForecaster(ModelMixin, ConfigMixin):
 
     def forward(
         self, residuals: torch.Tensor, steps: torch.Tensor, count: torch.Tensor, step: torch.Tensor | float,
-        num_steps: int, hidden: torch.Tensor, hidden_at_compute: torch.Tensor,
+        num_steps: int | torch.Tensor, hidden: torch.Tensor, hidden_at_compute: torch.Tensor,
     ) -> torch.Tensor:
         """residuals (K, B, N, D) newest first; steps (K, B); count (B,) valid entries;
-        step: the step to forecast (scalar or (B,)); hidden, hidden_at_compute (B, N, D)."""
+        step: the step to forecast (scalar or (B,)); num_steps: the call's (int) or per row ((B,), training on
+        several step counts at once); hidden, hidden_at_compute (B, N, D)."""
         k, batch = steps.shape
-        scale = float(max(num_steps - 1, 1))
+        if isinstance(num_steps, torch.Tensor):
+            scale = (num_steps.to(steps.device, steps.dtype) - 1).clamp(min=1).expand(batch)
+        else:
+            scale = float(max(num_steps - 1, 1))
         step = (step.to(steps.device, steps.dtype).expand(batch) if isinstance(step, torch.Tensor) else
                 torch.full((batch,), float(step), dtype=steps.dtype, device=steps.device))  # a fill: no host copy
         valid = torch.arange(k, device=steps.device)[:, None] < count[None, :]   # (K, B)
         gaps = (step[None] - steps) / scale * valid
-        feats = torch.cat([step[:, None] / scale, gaps.T, valid.T.to(gaps.dtype)], dim=1)
+        feats = torch.cat([(step / scale)[:, None], gaps.T, valid.T.to(gaps.dtype)], dim=1)
         out = self.mix(feats.to(self.mix[0].weight.dtype))                     # (B, K + 1)
         # Newton order-1 weights: r0 + (r0 - r1) (t - s0) / (s0 - s1) where two computes exist
         a = (step - steps[0]) / (steps[0] - steps[1]).clamp(min=1e-6) * (count >= 2)

@@ -6,7 +6,8 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.predictors.base import Predictor
 from cachepilot.predictors.taylor import Reuse, Taylor
 
-PREDICTOR_SPECS = "reuse | taylor:ORDER (ORDER in 0, 1, 2) | learned (the embedded head) | learned:PATH"
+PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2) | learned (the embedded head) | learned:PATH | "
+                   "gated:PATH (a head with its calibrated Taylor fallback)")
 
 
 def make_predictor(spec: str | Predictor | None) -> Predictor:
@@ -32,4 +33,8 @@ def make_predictor(spec: str | Predictor | None) -> Predictor:
         if not arg:
             learned.source = "learned"
         return learned
+    if name == "gated" and arg:
+        from cachepilot.predictors.gated import Gated
+
+        return Gated.from_pretrained(arg)
     raise InvalidInputError(f"unknown predictor spec {spec!r}; expected {PREDICTOR_SPECS}")

@@ -1,11 +1,12 @@
 """`cachepilot fit`: the whole recipe on a user's pipeline, one stage after another, each resumable.
 
-conditions -> collect -> predictors -> schedule search -> policy -> export -> bench report, written to one
+conditions -> collect -> predictors -> forecaster gate -> schedule search -> policy -> export -> bench report, written to one
 cache checkpoint directory that `cachepilot.enable(pipe, checkpoint=DIR, speed=0.3)` loads:
 
     DIR/cachepilot_config.json   backbone fingerprint, steps, call kwargs, condition split, stage timings
     DIR/conditions.json          train / validation / evaluation conditions (figures are on evaluation only)
-    DIR/predictors/              the learned forecaster head
+    DIR/predictors/              the learned forecaster head, and its gate (learned vs. Taylor per step count
+                                 and spacing, measured closed loop: the forecaster never behind Taylor)
     DIR/searched_schedules.json  the best fixed schedule per budget (the policy's prior and its baseline)
     DIR/policy/                  the exported actor
     DIR/bench/                   results.json / results.md / pareto.png on the evaluation conditions
@@ -55,6 +56,8 @@ class FitConfig:
     policy_envs: int = 16
     policy_lr: float = 1e-4
     policy_steps: list[int] | None = None  # step counts the policy trains on (None: [steps]); the rest runs at steps
+    gate_steps: list[int] | None = None  # step counts the forecaster gate is calibrated at (None: steps, policy_steps,
+                                         # 20, 50, 100); a call at another count uses the nearest
     bench_samples: int = 64
     bench_repeats: int = 3
     batch_size: int = 64
@@ -63,10 +66,12 @@ class FitConfig:
     @classmethod
     def smoke(cls, **overrides: Any) -> "FitConfig":
         """Every stage at toy sizes (a few minutes on 2 CPU cores for a tiny model)."""
-        return cls(**{**dict(steps=10, targets=[0.3, 0.5], collect_samples=4, collect_policies=["always", "fixed:2"],
-                             collect_shards=1, predictor_steps=20, dagger_policies=["fixed:2"], dagger_steps=20,
-                             search_samples=4, policy_timesteps=80,
-                             policy_envs=4, bench_samples=4, bench_repeats=1, batch_size=8), **overrides})
+        sizes = {**dict(steps=10, targets=[0.3, 0.5], collect_samples=4, collect_policies=["always", "fixed:2"],
+                        collect_shards=1, predictor_steps=20, dagger_policies=["fixed:2"], dagger_steps=20,
+                        search_samples=4, policy_timesteps=80,
+                        policy_envs=4, bench_samples=4, bench_repeats=1, batch_size=8), **overrides}
+        sizes.setdefault("gate_steps", [sizes["steps"]])  # the gate at the fit's own count only
+        return cls(**sizes)
 
     def check(self) -> None:
         for name in ("steps", "collect_samples", "collect_shards", "predictor_steps", "dagger_steps", "search_samples",
@@ -80,6 +85,10 @@ class FitConfig:
                 not isinstance(self.policy_steps, list) or not self.policy_steps
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 4 for n in self.policy_steps)):
             raise InvalidInputError(f"fit: policy_steps must be a list of step counts >= 4, got {self.policy_steps!r}")
+        if self.gate_steps is not None and (
+                not isinstance(self.gate_steps, list) or not self.gate_steps
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 4 for n in self.gate_steps)):
+            raise InvalidInputError(f"fit: gate_steps must be a list of step counts >= 4, got {self.gate_steps!r}")
         if not self.targets or not all(0 < t < 1 for t in self.targets):
             raise InvalidInputError(f"fit: targets must be compute fractions in (0, 1), got {self.targets}")
 
@@ -119,7 +128,7 @@ def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
 class Fit:
     """The stages of one fit; `run()` runs those whose output is not complete yet."""
 
-    STAGES = ("collect", "predictors", "schedules", "policy", "bench")
+    STAGES = ("collect", "predictors", "gate", "schedules", "policy", "bench")
 
     def __init__(self, pipe, out: Path, prompts: str | Path | ConditionSet | None = None,
                  config: FitConfig | None = None, progress: bool = True):
@@ -174,6 +183,7 @@ class Fit:
             "collect": lambda: all((self.work / "collect" / "shards" / f"shard-{s:05d}-of-{self.config.collect_shards:05d}"
                                     / "dataset_info.json").exists() for s in range(self.config.collect_shards)),
             "predictors": lambda: (self.out / "predictors" / "config.json").exists(),
+            "gate": lambda: self._gate_left() == [],
             "schedules": lambda: self._schedules_left() == [],
             "policy": lambda: (self.out / "policy" / "config.json").exists(),
             "bench": lambda: (self.out / "bench" / "results.json").exists(),
@@ -243,6 +253,31 @@ class Fit:
         self._train_head([self.work / "collect", dagger], self.out / "predictors", self.work / "predictors-r1",
                          self.config.dagger_steps)
 
+    def _gate_counts(self) -> list[int]:
+        config = self.config
+        return sorted(set(config.gate_steps or [config.steps, *(config.policy_steps or []), 20, 50, 100]))
+
+    def _gate_left(self) -> list[int]:
+        from cachepilot.predictors.gated import GATE_FILE
+
+        path = self.out / "predictors" / GATE_FILE
+        done = json.loads(path.read_text())["counts"] if path.exists() else {}
+        return [n for n in self._gate_counts() if str(n) not in done]
+
+    def _stage_gate(self) -> None:
+        from cachepilot.train.calibrate_forecaster import calibrate_gate
+
+        calibrate_gate(self.pipe, self.out / "predictors", list(self.split.train.conditions), self._gate_counts(),
+                       samples=self.config.search_samples, call_kwargs=self.config.call_kwargs,
+                       out=self.out / "predictors", progress=self.progress)
+
+    def _forecaster(self) -> str:
+        """The head with its gate once calibrated (what `enable` loads), else the bare head."""
+        from cachepilot.predictors.gated import GATE_FILE
+
+        kind = "gated" if (self.out / "predictors" / GATE_FILE).exists() else "learned"
+        return f"{kind}:{self.out / 'predictors'}"
+
     def _schedules_path(self) -> Path:
         return self.out / "searched_schedules.json"
 
@@ -256,7 +291,7 @@ class Fit:
 
         path = self._schedules_path()
         record = json.loads(path.read_text()) if path.exists() else {
-            "num_steps": self.config.steps, "predictor": f"learned:{self.out / 'predictors'}",
+            "num_steps": self.config.steps, "predictor": self._forecaster(),
             "samples": self.config.search_samples, "seed": 300_000, "schedules": {}}
         for target in self._schedules_left():  # one target at a time: an interruption keeps the ones found
             mask, score = search_schedule(self.driver, list(self.split.train.conditions), target,
@@ -274,7 +309,7 @@ class Fit:
         config = PolicyConfig(num_envs=self.config.policy_envs, num_steps=counts[0] if len(counts) == 1 else counts,
                               total_timesteps=self.config.policy_timesteps,
                               targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
-                              predictor=f"learned:{self.out / 'predictors'}", prior=str(self._schedules_path()),
+                              predictor=self._forecaster(), prior=str(self._schedules_path()),
                               warm_start=True, seed=self.config.seed, learning_rate=self.config.policy_lr,
                               eval_samples=min(16, max(2, self.config.bench_samples)),
                               eval_targets=tuple(self.config.targets[:2]))

@@ -159,3 +159,31 @@ def test_fine_tuning_starts_from_the_given_head(collection, tmp_path):
     tuned, start = Learned.from_pretrained(tmp_path / "head"), Learned.from_pretrained(DEFAULT_PREDICTOR)
     for name, value in start.model.state_dict().items():
         assert torch.equal(tuned.model.state_dict()[name], value), name
+
+
+def test_collections_at_several_step_counts_train_one_head(collection, tmp_path_factory, tmp_path, pipe):
+    other = tmp_path_factory.mktemp("collect6")
+    collect(pipe, other, CollectConfig(samples_per_policy=10, steps=6, policies=["always"], num_shards=1,
+                                       batch_size=10), progress=False)
+    config = PredictorConfig(max_steps=40, batch_size=8, val_every=20, lr=3e-3)
+    data = PredictorDataModule([collection, other], config)
+    data.setup()
+    assert [g.steps for g in data.groups] == [6, 10]
+    items = [data._dataset(lambda g: g.train_rows, seed=0)[i] for i in (0, len(data.groups[0].train_rows))]
+    # one batch holds both counts: padded to the longest, each item with its own step count (the head's time scale)
+    assert {tuple(item["mask"].shape) for item in items} == {(9,)}
+    assert [item["num_steps"][0].item() for item in items] == [6.0, 10.0] and items[0]["mask"][5:].sum() == 0
+    batch = next(iter(data.val_dataloader()[0]))
+    flat = PredictorModule._flat(batch)
+    module = PredictorModule(128, 6, config)
+    # per-row step counts: each row's forecast is the one at its own count
+    with torch.no_grad():
+        module.model.mix[-1].bias.data.normal_()  # a non-trivial head: time features matter
+        per_row = module._forecast(flat)
+        rows = flat["num_steps"] == 10
+        alone = module.model(flat["residuals"].transpose(0, 1)[:, rows], flat["steps"].T[:, rows], flat["count"][rows],
+                             flat["step"][rows], 10, flat["hidden"][rows], flat["hidden_at_compute"][rows])
+    torch.testing.assert_close(per_row[rows], alone)
+    train_predictors([collection, other], tmp_path / "head", tmp_path / "work", config, progress=False,
+                     accelerator="cpu")
+    assert Learned.from_pretrained(tmp_path / "head").fingerprint["num_steps_trained"] == [6, 10]

@@ -1,0 +1,117 @@
+"""The learned head where it is measured to win, Taylor where it is not.
+
+A head fitted on one step count's trajectories does not transfer to every regime: at 50 steps the scenes head,
+trained at 20, loses 2.6-6 dB to Taylor-1 on intervals 2-4 and wins on 5-6. The gate is a table, per step count,
+of which forecaster (`learned`, `taylor:1`, `taylor:2`) won the closed-loop image PSNR on training seeds for each
+spacing between a row's last two computes (`cachepilot calibrate-forecaster`). At a call it takes the table of
+the nearest calibrated count and picks per row by that row's spacing: all tensor ops, no host sync.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from cachepilot.errors import CheckpointError
+from cachepilot.predictors.base import ForecastContext, Predictor
+from cachepilot.predictors.history import ResidualHistory
+from cachepilot.predictors.learned import Learned
+from cachepilot.predictors.taylor import Taylor
+from cachepilot.records import read_json_object
+
+GATE_FILE = "forecaster_gate.json"
+GATE_CHOICES = ("learned", "taylor:1", "taylor:2")
+
+
+def nearest_count(counts: list[int], num_steps: int) -> int:
+    """The calibrated step count closest to `num_steps` in ratio (50 is as far from 25 as from 100)."""
+    return min(counts, key=lambda count: (abs(math.log(count / max(num_steps, 1))), count))
+
+
+def check_gate_table(table: dict, where: str) -> dict[int, list[str]]:
+    """{num_steps: [choice for spacing 1, 2, ...]} with known choices, or a CheckpointError naming `where`."""
+    if not isinstance(table, dict) or not table:
+        raise CheckpointError(f"{where}: the gate has no calibrated step count")
+    checked = {}
+    for count, choices in table.items():
+        try:
+            steps = int(count)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{where}: step count {count!r} is not an integer") from None
+        if steps < 1 or not isinstance(choices, list) or not choices or any(c not in GATE_CHOICES for c in choices):
+            raise CheckpointError(f"{where}: the gate at {count} steps must be a non-empty list of {GATE_CHOICES}, "
+                                  f"got {choices!r}")
+        checked[steps] = list(choices)
+    return checked
+
+
+class Gated(Predictor):
+    """Per row: the calibrated table's forecaster for the row's spacing (last two computes; clamped to the table)."""
+
+    def __init__(self, learned: Learned, table: dict[int, list[str]], source: str = "gated"):
+        self.learned = learned
+        self.table = check_gate_table(table, source)
+        self.forecasters: dict[str, Predictor] = {"learned": learned, "taylor:1": Taylor(1), "taylor:2": Taylor(2)}
+        self.history_size = max(learned.history_size, 3)
+        self.source = source
+        self._index: dict[tuple[int, torch.device], tuple[list[str], torch.Tensor]] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "Gated":
+        path = Path(path)
+        gate_path = path / GATE_FILE
+        if not gate_path.is_file():
+            raise CheckpointError(f"no forecaster gate at {path} ({GATE_FILE} is missing: run `cachepilot "
+                                  "calibrate-forecaster`)")
+        record = read_json_object(gate_path, "the forecaster gate")
+        table = {count: entry.get("choices") if isinstance(entry, dict) else entry
+                 for count, entry in (record.get("counts") or {}).items()}
+        return cls(Learned.from_pretrained(path), table, source=str(path))
+
+    def bind(self, transformer: torch.nn.Module) -> None:
+        self.learned.bind(transformer)
+
+    def choices(self, num_steps: int) -> list[str]:
+        """The table used at `num_steps`: that of the nearest calibrated count."""
+        return self.table[nearest_count(list(self.table), num_steps)]
+
+    def _lookup(self, num_steps: int, device: torch.device) -> tuple[list[str], torch.Tensor]:
+        key = (num_steps, device)
+        if key not in self._index:
+            choices = self.choices(num_steps)
+            used = sorted(set(choices), key=GATE_CHOICES.index)
+            self._index[key] = used, torch.tensor([used.index(c) for c in choices], device=device)
+        return self._index[key]
+
+    def predict(
+        self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None,
+        context: ForecastContext | None = None,
+    ) -> torch.Tensor:
+        if context is None:
+            raise ValueError("the gated predictor needs the engine's ForecastContext (the step count)")
+        used, index = self._lookup(context.num_steps, history.steps.device)
+        if len(used) == 1:
+            return self.forecasters[used[0]].predict(history, step, rows, context)
+        steps = history.steps if rows is None else history.steps.index_select(1, rows)
+        spacing = (steps[0] - steps[1]).round().long().clamp(1, len(index))  # rows with one compute: spacing 1
+        chosen = index[spacing - 1]
+        view = (-1,) + (1,) * (history.residuals.ndim - 2)
+        forecast = None
+        for i, name in enumerate(used):
+            part = self.forecasters[name].predict(history, step, rows, context)
+            forecast = part if forecast is None else torch.where((chosen == i).view(view), part, forecast)
+        return forecast
+
+    def spec(self) -> str:
+        return f"gated:{self.source}"
+
+
+def write_gate(path: Path, record: dict) -> None:
+    """Atomically (a kill leaves the old gate or the new one): the record `calibrate_gate` returns."""
+    check_gate_table({k: v["choices"] for k, v in record["counts"].items()}, str(path))
+    tmp = path / (GATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path / GATE_FILE)

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+import cachepilot
+from cachepilot import CheckpointError
+from cachepilot.checkpoints import DEFAULT_PREDICTOR
+from cachepilot.driver import SamplingDriver
+from cachepilot.predictors.base import ForecastContext
+from cachepilot.predictors.gated import GATE_FILE, Gated, nearest_count
+from cachepilot.predictors.learned import Learned, ResidualForecaster
+from cachepilot.predictors.spec import make_predictor
+from cachepilot.predictors.taylor import Taylor
+from cachepilot.train.calibrate_forecaster import calibrate_gate, calibration_schedule
+
+
+def _head(hidden: int = 4) -> Learned:
+    torch.manual_seed(0)
+    model = ResidualForecaster(hidden, history=3, rank=2, width=8)
+    for layer in (model.mix[-1], model.up):  # away from the zero init: the head must differ from Taylor
+        torch.nn.init.normal_(layer.weight, std=0.3)
+    return Learned(model)
+
+
+def _history(predictor, steps_per_row):
+    history = predictor.new_history()
+    history.allocate(torch.zeros(len(steps_per_row), 3, 4))
+    base = torch.randn(len(steps_per_row), 3, 4, generator=torch.Generator().manual_seed(1))
+    for k in range(max(len(s) for s in steps_per_row)):
+        for r, steps in enumerate(steps_per_row):
+            if k < len(steps):
+                history.update(torch.tensor([r]), steps[k], (base[r] * (1 + steps[k]) ** 1.5)[None])
+    return history
+
+
+def test_each_row_gets_the_forecaster_of_its_spacing():
+    head = _head()
+    gated = Gated(head, {20: ["taylor:1", "taylor:1", "taylor:2", "taylor:2", "learned"]})
+    # rows' last two computes 2, 3, 5 and 9 steps apart (9: clamped to the table's last entry)
+    history = _history(gated, [[0, 2, 4], [0, 3, 6], [0, 5, 10], [0, 9, 18]])
+    context = ForecastContext(20, torch.randn(4, 3, 4), torch.randn(4, 3, 4))
+    out = gated.predict(history, 19, None, context)
+    expected = [Taylor(1), Taylor(2), head, head]
+    for row, forecaster in enumerate(expected):
+        torch.testing.assert_close(out[row], forecaster.predict(history, 19, None, context)[row])
+    assert not torch.allclose(out[2], Taylor(2).predict(history, 19, None, context)[2])
+    rows = torch.tensor([1, 3])  # a subset of rows, as the engine forecasts them
+    sub = ForecastContext(20, context.hidden[rows], context.hidden_at_compute[rows])
+    torch.testing.assert_close(gated.predict(history, 19, rows, sub), out[rows])
+
+
+def test_the_nearest_calibrated_count_is_used():
+    assert nearest_count([20, 50, 100], 30) == 20 and nearest_count([20, 50, 100], 35) == 50
+    assert nearest_count([20, 50, 100], 250) == 100 and nearest_count([20, 50, 100], 4) == 20
+    head = _head()
+    gated = Gated(head, {20: ["learned"], 50: ["taylor:1"]})
+    history = _history(gated, [[0, 3, 6]])
+    at_60 = gated.predict(history, 8, None, ForecastContext(60, torch.randn(1, 3, 4), torch.randn(1, 3, 4)))
+    torch.testing.assert_close(at_60, Taylor(1).predict(history, 8))
+
+
+def test_a_missing_or_bad_gate_is_a_clear_error(tmp_path):
+    _head(8).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="calibrate-forecaster"):
+        make_predictor(f"gated:{tmp_path}")
+    (tmp_path / GATE_FILE).write_text(json.dumps({"counts": {"20": {"choices": ["taylor:3"]}}}))
+    with pytest.raises(CheckpointError, match="non-empty list"):
+        make_predictor(f"gated:{tmp_path}")
+    (tmp_path / GATE_FILE).write_text(json.dumps({"counts": {}}))
+    with pytest.raises(CheckpointError, match="no calibrated step count"):
+        make_predictor(f"gated:{tmp_path}")
+
+
+def test_calibration_measures_every_choice_writes_the_gate_and_resumes(pipe, tmp_path, monkeypatch):
+    head = tmp_path / "head"
+    Learned.from_pretrained(DEFAULT_PREDICTOR).save_pretrained(head)
+    conditions = [{"class_labels": c} for c in range(3)]
+    record = calibrate_gate(pipe, head, conditions, [6], intervals=[2, 4], samples=2, out=head, progress=False)
+    entry = record["counts"]["6"]
+    assert set(entry["psnr"]) == {"2", "4"} and all(set(v) == {"learned", "taylor:1", "taylor:2"}
+                                                    for v in entry["psnr"].values())
+    # the winner of each interval (a tie to the cheaper); spacings not calibrated take the one below (or the first)
+    winners = {n: max(("taylor:1", "taylor:2", "learned"), key=v.get) for n, v in entry["psnr"].items()}
+    assert entry["choices"] == [winners["2"], winners["2"], winners["2"], winners["4"]]
+    assert json.loads((head / GATE_FILE).read_text()) == json.loads(json.dumps(record))
+    # a second call with the same settings measures only the counts missing
+    calls = []
+    from cachepilot.train import calibrate_forecaster
+
+    original = calibrate_forecaster.SamplingDriver
+    monkeypatch.setattr(calibrate_forecaster, "SamplingDriver", lambda *a, **k: calls.append(a[1]) or original(*a, **k))
+    calibrate_gate(pipe, head, conditions, [6, 8], intervals=[2, 4], samples=2, out=head, progress=False)
+    assert calls == [8] and set(json.loads((head / GATE_FILE).read_text())["counts"]) == {"6", "8"}
+    # the engine runs it: a cached call with the gated head gives finite images
+    engine = cachepilot.enable(pipe, "fixed:2", f"gated:{head}")
+    try:
+        images = SamplingDriver(pipe, 8).sample(conditions[:2], [1, 2]).images
+    finally:
+        cachepilot.disable(pipe)
+    assert engine.predictor.spec() == f"gated:{head}" and torch.isfinite(images).all()
+
+
+def test_spacing_one_has_its_own_schedule():
+    pairs = calibration_schedule(1, 10)
+    assert pairs == "schedule:1101101101"  # every forecast one step after two adjacent computes; the last computed
+    assert calibration_schedule(3, 10) == "fixed:3"
