@@ -127,6 +127,10 @@ def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[floa
                                                                                   per_batch=True), forecaster, targets))
         methods.append(ours_method("learned-policy+taylor1", lambda f: LearnedPolicy(cache / "policy", target=f),
                                    "taylor:1", targets))
+        # the actor's own decisions where, outside its trained step counts, the policy follows a searched prior
+        methods.append(ours_method("learned-policy-actor", lambda f: LearnedPolicy(cache / "policy", target=f,
+                                                                                  actor_outside_range=True),
+                                   forecaster, targets))
     if not (head / "config.json").exists():
         return methods
     methods += [

@@ -408,6 +408,26 @@ def test_one_checkpoint_serves_every_trained_step_count(several_counts, pipe):
         assert stats.computes_per_sample.tolist() == [budget_computes(0.5, steps)] * 2
     with pytest.warns(UserWarning, match="trained for 6..10 steps"):
         policy.reset(12, 1)
+    # outside the trained range, at a count the prior was searched at: the searched decisions, no warning
+    config12 = {**policy.config, "prior": {"0.5": ["1010100011", "101010010011"]}}  # searched at 10 and at 12
+    weights = dict(policy.actor.state_dict())
+    follower = LearnedPolicy(state=(config12, weights), target=0.5)
+    cachepilot.enable(pipe, follower, "taylor:1")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pipe([1, 5], num_inference_steps=12, output_type="pt")
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    from cachepilot.runtime.actions import Action
+
+    computed = (stats.decisions == int(Action.COMPUTE)).T.tolist()
+    assert follower.follow_prior and computed == [[c == "1" for c in "101010010011"]] * 2
+    actor = LearnedPolicy(state=(config12, weights), target=0.5, actor_outside_range=True)
+    with pytest.warns(UserWarning, match="trained for 6..10 steps"):
+        actor.reset(12, 1)
+    assert not actor.follow_prior
     log = pd.read_csv(work / "logs" / "progress.csv")
     for steps in (6, 10):
         for target in config.eval_targets:
