@@ -118,13 +118,13 @@ def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path |
         return None, make_predictor(predictor)
     name, _, arg = policy.partition(":")
     if name == "learned" and cache is not None:
-        from cachepilot.api import resolve_checkpoint
+        from cachepilot.api import head_spec, resolve_checkpoint
         from cachepilot.policies.learned import LearnedPolicy
 
         policy_dir, predictor_dir = resolve_checkpoint(cache)
         target = float(arg) if arg else 0.3
-        if predictor is None or predictor == "learned":
-            predictor = f"learned:{predictor_dir}" if predictor_dir is not None else "taylor:2"
+        if predictor is None or predictor == "learned":  # the cache's head, gated once calibrated (as `enable` loads it)
+            predictor = head_spec(predictor_dir) if predictor_dir is not None else "taylor:2"
         return LearnedPolicy(policy_dir, target=target), make_predictor(predictor)
     return make_policy(policy), make_predictor(predictor)
 
