@@ -227,9 +227,11 @@ def _run_search(args: argparse.Namespace) -> None:
     bad = [t for t in args.targets if not 0 < t <= 1]
     if bad:
         raise CachepilotError(f"--targets must be compute fractions in (0, 1], got {bad}")
-    for name, value in (("--samples", args.samples), ("--steps", args.steps), ("--max-sweeps", args.max_sweeps + 1)):
+    for name, value in (("--samples", args.samples), ("--steps", args.steps)):
         if value < 1:
-            raise CachepilotError(f"{name} must be >= {1 if name != '--max-sweeps' else 0}, got {value}")
+            raise CachepilotError(f"{name} must be >= 1, got {value}")
+    if args.max_sweeps < 0:
+        raise CachepilotError(f"--max-sweeps must be >= 0, got {args.max_sweeps}")
     from cachepilot.outputs import check_output_file
 
     check_output_file(args.out)

@@ -1,7 +1,7 @@
 """The learned head where it is measured to win, Taylor where it is not.
 
 A head fitted on one step count's trajectories does not transfer to every regime: at 50 steps the scenes head,
-trained at 20, loses 2.6-6 dB to Taylor-1 on intervals 2-4 and wins on 5-6. The gate is a table, per step count,
+trained at 20, lost 3-8 dB to Taylor-1 on intervals 2-4 and won on 5-6. The gate is a table, per step count,
 of which forecaster (`learned`, `taylor:1`, `taylor:2`) won the closed-loop image PSNR on training seeds for each
 spacing between a row's last two computes (`cachepilot calibrate-forecaster`). At a call it takes the table of
 the nearest calibrated count and picks per row by that row's spacing: all tensor ops, no host sync.
