@@ -273,10 +273,9 @@ class Fit:
 
     def _forecaster(self) -> str:
         """The head with its gate once calibrated (what `enable` loads), else the bare head."""
-        from cachepilot.predictors.gated import GATE_FILE
+        from cachepilot.api import head_spec
 
-        kind = "gated" if (self.out / "predictors" / GATE_FILE).exists() else "learned"
-        return f"{kind}:{self.out / 'predictors'}"
+        return head_spec(self.out / "predictors")
 
     def _schedules_path(self) -> Path:
         return self.out / "searched_schedules.json"
