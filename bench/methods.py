@@ -79,10 +79,14 @@ def fewer_steps() -> Method:
 
 
 def _searched_schedules(steps: int, cache: Path) -> list[Method]:
-    """The best fixed schedules of an offline search (`cachepilot search-schedule`, `fit`), when the cache has them."""
+    """The best fixed schedules of an offline search (`cachepilot search-schedule`, `fit`), when the cache has them:
+    `searched_schedules_<steps>.json` (searched at the bench's count, e.g. merged into the policy's prior with
+    `add-prior`), else `searched_schedules.json`."""
     import json
 
-    path = Path(cache) / "searched_schedules.json"
+    path = Path(cache) / f"searched_schedules_{steps}.json"
+    if not path.exists():
+        path = Path(cache) / "searched_schedules.json"
     if not path.exists():
         return []
     found = json.loads(path.read_text())

@@ -213,6 +213,14 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--predictor", default="learned")
     se.add_argument("--max-sweeps", type=int, default=6, help="greedy sweeps after the best start (0: the best of "
                                                              "the uniform and TaylorSeer-shaped starts)")
+    se.add_argument("--compute-last", action="store_true",
+                    help="keep the last step computed (by default it may be forecast, as TaylorSeer's schedule does); "
+                         "for a prior added to a policy trained with such masks")
+    se.add_argument("--select-samples", type=int, default=0,
+                    help="score every start and each sweep's best again on this many other training samples and "
+                         "keep the best there (guards against the few search samples; 0: off)")
+    se.add_argument("--init", type=Path, help="a searched_schedules.json of the same step count: its mask for each "
+                                              "target is one more start (refines an earlier search)")
     _add_pipeline_args(se)
     se.set_defaults(func=_run_search)
 
@@ -230,24 +238,39 @@ def _run_search(args: argparse.Namespace) -> None:
     for name, value in (("--samples", args.samples), ("--steps", args.steps)):
         if value < 1:
             raise CachepilotError(f"{name} must be >= 1, got {value}")
-    if args.max_sweeps < 0:
-        raise CachepilotError(f"--max-sweeps must be >= 0, got {args.max_sweeps}")
+    for name, value in (("--max-sweeps", args.max_sweeps), ("--select-samples", args.select_samples)):
+        if value < 0:
+            raise CachepilotError(f"{name} must be >= 0, got {value}")
     from cachepilot.outputs import check_output_file
 
     check_output_file(args.out)
+    earlier = _earlier_masks(args.init, args.steps) if args.init else {}
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     driver = SamplingDriver(pipe, args.steps, _call_kwargs(args))
     conditions = _conditions(args, pipe)
     found = {}
     for target in args.targets:  # each schedule is written as soon as it is found: an interruption keeps them
         mask, score = search_schedule(driver, conditions, target, args.samples, predictor=args.predictor,
-                                      max_sweeps=args.max_sweeps)
+                                      max_sweeps=args.max_sweeps, compute_last=args.compute_last,
+                                      select_samples=args.select_samples,
+                                      extra_starts=[earlier[f"{target:g}"]] if f"{target:g}" in earlier else [])
         found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
         print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps({"num_steps": args.steps, "predictor": args.predictor, "samples": args.samples,
-                                   "seed": 300_000, "schedules": found}, indent=2))
+                                   "seed": 300_000, "select_samples": args.select_samples,
+                                   "schedules": found}, indent=2))
         tmp.replace(args.out)
+
+
+def _earlier_masks(path: Path, steps: int) -> dict[str, list[bool]]:
+    """target -> mask of an earlier search at `steps` steps (refused before any model is loaded)."""
+    from cachepilot.policies.prior import SchedulePrior
+
+    prior = SchedulePrior.from_file(path)
+    if prior.searched_steps() != [steps]:
+        raise CachepilotError(f"--init {path} was searched at {prior.searched_steps()} steps, not {steps}")
+    return {f"{t:g}": [c == "1" for c in mask] for t, mask in prior.by_steps[steps].items()}
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:

@@ -67,6 +67,7 @@ class CachingEpisodes:
         self.seeds, self.conditions, self.targets = list(seeds), list(conditions), torch.tensor(targets)
         self.allowed = torch.tensor([budget_computes(float(t), self.num_steps) for t in targets])
         self.prior_masks = self.prior.masks(self.targets, self.num_steps)
+        self.compute_last = self.prior.computes_last(self.num_steps)
         self.features = FeatureBuilder(self.targets, self.allowed, self.prior_masks)  # the episode's constants, once
         self.references.compute(self.seeds, self.conditions)
         self.reference = torch.stack([self.references.trajectory(s, c) for s, c in zip(self.seeds, self.conditions)])
@@ -105,7 +106,7 @@ class CachingEpisodes:
 
     def observe(self) -> np.ndarray:
         """Observation features (N, F) of the current step; sets `masks`."""
-        self.masks = budget_masks(self.obs, self.allowed.to(self.obs.computes.device)).cpu()
+        self.masks = budget_masks(self.obs, self.allowed.to(self.obs.computes.device), self.compute_last).cpu()
         features = self.features(self.obs)
         return features.cpu().numpy().astype(np.float32)
 

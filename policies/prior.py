@@ -32,12 +32,13 @@ def _quantiles(mask: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _place(fractions: np.ndarray, num_steps: int) -> list[int]:
-    """Distinct, increasing steps nearest to the fractions; the first and last step included."""
+    """Distinct, increasing steps nearest to the fractions; the first step included (the last where the
+    fractions end at 1, as masks that compute the last step do)."""
     steps = np.rint(fractions * (num_steps - 1)).astype(int)
-    steps[0], steps[-1] = 0, num_steps - 1
+    steps[0] = 0
     for i in range(1, len(steps)):  # push collisions forward, then back from the end
         steps[i] = max(steps[i], steps[i - 1] + 1)
-    steps[-1] = num_steps - 1
+    steps[-1] = min(steps[-1], num_steps - 1)
     for i in range(len(steps) - 2, -1, -1):
         steps[i] = min(steps[i], steps[i + 1] - 1)
     return steps.tolist()
@@ -45,15 +46,15 @@ def _place(fractions: np.ndarray, num_steps: int) -> list[int]:
 
 class SchedulePrior:
     def __init__(self, schedules: dict[float, str | list[str]] | None = None):
-        """schedules: target compute fraction -> mask as a '1'/'0' string (first and last step computed), or a
-        list of masks searched at different step counts (one per count)."""
+        """schedules: target compute fraction -> mask as a '1'/'0' string (first step computed; the last one may
+        be forecast), or a list of masks searched at different step counts (one per count)."""
         self.by_steps: dict[int, dict[float, str]] = {}
         for target, masks in sorted((schedules or {}).items()):
             for mask in [masks] if isinstance(masks, str) else list(masks):
                 mask = str(mask)
-                if set(mask) - {"0", "1"} or mask.count("1") < 2 or mask[0] != "1" or mask[-1] != "1":
-                    raise CheckpointError(f"prior schedule for target {float(target):g} is not a '1'/'0' mask that "
-                                          f"computes the first and last step: {mask!r}")
+                if set(mask) - {"0", "1"} or mask.count("1") < 2 or mask[0] != "1":
+                    raise CheckpointError(f"prior schedule for target {float(target):g} is not a '1'/'0' mask with "
+                                          f"two computes or more, the first step one of them: {mask!r}")
                 self.by_steps.setdefault(len(mask), {})[float(target)] = mask
         self.schedules = self.by_steps[min(self.by_steps)] if self.by_steps else {}
 
@@ -92,6 +93,13 @@ class SchedulePrior:
         if not self.by_steps:
             return {}
         return self.by_steps[min(self.by_steps, key=lambda n: (abs(n - num_steps), -n))]
+
+    def computes_last(self, num_steps: int) -> bool:
+        """Whether the masks for `num_steps` keep the last step computed (all uniform and earlier searched ones do).
+        The budget rules follow it (`budget_masks(compute_last=)`), in training and at inference alike, so a
+        policy trained on a prior that forecasts the last step may do so too, and one trained with it computed
+        keeps doing so."""
+        return all(mask[-1] == "1" for mask in self._schedules_for(num_steps).values())
 
     def mask(self, target: float, num_steps: int) -> list[bool]:
         """The prior's mask for one target (exactly `budget_computes(target, num_steps)` computes)."""

@@ -42,17 +42,19 @@ def follow_masks(episodes: CachingEpisodes, seeds: list[int], conditions: list[d
     return final
 
 
-def move_compute(masks: torch.Tensor, k: int, shift: int) -> torch.Tensor:
-    """Each row's k-th compute (first and last excluded) moved by `shift` steps where that lands on a
-    free interior step; other rows unchanged."""
+def move_compute(masks: torch.Tensor, k: int, shift: int, compute_last: bool = True) -> torch.Tensor:
+    """Each row's k-th compute (the first excluded, and the last step's unless compute_last is False) moved by
+    `shift` steps where that lands on a free step after the first (before the last with compute_last); other rows
+    unchanged."""
     moved = masks.clone()
     steps = masks.shape[1]
+    end = steps - 1 if compute_last else steps
     for row, mask in enumerate(masks):
         computes = mask.nonzero().flatten()
-        if not 1 <= k < len(computes) - 1:
+        if not 1 <= k < len(computes) - int(compute_last):
             continue
         old, new = int(computes[k]), int(computes[k]) + shift
-        if 0 < new < steps - 1 and not mask[new]:
+        if 0 < new < end and not mask[new]:
             moved[row, old], moved[row, new] = False, True
     return moved
 
@@ -61,13 +63,14 @@ def oracle_masks(episodes: CachingEpisodes, seeds: list[int], conditions: list[d
                  sweeps: int = 2, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True) -> torch.Tensor:
     """(N, T) bool: each sample's greedily improved mask, starting from the episodes' prior."""
     masks = episodes.prior.masks(targets, episodes.num_steps)
+    compute_last = episodes.prior.computes_last(episodes.num_steps)  # the budget rules the policy trains under
     best = follow_masks(episodes, seeds, conditions, targets, masks)
-    interior = int(masks.sum(1).max()) - 1
-    moves = [(k, s) for k in range(1, interior) for s in shifts]
+    movable = int(masks.sum(1).max()) - int(compute_last)
+    moves = [(k, s) for k in range(1, movable) for s in shifts]
     for _ in tqdm(range(sweeps), desc="oracle sweeps", disable=not progress):
         chosen, chosen_distance = masks.clone(), best.clone()
         for k, shift in tqdm(moves, desc="moves", leave=False, disable=not progress):
-            candidate = move_compute(masks, k, shift)
+            candidate = move_compute(masks, k, shift, compute_last)
             distance = follow_masks(episodes, seeds, conditions, targets, candidate)
             better = distance < chosen_distance
             chosen[better], chosen_distance[better] = candidate[better], distance[better]

@@ -87,3 +87,18 @@ def test_searched_schedules_at_another_step_count_are_resampled_to_the_bench_cou
             resampled.remove(pipe)
         computed = (decisions[:, 0] == 0)
         assert int(computed.sum()) == budget_computes(target, 20) and computed[0] and computed[-1]
+
+
+def test_a_cache_with_masks_searched_at_the_bench_count_offers_those(tmp_path):
+    import json
+
+    from cachepilot.checkpoints import DEFAULT_CACHE
+
+    (tmp_path / "searched_schedules.json").write_text((DEFAULT_CACHE / "searched_schedules.json").read_text())
+    (tmp_path / "searched_schedules_20.json").write_text(json.dumps(
+        {"num_steps": 20, "predictor": "taylor:2", "schedules": {"0.3": {"mask": "11100100100100100100"}}}))
+    at_20 = {m.name: m for m in cachepilot_methods(steps=20, cache=tmp_path)}
+    assert "resampled-schedule" not in at_20 and at_20["searched-schedule"].knobs == [0.3]
+    at_50 = {m.name for m in cachepilot_methods(steps=50, cache=tmp_path)}
+    assert "searched-schedule" in at_50  # the default file, searched at 50
+    assert "resampled-schedule" in {m.name for m in cachepilot_methods(steps=30, cache=tmp_path)}

@@ -91,6 +91,17 @@ def test_more_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
     assert not (tmp_path / "s.json").exists()
 
 
+def test_search_schedule_init_from_another_step_count_is_refused_before_loading(tmp_path, capsys):
+    import json
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"num_steps": 20, "schedules": {"0.3": {"mask": "1" * 6 + "0" * 14}}}))
+    assert main(["search-schedule", "--steps", "50", "--init", str(earlier), "--pipeline", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err
+    assert "searched at [20] steps, not 50" in err and "Traceback" not in err, err
+
+
 def test_search_schedule_writes_each_target_as_it_is_found(tmp_path, monkeypatch):
     import json
 

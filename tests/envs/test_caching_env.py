@@ -131,6 +131,18 @@ def test_observation_carries_the_prior_and_the_residual_drift(pipe):
     assert drift[0] == 0 and drift[1] == 0 and (drift[2:] > 0).all()  # known after two computes
 
 
+def test_a_prior_that_forecasts_the_last_step_frees_it_in_the_env(pipe):
+    from cachepilot.policies.prior import SchedulePrior
+
+    for mask, last_step in (("101010010011", [True, False, False]), ("110101010100", [False, True, True])):
+        env = CachingEnv(unhooked_twin(pipe), num_steps=STEPS, prior=SchedulePrior({0.5: mask}))
+        env.reset(seed=0, options={"target": 0.5})
+        for step in range(STEPS - 1):  # asks for all six computes first; the last step computed keeps one back
+            env.step(Action.COMPUTE if step < 6 else Action.FORECAST)
+        assert env.action_masks().tolist() == last_step
+        env.close()
+
+
 def test_episodes_start_more_samples_than_the_drivers_batch(pipe):
     """The uniform-schedule errors that scale the reward follow the driver's split into batches (a Schedule of
     every sample given to a call of `batch_size` of them was refused before)."""

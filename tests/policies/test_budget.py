@@ -36,6 +36,16 @@ def test_masks_force_and_forbid():
     assert m[:, Action.COMPUTE].all() and not m[:, Action.REUSE].any()          # last step: compute
 
 
+def test_masks_with_the_last_step_free():
+    allowed = torch.tensor([4, 4, 4])
+    m = budget_masks(_obs(7, [1, 3, 4]), allowed, compute_last=False)           # 3 steps left
+    assert m[0].tolist() == [True, False, False]   # 3 computes left for 3 steps: still forced
+    assert m[1].tolist() == [True, True, True]     # 1 left: free to spend now
+    assert m[2].tolist() == [False, True, True]    # none left
+    m = budget_masks(_obs(9, [3, 3, 4]), allowed, compute_last=False)
+    assert m[0].tolist() == [True, False, False] and m[2].tolist() == [False, True, True]  # last step: as the budget says
+
+
 def test_apply_masks_replaces_only_forbidden():
     masks = torch.tensor([[True, False, False], [False, True, True], [True, True, True]])
     out = apply_masks(torch.tensor([2, 0, 1]), masks)

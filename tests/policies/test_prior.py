@@ -38,7 +38,7 @@ def test_in_between_targets_interpolate_and_empty_prior_is_uniform():
 
 
 def test_bad_prior_files_and_masks(tmp_path):
-    with pytest.raises(CheckpointError, match="first and last"):
+    with pytest.raises(CheckpointError, match="the first step one of them"):
         SchedulePrior({0.2: "0110"})
     path = tmp_path / "s.json"
     path.write_text("{}")
@@ -68,3 +68,12 @@ def test_masks_searched_at_several_step_counts_serve_the_nearest_count(tmp_path)
         files[-1].write_text(json.dumps({"num_steps": len(masks[0.2]),
                                          "schedules": {f"{t:g}": {"mask": m} for t, m in masks.items()}}))
     assert SchedulePrior.from_files(files).by_steps == both.by_steps
+
+
+def test_masks_that_forecast_the_last_step_are_kept_and_warped_without_it():
+    open_end = {0.3: "1110001000100010001000100"}  # TaylorSeer-shaped: the last compute 2 steps before the end
+    prior = SchedulePrior(open_end)
+    assert "".join("1" if m else "0" for m in prior.mask(0.3, 25)) == open_end[0.3]  # as searched
+    warped = prior.mask(0.3, 50)
+    assert sum(warped) == 15 and warped[0] and not warped[-1]
+    assert max(s for s, m in enumerate(warped) if m) == round(22 / 24 * 49)  # the same place in normalised time

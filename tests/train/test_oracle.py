@@ -15,6 +15,10 @@ def test_move_compute_moves_one_interior_compute_per_row_where_it_can():
     assert torch.equal(move_compute(crowded, 1, 1), crowded)      # would land on a compute: unchanged
     assert torch.equal(move_compute(masks, 2, 1), masks)         # k = last compute: never moved
     assert (move_compute(masks, 1, 2).sum(1) == masks.sum(1)).all()
+    free = move_compute(masks, 2, -1, compute_last=False)           # the last step free: its compute moves too
+    assert free[0].tolist() == [1, 0, 1, 0, 1, 0] and free[1].tolist() == [1, 1, 0, 0, 1, 0]
+    open_end = torch.tensor([[1, 0, 1, 0, 0, 0]], dtype=torch.bool)
+    assert move_compute(open_end, 1, 3, compute_last=False)[0].tolist() == [1, 0, 0, 0, 0, 1]  # onto the last step
 
 
 def test_oracle_keeps_budgets_and_never_does_worse_than_the_prior(pipe):

@@ -493,3 +493,14 @@ def test_add_prior_gives_an_exported_policy_the_masks_of_another_step_count(expo
         assert "".join("1" if m else "0" for m in prior.mask(float(target), 20)) == mask
     assert main(["add-prior", str(tmp_path / "nowhere"), str(schedules)]) == 2
     assert "no policy checkpoint" in capsys.readouterr().err
+
+
+def test_the_budget_keeps_the_last_step_computed_only_where_the_prior_does(exported):
+    _, out, *_ = exported
+    policy = LearnedPolicy(out, target=0.5)
+    weights = dict(policy.actor.state_dict())
+    closed = LearnedPolicy(state=({**policy.config, "prior": {"0.5": "1010100011"}}, weights), target=0.5)
+    open_end = LearnedPolicy(state=({**policy.config, "prior": {"0.5": "1101010100"}}, weights), target=0.5)
+    closed.reset(10, 1)
+    open_end.reset(10, 1)
+    assert closed.compute_last and not open_end.compute_last

@@ -1,5 +1,7 @@
 import pytest
 
+from cachepilot import InvalidInputError
+from cachepilot.bench.methods import taylorseer_mask
 from cachepilot.driver import SamplingDriver
 from cachepilot.envs.references import uniform_mask
 from cachepilot.train.schedule_search import search_schedule, start_masks, warmup_mask
@@ -26,7 +28,51 @@ def test_the_search_starts_from_the_best_start(pipe):
     conditions = [{"class_labels": c} for c in range(2)]
     mask, score = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=0,
                                   progress=False)
-    assert mask in start_masks(10, 4) and score > 0
+    assert mask in start_masks(10, 4, compute_last=False) and score > 0
     improved, better = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=1,
                                        progress=False)
     assert better >= score and sum(improved) == 4
+    kept, _ = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=1,
+                              progress=False, compute_last=True)
+    assert kept[0] and kept[-1] and sum(kept) == 4
+
+
+def test_an_earlier_mask_is_one_more_start_and_a_wrong_one_is_refused(pipe):
+    driver = SamplingDriver(pipe, 10)
+    conditions = [{"class_labels": c} for c in range(2)]
+    earlier = [True, False, False, False, True, True, False, False, False, True]  # not among the built-in starts
+    assert earlier not in start_masks(10, 4, compute_last=False)
+    only, _ = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=0,
+                              progress=False, extra_starts=[earlier])
+    assert only in start_masks(10, 4, compute_last=False) + [earlier]
+    for bad in ([True] * 5 + [False] * 5, [True, True, True, True] + [False] * 6):  # 5 computes; 4 but last not kept
+        with pytest.raises(InvalidInputError, match="computes"):
+            search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=0, progress=False,
+                            extra_starts=[bad], compute_last=True)
+
+
+@pytest.mark.parametrize("steps,computes", [(50, 10), (50, 15), (20, 10), (100, 40)])
+def test_open_ended_starts_forecast_the_last_step_like_taylorseer(steps, computes):
+    starts = start_masks(steps, computes, compute_last=False)
+    assert starts[:len(start_masks(steps, computes))] == start_masks(steps, computes)  # the closed ones first
+    open_ended = [m for m in starts if not m[-1]]
+    assert open_ended and all(sum(m) == computes and m[0] for m in open_ended)
+    assert len({tuple(m) for m in starts}) == len(starts)
+
+
+def test_the_open_ended_warmup_of_three_is_taylorseers_own_schedule():
+    assert "".join("1" if m else "0" for m in warmup_mask(50, 15, 3, open_end=True)) == taylorseer_mask(4, 50)
+    assert warmup_mask(20, 10, 1, open_end=True) == [s % 2 == 0 for s in range(20)]  # fixed interval 2
+    assert [s % 5 == 0 for s in range(100)] in start_masks(100, 20, compute_last=False)  # fixed interval 5
+    assert [s % 5 == 0 for s in range(100)] not in start_masks(100, 20)  # its last step is forecast
+
+
+def test_selection_on_other_samples_returns_a_start_or_a_sweeps_best(pipe):
+    driver = SamplingDriver(pipe, 10)
+    conditions = [{"class_labels": c} for c in range(3)]
+    searched, _ = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=1,
+                                  progress=False)
+    chosen, score = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=1,
+                                    progress=False, select_samples=3)
+    assert sum(chosen) == 4 and chosen[0] and score > 0
+    assert chosen == searched or chosen in start_masks(10, 4, compute_last=False)  # on the search's path
