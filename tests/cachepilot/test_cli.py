@@ -78,6 +78,7 @@ def test_fit_bad_input_is_one_clear_line_before_any_work(tmp_path, capsys):
     (["collect", "--shard-index", "99"], "shard-index"),
     (["search-schedule", "--samples", "0"], "--samples"),
     (["search-schedule", "--targets", "0.5", "1.5"], "(0, 1]"),
+    (["search-schedule", "--select-samples", "-1"], "--select-samples"),
     (["train", "backbone", "--accelerator", "bogus"], "unknown accelerator"),
 ])
 def test_more_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
