@@ -28,7 +28,7 @@ def budget_masks(obs: Observation, computes_allowed: torch.Tensor, compute_last:
 
     compute_last: the last step is always computed (one compute kept for it). False leaves the last step free,
     which is what TaylorSeer's schedule does: on the scenes model at 50 steps its mask with the last step
-    forecast beat the same warm-up shape with the last step computed by 3.7 dB at compute 0.3."""
+    forecast beat the same warm-up spread to the last step by 4.1 dB at compute 0.3 (48.57 vs 44.46)."""
     steps_left = obs.num_steps - obs.step  # this step included
     left = computes_allowed.to(obs.computes.device) - obs.computes
     last = compute_last and obs.step == obs.num_steps - 1
