@@ -4,10 +4,13 @@
    full-compute reference) vs. the prior (searched) schedule, in dB of final distance; the same masks
    given to *other* samples of the same budget (is it per-sample, or just a better common schedule?);
    and the own masks on perturbed noise (fresh references: is it a stable property of the sample, or
-   selection on chance?).
+   selection on chance?), down to wholly new noise under the same condition. With --seeds-per-condition K,
+   also one mask per condition fitted on K seeds and scored on K fresh ones: what a policy that sees only the
+   condition (a prompt embedding, known at step 0) could at best take.
 2. Visibility: a small classifier fitted on half the samples is asked, on the other half, to find
    each sample's *first* deviation from the prior among the steps before it (AUC), from all the
-   policy's observation features vs. from the time/budget features alone. Later deviations are
+   policy's observation features vs. from the time/budget features alone (and, with --first-block-probe, with a
+   First-Block-Cache probe's features added). Later deviations are
    mostly consequences of the first (catching up on the budget), so the first is the one that says
    whether the observation tells "this sample should leave the schedule here".
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cachepilot.bench.first_block_probe import PROBE_FEATURES, first_block_probe_features
 from cachepilot.checkpoints import DEFAULT_CACHE
 from cachepilot.conditions import ConditionSet
 from cachepilot.driver import SamplingDriver, caching, unhooked_twin
@@ -81,10 +85,12 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return ((pos > neg).float() + 0.5 * (pos == neg).float()).mean().item()
 
 
-def deviation_auc(obs: torch.Tensor, computes: torch.Tensor, features: list[str]) -> float:
-    """Fit on the first half of the samples, AUC of finding first deviations on the second half."""
+def deviation_auc(obs: torch.Tensor, computes: torch.Tensor, features: list[str],
+                  names: tuple[str, ...] = FEATURES) -> float:
+    """Fit on the first half of the samples, AUC of finding first deviations on the second half. `names`: the
+    columns of `obs` (the policy's features first, as `deviation_examples` reads the prior from them)."""
     half = obs.shape[1] // 2
-    columns = [FEATURES.index(f) for f in features]
+    columns = [names.index(f) for f in features]
     x_fit, y_fit = deviation_examples(obs[:, :half], computes[:, :half])
     x_test, y_test = deviation_examples(obs[:, half:], computes[:, half:])
     net = fit_classifier(x_fit[:, columns], y_fit)
@@ -134,6 +140,41 @@ def image_gain(driver: SamplingDriver, conditions: list[dict], seeds: list[int],
                             / relative_distance(images(masks), reference))
 
 
+def perturbed_image_gain(driver: SamplingDriver, conditions: list[dict], seeds: list[int], masks: torch.Tensor,
+                         baseline: torch.Tensor, predictor, weight: float) -> torch.Tensor:
+    """`image_gain` with `weight` of fresh noise mixed into every sample's noise (references drawn alike)."""
+    with mixed_noise(driver.pipe, weight):
+        reference = driver.sample(conditions, seeds).images
+        return image_gain(driver, conditions, seeds, masks, baseline, predictor, reference)
+
+
+def condition_headroom(pipe, conditions: list[dict], seeds: list[int], fresh_seeds: list[int], targets: list[float],
+                       prior: SchedulePrior, predictor: str, steps: int, call_kwargs: dict | None = None,
+                       sweeps: int = 3, progress: bool = True) -> dict:
+    """How much of the headroom does the condition alone carry (what a policy that sees only the prompt, e.g. its
+    embedding, could at best take)? One mask per distinct (condition, target), improved by the oracle on all its
+    `seeds` together, then scored on `fresh_seeds` (one per row, never seen by the oracle) against the prior."""
+    keys = [json.dumps([c, t], sort_keys=True, default=str) for c, t in zip(conditions, targets)]
+    groups = torch.tensor([sorted(set(keys)).index(k) for k in keys])
+    episodes, _ = make_episodes(pipe, steps, predictor, None, None, prior,
+                                ConditionSet(tuple(conditions), "headroom samples"), call_kwargs)
+    prior_masks = episodes.prior.masks(targets, steps)
+    prior_distance = follow_masks(episodes, seeds, conditions, targets, prior_masks)
+    masks = oracle_masks(episodes, seeds, conditions, targets, sweeps=sweeps, shifts=(-1, 1), progress=progress,
+                         groups=groups)
+    fitted_gain = 20 * torch.log10(prior_distance / follow_masks(episodes, seeds, conditions, targets, masks))
+    driver = SamplingDriver(unhooked_twin(episodes.pipe), steps, episodes.driver.call_kwargs, batch_size=len(seeds))
+    episodes.close()
+    reference = driver.sample(conditions, fresh_seeds).images
+    fresh_gain = image_gain(driver, conditions, fresh_seeds, masks, prior_masks, make_predictor(predictor), reference)
+    return {
+        "conditions": len(set(keys)), "seeds_per_condition": len(seeds) / len(set(keys)),
+        "condition_mask_gain_db_fitted_seeds": fitted_gain.mean().item(),
+        "condition_mask_gain_db_fresh_seeds": fresh_gain.mean().item(),
+        "condition_mask_decisions_differing_from_prior": (masks != prior_masks).float().mean().item(),
+    }
+
+
 def shuffle_within_budgets(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Index permutation giving each sample another sample's mask with the same number of computes."""
     budgets = masks.sum(1)
@@ -150,10 +191,12 @@ TIME_AND_BUDGET = ["step_fraction", "since_compute", "budget_left", "target", "c
 
 
 def headroom(pipe, conditions: list[dict], seeds: list[int], targets: list[float], prior: SchedulePrior,
-             predictor: str, steps: int, call_kwargs: dict | None = None, sweeps: int = 3, perturb: float = 0.1,
-             progress: bool = True) -> dict:
+             predictor: str, steps: int, call_kwargs: dict | None = None, sweeps: int = 3,
+             perturb: tuple[float, ...] = (0.1, 1.0), probe: bool = False, progress: bool = True) -> dict:
     """The figures (see the module doc) for sample i = (conditions[i], seeds[i], targets[i]) on `pipe` at `steps`
-    steps, the oracle starting from `prior`, every skipped step forecast with `predictor` (a spec)."""
+    steps, the oracle starting from `prior`, every skipped step forecast with `predictor` (a spec). `perturb`: the
+    fresh-noise weights the own masks are also scored under (1.0: the same condition on wholly new noise). `probe`:
+    also the AUCs with a first-block probe's features (`bench.first_block_probe`)."""
     samples = len(seeds)
     episodes, _ = make_episodes(pipe, steps, predictor, None, None, prior,
                                 ConditionSet(tuple(conditions), "headroom samples"), call_kwargs)
@@ -170,10 +213,17 @@ def headroom(pipe, conditions: list[dict], seeds: list[int], targets: list[float
     perm = shuffle_within_budgets(masks)
     moved = perm != torch.arange(samples)
     reference = driver.sample(conditions, seeds).images
-    with mixed_noise(driver.pipe, perturb):
-        perturbed_reference = driver.sample(conditions, seeds).images
-        perturbed_gain = image_gain(driver, conditions, seeds, masks, prior_masks, forecaster, perturbed_reference)
+    perturbed_gain = {weight: perturbed_image_gain(driver, conditions, seeds, masks, prior_masks, forecaster, weight)
+                      for weight in perturb}
     episodes.close()
+    probed = {}
+    if probe:  # the same trajectories, with what a first-block probe would have observed at each step
+        names = FEATURES + PROBE_FEATURES
+        observed = torch.cat([obs, first_block_probe_features(driver, conditions, seeds, masks, forecaster)], 2)
+        probed = {"first_deviation_auc_with_first_block_probe":
+                  deviation_auc(observed, computes, list(names), names),
+                  "first_deviation_auc_time_budget_and_first_block_probe":
+                  deviation_auc(observed, computes, TIME_AND_BUDGET + list(PROBE_FEATURES), names)}
     return {
         "samples": samples, "sweeps": sweeps,
         "oracle_gain_db": gain.mean().item(),
@@ -182,9 +232,10 @@ def headroom(pipe, conditions: list[dict], seeds: list[int], targets: list[float
             image_gain(driver, conditions, seeds, masks, prior_masks, forecaster, reference)[moved].mean().item(),
         "other_samples_mask_gain_db":
             image_gain(driver, conditions, seeds, masks[perm], prior_masks, forecaster, reference)[moved].mean().item(),
-        f"own_mask_gain_db_noise_perturbed_{perturb:g}": perturbed_gain.mean().item(),
+        **{f"own_mask_gain_db_noise_perturbed_{w:g}": gain.mean().item() for w, gain in perturbed_gain.items()},
         "first_deviation_auc_all_features": deviation_auc(obs, computes, list(FEATURES)),
         "first_deviation_auc_time_and_budget_only": deviation_auc(obs, computes, TIME_AND_BUDGET),
+        **probed,
     }
 
 
@@ -222,12 +273,25 @@ def main(argv: list[str] | None = None) -> dict:
                              "forecaster the predictor (default for the digits model: the shipped cache)")
     parser.add_argument("--prior", type=Path, default=None, help="searched_schedules.json (default: the cache's)")
     parser.add_argument("--predictor", default=None, help="forecaster spec (default: the cache's learned head)")
-    parser.add_argument("--perturb", type=float, default=0.1, help="noise mixed into the seeds' noise (0..1)")
+    parser.add_argument("--perturb", type=float, nargs="+", default=[0.1, 1.0],
+                        help="weights of fresh noise mixed into the seeds' noise (0..1; 1: wholly new noise, same "
+                             "condition) under which the own masks are scored too")
+    parser.add_argument("--first-block-probe", action="store_true",
+                        help="also the AUCs with a First-Block-Cache probe's features (the first block run at every "
+                             "step of the oracle's trajectories)")
+    parser.add_argument("--seeds-per-condition", type=int, default=1,
+                        help="K >= 2 adds the per-condition figures: --samples / K conditions, each with K seeds "
+                             "sharing one oracle mask, scored on K fresh seeds (what the condition alone carries)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     _add_pipeline_args(parser)
     args = parser.parse_args(argv)
     if args.samples < 4 or args.sweeps < 1:
         raise InvalidInputError(f"--samples must be >= 4 and --sweeps >= 1, got {args.samples}, {args.sweeps}")
+    if not all(0 <= w <= 1 for w in args.perturb):
+        raise InvalidInputError(f"--perturb weights must be in [0, 1], got {args.perturb}")
+    if args.seeds_per_condition < 1 or args.samples // args.seeds_per_condition < 2:
+        raise InvalidInputError(f"--seeds-per-condition must be >= 1 and leave two conditions or more of --samples "
+                                f"{args.samples}, got {args.seeds_per_condition}")
 
     tic = time.perf_counter()
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
@@ -243,7 +307,14 @@ def main(argv: list[str] | None = None) -> dict:
     conditions = [pool[i] for i in rng.integers(0, len(pool), args.samples).tolist()]
     targets = rng.uniform(0.15, 0.55, args.samples).tolist()
     figures = headroom(pipe, conditions, seeds, targets, prior, predictor, steps, call_kwargs, args.sweeps,
-                       args.perturb)
+                       tuple(args.perturb), args.first_block_probe)
+    if args.seeds_per_condition > 1:  # the first samples // K draws, each with K training seeds and K fresh ones
+        k, n = args.seeds_per_condition, args.samples // args.seeds_per_condition
+        rows = [i for i in range(n) for _ in range(k)]
+        more_seeds = rng.integers(200_000, 300_000, 2 * len(rows)).tolist()
+        figures["per_condition"] = condition_headroom(
+            pipe, [conditions[i] for i in rows], more_seeds[:len(rows)], more_seeds[len(rows):],
+            [targets[i] for i in rows], prior, predictor, steps, call_kwargs, args.sweeps)
     figures.update(pipeline=str(getattr(pipe, "name_or_path", None) or type(pipe).__name__),
                    pipeline_class=type(pipe).__name__, conditions=source, steps=steps, call_kwargs=call_kwargs,
                    prior=str(prior_path), predictor=predictor, threads=torch.get_num_threads(),

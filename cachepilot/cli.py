@@ -219,8 +219,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--select-samples", type=int, default=0,
                     help="score every start and each sweep's best again on this many other training samples and "
                          "keep the best there (guards against the few search samples; 0: off)")
-    se.add_argument("--init", type=Path, help="a searched_schedules.json of the same step count: its mask for each "
-                                              "target is one more start (refines an earlier search)")
+    se.add_argument("--init", type=Path, nargs="+", default=[],
+                    help="searched_schedules.json files of the same step count: their masks for each target are more "
+                         "starts (refines earlier searches)")
     _add_pipeline_args(se)
     se.set_defaults(func=_run_search)
 
@@ -244,7 +245,7 @@ def _run_search(args: argparse.Namespace) -> None:
     from cachepilot.outputs import check_output_file
 
     check_output_file(args.out)
-    earlier = _earlier_masks(args.init, args.steps) if args.init else {}
+    earlier = _earlier_masks(args.init, args.steps)
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     driver = SamplingDriver(pipe, args.steps, _call_kwargs(args))
     conditions = _conditions(args, pipe)
@@ -253,7 +254,7 @@ def _run_search(args: argparse.Namespace) -> None:
         mask, score = search_schedule(driver, conditions, target, args.samples, predictor=args.predictor,
                                       max_sweeps=args.max_sweeps, compute_last=args.compute_last,
                                       select_samples=args.select_samples,
-                                      extra_starts=[earlier[f"{target:g}"]] if f"{target:g}" in earlier else [])
+                                      extra_starts=earlier.get(f"{target:g}", []))
         found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
         print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
         tmp = args.out.with_name(args.out.name + ".tmp")
@@ -263,14 +264,20 @@ def _run_search(args: argparse.Namespace) -> None:
         tmp.replace(args.out)
 
 
-def _earlier_masks(path: Path, steps: int) -> dict[str, list[bool]]:
-    """target -> mask of an earlier search at `steps` steps (refused before any model is loaded)."""
+def _earlier_masks(paths: list[Path], steps: int) -> dict[str, list[list[bool]]]:
+    """target -> the distinct masks of earlier searches at `steps` steps (refused before any model is loaded)."""
     from cachepilot.policies.prior import SchedulePrior
 
-    prior = SchedulePrior.from_file(path)
-    if prior.searched_steps() != [steps]:
-        raise CachepilotError(f"--init {path} was searched at {prior.searched_steps()} steps, not {steps}")
-    return {f"{t:g}": [c == "1" for c in mask] for t, mask in prior.by_steps[steps].items()}
+    found: dict[str, list[list[bool]]] = {}
+    for path in paths:
+        prior = SchedulePrior.from_file(path)
+        if prior.searched_steps() != [steps]:
+            raise CachepilotError(f"--init {path} was searched at {prior.searched_steps()} steps, not {steps}")
+        for t, mask in prior.by_steps[steps].items():
+            masks = found.setdefault(f"{t:g}", [])
+            if [c == "1" for c in mask] not in masks:
+                masks.append([c == "1" for c in mask])
+    return found
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:

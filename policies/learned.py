@@ -74,11 +74,13 @@ class LearnedPolicy(CachePolicy):
         action preferences averaged) instead of one per sample: the stack then always runs on the full
         batch, with no gathers or scatters, which can win on wall time where small sub-batches run poorly.
 
-        At a step count outside the range the actor was trained on, for which the prior holds masks searched at
-        that very count, the policy takes the prior's decisions: on the scenes model (actor trained at 20 steps)
-        the actor's deviations from masks searched at 50 and 100 steps lost 0.5-2.1 dB to them (0.5-3.4 the stop
-        before); a PPO run at 50 steps never left its prior (206k steps).
-        actor_outside_range=True lets the actor decide there anyway (to measure it)."""
+        At a step count outside the range the actor was trained on, where the prior's nearest searched count is
+        outside that range too, the policy takes the prior's decisions (those masks, resampled to the call's count
+        when it was not searched itself): on the scenes model (actor trained at 20 steps) the actor's deviations
+        from masks searched at 50 and 100 steps lost 0.5-2.1 dB to them, and at 75 steps 1.0-1.9 dB to the 100-step
+        masks resampled (held-out prompts); a PPO run at 50 steps never left its prior (206k steps). Where the
+        nearest searched count is one the actor trained with (30 steps with an actor of 20), the actor decides.
+        actor_outside_range=True lets the actor decide everywhere (to measure it)."""
         self.per_batch = bool(per_batch)
         self.actor_outside_range = bool(actor_outside_range)
         if state is not None:
@@ -131,7 +133,9 @@ class LearnedPolicy(CachePolicy):
     def reset(self, num_steps: int, batch_size: int) -> None:
         low, high = self.config["num_steps_range"]
         outside = not low <= num_steps <= high
-        self.follow_prior = outside and not self.actor_outside_range and num_steps in self.prior.searched_steps()
+        nearest = self.prior.nearest_steps(num_steps)
+        self.follow_prior = (outside and not self.actor_outside_range and nearest is not None
+                             and not low <= nearest <= high)
         if outside and not self.follow_prior:
             warnings.warn(f"the policy {self.source} was trained for {low}..{high} steps, not {num_steps}: "
                           "its observations are normalised, but expect weaker decisions (`cachepilot add-prior` "
@@ -148,7 +152,7 @@ class LearnedPolicy(CachePolicy):
     def decide(self, obs: Observation) -> torch.Tensor:
         allowed = self.allowed
         masks = budget_masks(obs, allowed, self.compute_last)
-        if self.follow_prior:  # searched at this count, outside the actor's: the searched decisions
+        if self.follow_prior:  # searched nearest this count, outside the actor's: the searched decisions
             return apply_masks(compute_where(self.prior_masks[:, obs.step]), masks)
         logits = self.actor(self.features(obs).to(self.dtype))
         if self.per_batch:  # the batch's mean preference among the actions every sample may take

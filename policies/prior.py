@@ -88,11 +88,17 @@ class SchedulePrior:
     def searched_steps(self) -> list[int]:
         return sorted(self.by_steps)
 
+    def nearest_steps(self, num_steps: int) -> int | None:
+        """The searched step count nearest `num_steps` (the larger one on a tie), whose masks a call of `num_steps`
+        steps uses; None without searched masks."""
+        if not self.by_steps:
+            return None
+        return min(self.by_steps, key=lambda n: (abs(n - num_steps), -n))
+
     def _schedules_for(self, num_steps: int) -> dict[float, str]:
         """The masks searched at the step count nearest `num_steps` (the larger one on a tie)."""
-        if not self.by_steps:
-            return {}
-        return self.by_steps[min(self.by_steps, key=lambda n: (abs(n - num_steps), -n))]
+        nearest = self.nearest_steps(num_steps)
+        return {} if nearest is None else self.by_steps[nearest]
 
     def computes_last(self, num_steps: int) -> bool:
         """Whether the masks for `num_steps` keep the last step computed (all uniform and earlier searched ones do).

@@ -60,19 +60,35 @@ def move_compute(masks: torch.Tensor, k: int, shift: int, compute_last: bool = T
 
 
 def oracle_masks(episodes: CachingEpisodes, seeds: list[int], conditions: list[dict], targets: list[float],
-                 sweeps: int = 2, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True) -> torch.Tensor:
-    """(N, T) bool: each sample's greedily improved mask, starting from the episodes' prior."""
+                 sweeps: int = 2, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True,
+                 groups: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, T) bool: each sample's greedily improved mask, starting from the episodes' prior.
+
+    groups: (N,) ids; rows of one group (same target) share one mask, and a move is kept where it lowers the
+    group's mean log distance: e.g. one mask per prompt fitted on several seeds, to ask how much of the per-sample
+    headroom the condition alone carries."""
     masks = episodes.prior.masks(targets, episodes.num_steps)
     compute_last = episodes.prior.computes_last(episodes.num_steps)  # the budget rules the policy trains under
-    best = follow_masks(episodes, seeds, conditions, targets, masks)
+    if groups is None:
+        groups = torch.arange(len(seeds))
+    groups = torch.as_tensor(groups).long()
+    if len(groups) != len(seeds) or any((masks[groups == g] != masks[groups == g][0]).any() for g in groups.unique()):
+        raise ValueError("groups must give one id per sample, and the samples of a group one target")
+    _, groups = groups.unique(return_inverse=True)
+
+    def group_score(distance: torch.Tensor) -> torch.Tensor:  # per row: its group's mean log distance
+        total = torch.zeros(int(groups.max()) + 1).index_add_(0, groups, distance.log())
+        return (total / torch.bincount(groups).float())[groups]
+
+    best = group_score(follow_masks(episodes, seeds, conditions, targets, masks))
     movable = int(masks.sum(1).max()) - int(compute_last)
     moves = [(k, s) for k in range(1, movable) for s in shifts]
     for _ in tqdm(range(sweeps), desc="oracle sweeps", disable=not progress):
-        chosen, chosen_distance = masks.clone(), best.clone()
+        chosen, chosen_score = masks.clone(), best.clone()
         for k, shift in tqdm(moves, desc="moves", leave=False, disable=not progress):
             candidate = move_compute(masks, k, shift, compute_last)
-            distance = follow_masks(episodes, seeds, conditions, targets, candidate)
-            better = distance < chosen_distance
-            chosen[better], chosen_distance[better] = candidate[better], distance[better]
-        masks, best = chosen, chosen_distance
+            score = group_score(follow_masks(episodes, seeds, conditions, targets, candidate))
+            better = score < chosen_score
+            chosen[better], chosen_score[better] = candidate[better], score[better]
+        masks, best = chosen, chosen_score
     return masks

@@ -83,17 +83,35 @@ def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
         "0.3": {"mask": "10010001"}, "0.5": {"mask": "11010101"}}}))
     out = tmp_path / "headroom.json"
     figures = main(["--pipeline", str(path), "--prompts", str(prompts), "--call-kwargs", json.dumps(kwargs),
-                    "--cache", str(cache), "--samples", "6", "--sweeps", "1", "--out", str(out)])
+                    "--cache", str(cache), "--samples", "6", "--sweeps", "1", "--seeds-per-condition", "2", "--first-block-probe",
+                    "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     assert figures["pipeline_class"] == "FluxPipeline" and figures["steps"] == 8 and figures["samples"] == 6
     assert figures["predictor"] == "taylor:1" and figures["call_kwargs"]["true_cfg_scale"] == 2.0
     assert figures["conditions"].endswith("[evaluation]")
     assert figures["oracle_gain_db"] >= 0  # the oracle only keeps moves that bring a sample closer
     assert 0 < figures["decisions_differing_from_prior"] < 1
-    for key in ("own_mask_gain_db", "other_samples_mask_gain_db", "own_mask_gain_db_noise_perturbed_0.1"):
+    for key in ("own_mask_gain_db", "other_samples_mask_gain_db", "own_mask_gain_db_noise_perturbed_0.1",
+                "own_mask_gain_db_noise_perturbed_1"):
         assert math.isfinite(figures[key]), key
-    for key in ("first_deviation_auc_all_features", "first_deviation_auc_time_and_budget_only"):
+    per_condition = figures["per_condition"]  # 3 conditions x 2 seeds, one mask each, scored on fresh seeds
+    assert per_condition["conditions"] == 3 and per_condition["seeds_per_condition"] == 2
+    assert per_condition["condition_mask_gain_db_fitted_seeds"] >= -1e-4  # moves kept only where a group's mean fell
+    assert math.isfinite(per_condition["condition_mask_gain_db_fresh_seeds"])
+    for key in ("first_deviation_auc_all_features", "first_deviation_auc_time_and_budget_only",
+                "first_deviation_auc_with_first_block_probe", "first_deviation_auc_time_budget_and_first_block_probe"):
         assert math.isnan(figures[key]) or 0 <= figures[key] <= 1, key
+
+
+@pytest.mark.parametrize("args, match", [(["--perturb", "1.5"], "--perturb"),
+                                         (["--seeds-per-condition", "3"], "--seeds-per-condition"),
+                                         (["--seeds-per-condition", "0"], "--seeds-per-condition")])
+def test_headroom_refuses_bad_arguments_before_loading(args, match):
+    from cachepilot.bench.headroom import main
+    from cachepilot.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=match):
+        main(["--pipeline", "/nonexistent", "--samples", "4", *args])
 
 
 def test_a_user_pipeline_needs_searched_schedules(tmp_path):
@@ -104,3 +122,23 @@ def test_a_user_pipeline_needs_searched_schedules(tmp_path):
         _prior_and_predictor(object(), None, None, None)
     prior, predictor = _prior_and_predictor(object(), tmp_path, None, None)
     assert prior == tmp_path / "searched_schedules.json" and predictor == "taylor:1"
+
+
+def test_first_block_probe_sees_changes_since_each_samples_last_compute(tmp_path):
+    from cachepilot.bench.first_block_probe import PROBE_FEATURES, first_block_probe_features
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.predictors.spec import make_predictor
+
+    path, load_pipeline, kwargs = _tiny_flux(tmp_path)
+    driver = SamplingDriver(load_pipeline(path), 5, kwargs)
+    conditions, seeds = [{"prompt": "a red circle"}, {"prompt": "a blue square"}], [3, 4]
+    masks = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 1, 0]], dtype=torch.bool)
+    features = first_block_probe_features(driver, conditions, seeds, masks, make_predictor("taylor:1"))
+    assert features.shape == (5, 2, len(PROBE_FEATURES)) and torch.isfinite(features).all()
+    assert (features[0] == 0).all()  # nothing to compare with at the first step
+    change, accumulated = features[..., 0], features[..., 2]
+    assert (change[1:] > 0).all()  # the probe moves every step, computed or not
+    # sample 0 computes every step: change since its last compute == the step's change == the sum since then
+    assert torch.allclose(change[1:, 0], accumulated[1:, 0])
+    # sample 1 skips steps 1-2: its change keeps growing against step 0 and resets after the compute at step 3
+    assert accumulated[2, 1] > accumulated[1, 1] and torch.isclose(change[4, 1], accumulated[4, 1])

@@ -103,6 +103,27 @@ def test_search_schedule_init_from_another_step_count_is_refused_before_loading(
     assert "searched at [20] steps, not 50" in err and "Traceback" not in err, err
 
 
+def test_search_schedule_takes_the_distinct_masks_of_several_earlier_searches_as_starts(tmp_path, monkeypatch):
+    import json
+
+    from cachepilot.train import schedule_search
+
+    starts = {}
+
+    def fake_search(driver, conditions, target, samples, predictor="learned", extra_starts=(), **kwargs):
+        starts[target] = extra_starts
+        return [True, False, True, False], 40.0
+
+    monkeypatch.setattr(schedule_search, "search_schedule", fake_search)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"num_steps": 4, "schedules": {"0.5": {"mask": "1100"}, "0.3": {"mask": "1001"}}}))
+    second.write_text(json.dumps({"num_steps": 4, "schedules": {"0.5": {"mask": "1010"}, "0.3": {"mask": "1001"}}}))
+    assert main(["search-schedule", "--targets", "0.5", "0.3", "0.7", "--steps", "4", "--samples", "1",
+                 "--init", str(first), str(second), "--out", str(tmp_path / "s.json")]) == 0
+    assert starts[0.5] == [[True, True, False, False], [True, False, True, False]]
+    assert starts[0.3] == [[True, False, False, True]] and starts[0.7] == []
+
+
 def test_search_schedule_writes_each_target_as_it_is_found(tmp_path, monkeypatch):
     import json
 

@@ -1,4 +1,5 @@
 from cachepilot.driver import SamplingDriver, unhooked_twin
+import pytest
 import torch
 
 from cachepilot.envs.episodes import CachingEpisodes
@@ -32,3 +33,18 @@ def test_oracle_keeps_budgets_and_never_does_worse_than_the_prior(pipe):
     after, obs, actions, rewards = follow_masks(episodes, seeds, conditions, targets, masks, record=True)
     assert (after <= before + 1e-6).all()
     assert obs.shape[:2] == (10, 4) and torch.equal(actions == 0, masks.T)
+
+
+def test_grouped_oracle_gives_a_group_one_mask_and_never_raises_its_mean(pipe):
+    episodes = CachingEpisodes(SamplingDriver(unhooked_twin(pipe), 10), "taylor:1", prior=SchedulePrior())
+    seeds, targets, groups = [1, 2, 3, 4], [0.3, 0.3, 0.3, 0.3], torch.tensor([5, 5, 9, 9])
+    conditions = [{"class_labels": c} for c in (3, 3, 7, 7)]
+    prior = episodes.prior.masks(targets, 10)
+    masks = oracle_masks(episodes, seeds, conditions, targets, sweeps=2, shifts=(-1, 1), progress=False,
+                         groups=groups)
+    assert torch.equal(masks[0], masks[1]) and torch.equal(masks[2], masks[3])
+    before = follow_masks(episodes, seeds, conditions, targets, prior).log()
+    after = follow_masks(episodes, seeds, conditions, targets, masks).log()
+    assert after[:2].mean() <= before[:2].mean() + 1e-6 and after[2:].mean() <= before[2:].mean() + 1e-6
+    with pytest.raises(ValueError, match="one target"):
+        oracle_masks(episodes, seeds, conditions, [0.3, 0.5, 0.3, 0.3], sweeps=1, progress=False, groups=groups)

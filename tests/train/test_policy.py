@@ -428,6 +428,22 @@ def test_one_checkpoint_serves_every_trained_step_count(several_counts, pipe):
     with pytest.warns(UserWarning, match="trained for 6..10 steps"):
         actor.reset(12, 1)
     assert not actor.follow_prior
+    # at a count nobody searched: the prior's masks when its nearest searched count is outside the actor's range
+    config14 = {**policy.config, "prior": {"0.5": ["1010100011", "10101010100101"]}}  # searched at 10 and at 14
+    follower = LearnedPolicy(state=(config14, weights), target=0.5)
+    cachepilot.enable(pipe, follower, "taylor:1")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pipe([1, 5], num_inference_steps=13, output_type="pt")  # nearest searched: 14
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    computed = (stats.decisions == int(Action.COMPUTE)).T.tolist()
+    assert follower.follow_prior and computed == [follower.prior.mask(0.5, 13)] * 2
+    with pytest.warns(UserWarning, match="trained for 6..10 steps"):  # nearest searched: 10, the actor's own
+        follower.reset(11, 1)
+    assert not follower.follow_prior
     log = pd.read_csv(work / "logs" / "progress.csv")
     for steps in (6, 10):
         for target in config.eval_targets:
