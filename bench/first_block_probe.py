@@ -14,13 +14,10 @@ from diffusers.hooks import HookRegistry
 
 from cachepilot.driver import SamplingDriver, caching
 from cachepilot.policies.baselines import Schedule
+from cachepilot.runtime.engine import _relative_l1  # the engine's probe change, per row
 from cachepilot.runtime.hooks import STACK_HOOK, get_engine
 
 PROBE_FEATURES = ("fb_change", "fb_residual_change", "fb_accumulated")
-
-
-def _relative_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).flatten(1).abs().sum(1) / b.flatten(1).abs().sum(1).clamp(min=1e-12)
 
 
 @torch.no_grad()
