@@ -16,6 +16,7 @@ import torch
 
 import cachepilot
 from cachepilot.driver import unhooked_twin
+from cachepilot.policies.baselines import TAYLORSEER_WARMUP, taylorseer_mask
 
 
 @dataclass
@@ -38,15 +39,6 @@ def ours_method(name: str, policy: Callable[[Any], str], predictor: str, knobs: 
         return pipe
 
     return Method(name, knobs, apply, cachepilot.disable)
-
-
-TAYLORSEER_WARMUP = 3  # diffusers' TaylorSeerCacheConfig default `disable_cache_before_step`
-
-
-def taylorseer_mask(interval: int, steps: int, warmup: int = TAYLORSEER_WARMUP) -> str:
-    """The steps diffusers' TaylorSeer computes: the first `warmup`, then every `interval`-th from
-    warmup + 1 (its own rule); as a `schedule:` spec, so our predictors run on the same schedule."""
-    return "".join("1" if s < warmup or (s - warmup - 1) % interval == 0 else "0" for s in range(steps))
 
 
 def cachepilot_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -78,10 +79,11 @@ def _timed_pair(pipe, method, reference_pipe, config, conditions, method_config=
 
 def run_bench(
     pipe, methods: list[Method], config: BenchConfig, conditions: list[dict] | None = None,
-    quality=None, progress: bool = True,
+    quality=None, progress: bool = True, on_row: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """conditions: what each sample is sampled with (default: the digits classes, balanced); quality:
-    `fn(images, conditions) -> dict` of model-specific figures per row (the digits classifier's)."""
+    `fn(images, conditions) -> dict` of model-specific figures per row (the digits classifier's); on_row: called
+    with the rows so far after each one (a long sweep interrupted keeps what it measured)."""
     if conditions is None:
         conditions = [{"class_labels": i} for i in range(int(pipe.num_classes))]
     reference_pipe = unhooked_twin(pipe)
@@ -129,6 +131,12 @@ def run_bench(
         if stats is not None:
             results[-1].update({f"{part}_ms_per_step": 1000 * getattr(stats, f"{part}_seconds") / stats.num_steps
                                 for part in ("policy", "predictor", "stack")})
+        if on_row is not None:
+            on_row(_with_settings(results, config))
+    return _with_settings(results, config)
+
+
+def _with_settings(results: list[dict], config: BenchConfig) -> list[dict]:
     for r in results:
         r.update(samples=config.samples, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size)
     return results

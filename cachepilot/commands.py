@@ -224,7 +224,15 @@ def bench(
     conditions, source = bench_conditions(pipe, prompts, cache)
     config = BenchConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
                          repeats=repeats, call_kwargs=dict(call_kwargs or default_call_kwargs(pipe)))
-    rows = run_bench(pipe, available, config, conditions=conditions, quality=embedded_quality(pipe))
+    partial = Path(out) / "results.partial.json"  # the rows so far: an interrupted sweep keeps what it measured
+
+    def keep(rows_so_far: list[dict]) -> None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.with_suffix(".tmp").write_text(json.dumps(rows_so_far, indent=2))
+        partial.with_suffix(".tmp").replace(partial)
+
+    rows = run_bench(pipe, available, config, conditions=conditions, quality=embedded_quality(pipe), on_row=keep)
+    partial.unlink(missing_ok=True)
     meta = {"pipeline": type(pipe).__name__, "conditions": source, "samples": samples, "steps": steps,
             "guidance": guidance, "batch": batch_size, "repeats": repeats, "threads": torch.get_num_threads()}
     write_report(rows, out, meta)

@@ -99,3 +99,12 @@ class Schedule(CachePolicy):
         if self.mask.ndim == 2:
             return "schedule:per-sample"
         return "schedule:" + "".join("1" if m else "0" for m in self.mask.tolist())
+
+
+TAYLORSEER_WARMUP = 3  # diffusers' TaylorSeerCacheConfig default `disable_cache_before_step`
+
+
+def taylorseer_mask(interval: int, steps: int, warmup: int = TAYLORSEER_WARMUP) -> str:
+    """The steps diffusers' TaylorSeer computes: the first `warmup`, then every `interval`-th from
+    warmup + 1 (its own rule); as a `schedule:` mask string, so our predictors run on the same schedule."""
+    return "".join("1" if s < warmup or (s - warmup - 1) % interval == 0 else "0" for s in range(steps))

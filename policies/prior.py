@@ -108,7 +108,11 @@ class SchedulePrior:
         return all(mask[-1] == "1" for mask in self._schedules_for(num_steps).values())
 
     def mask(self, target: float, num_steps: int) -> list[bool]:
-        """The prior's mask for one target (exactly `budget_computes(target, num_steps)` computes)."""
+        """The prior's mask for one target: the searched mask at a searched target and count (it may compute less
+        than the budget: a training-free start that won), else `budget_computes(target, num_steps)` computes."""
+        searched = self.by_steps.get(num_steps, {}).get(float(target))
+        if searched is not None:
+            return [c == "1" for c in searched]
         computes = budget_computes(target, num_steps)
         if computes >= num_steps:
             return [True] * num_steps
@@ -131,9 +135,12 @@ class SchedulePrior:
         return [s in chosen for s in range(num_steps)]
 
     def masks(self, targets: torch.Tensor | list[float], num_steps: int) -> torch.Tensor:
-        """(N, num_steps) bool: the prior mask of each sample's target."""
+        """(N, num_steps) bool: the prior mask of each sample's target. A list keeps Python floats: through a float32
+        tensor 0.3 became 0.30000001, which missed the searched 75-step mask and rounded 22.5 computes up to 23
+        where the policy's budget (22) then cut the last compute."""
+        values = targets.tolist() if isinstance(targets, torch.Tensor) else [float(t) for t in targets]
         cache: dict[float, list[bool]] = {}
-        for target in torch.as_tensor(targets).tolist():
+        for target in values:
             if target not in cache:
                 cache[target] = self.mask(target, num_steps)
-        return torch.tensor([cache[t] for t in torch.as_tensor(targets).tolist()], dtype=torch.bool)
+        return torch.tensor([cache[t] for t in values], dtype=torch.bool)

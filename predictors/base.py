@@ -13,11 +13,13 @@ from cachepilot.predictors.history import ResidualHistory
 @dataclass(frozen=True)
 class ForecastContext:
     """What the engine knows at a FORECAST besides the history, for the forecast rows:
-    the current stack input, the stack input at the row's last compute, and the step count."""
+    the current stack input, the stack input at the row's last compute, the step count, and the deciding
+    policy's spec (the gated forecaster keeps a choice per calibrated schedule)."""
 
     num_steps: int
     hidden: torch.Tensor
     hidden_at_compute: torch.Tensor
+    policy: str = ""
 
 
 class Predictor(ABC):

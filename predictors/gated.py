@@ -5,6 +5,13 @@ trained at 20, lost 3-8 dB to Taylor-1 on intervals 2-4 and won on 5-6. The gate
 of which forecaster (`learned`, `taylor:1`, `taylor:2`) won the closed-loop image PSNR on training seeds for each
 spacing between a row's last two computes (`cachepilot calibrate-forecaster`). At a call it takes the table of
 the nearest calibrated count and picks per row by that row's spacing: all tensor ops, no host sync.
+
+Spacing alone does not say which forecaster wins a whole trajectory (Taylor-2 after TaylorSeer's three warm-up
+computes, Taylor-1 on a lone skip late in a dense threshold run), and per-part scores do not add up (a table per
+third of the trajectory lost 3-6 dB elsewhere). So the gate also keeps whole-schedule choices: per step count and
+policy spec (`fixed:3`, `threshold:0.05`, `schedule:MASK`, `learned@0.3`), the forecaster that won that schedule's
+closed-loop PSNR, the spacing table's mix being one of the candidates (`table`). A call whose policy and count were
+calibrated uses that choice for every row; others the table.
 """
 
 from __future__ import annotations
@@ -24,11 +31,33 @@ from cachepilot.records import read_json_object
 
 GATE_FILE = "forecaster_gate.json"
 GATE_CHOICES = ("learned", "taylor:1", "taylor:2")
+SCHEDULE_CHOICES = GATE_CHOICES + ("table",)  # a whole schedule may also keep the spacing table's mix
 
 
 def nearest_count(counts: list[int], num_steps: int) -> int:
     """The calibrated step count closest to `num_steps` in ratio (50 is as far from 25 as from 100)."""
     return min(counts, key=lambda count: (abs(math.log(count / max(num_steps, 1))), count))
+
+
+def _step_count(count, where: str) -> int:
+    try:
+        return int(count)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where}: step count {count!r} is not an integer") from None
+
+
+def check_schedule_choices(schedules: dict, where: str) -> dict[int, dict[str, str]]:
+    """{num_steps: {policy spec: choice}} with known choices, or a CheckpointError naming `where`."""
+    if not isinstance(schedules, dict):
+        raise CheckpointError(f"{where}: the gate's schedules must be an object of step counts")
+    checked = {}
+    for count, by_spec in schedules.items():
+        steps = _step_count(count, where)
+        if not isinstance(by_spec, dict) or any(c not in SCHEDULE_CHOICES for c in by_spec.values()):
+            raise CheckpointError(f"{where}: the schedules at {count} steps must map policy specs to one of "
+                                  f"{SCHEDULE_CHOICES}, got {by_spec!r}")
+        checked[steps] = {str(spec): choice for spec, choice in by_spec.items()}
+    return checked
 
 
 def check_gate_table(table: dict, where: str) -> dict[int, list[str]]:
@@ -37,10 +66,7 @@ def check_gate_table(table: dict, where: str) -> dict[int, list[str]]:
         raise CheckpointError(f"{where}: the gate has no calibrated step count")
     checked = {}
     for count, choices in table.items():
-        try:
-            steps = int(count)
-        except (TypeError, ValueError):
-            raise CheckpointError(f"{where}: step count {count!r} is not an integer") from None
+        steps = _step_count(count, where)
         if steps < 1 or not isinstance(choices, list) or not choices or any(c not in GATE_CHOICES for c in choices):
             raise CheckpointError(f"{where}: the gate at {count} steps must be a non-empty list of {GATE_CHOICES}, "
                                   f"got {choices!r}")
@@ -49,11 +75,14 @@ def check_gate_table(table: dict, where: str) -> dict[int, list[str]]:
 
 
 class Gated(Predictor):
-    """Per row: the calibrated table's forecaster for the row's spacing (last two computes; clamped to the table)."""
+    """The forecaster calibrated for the call's policy at its step count, else per row the table's forecaster for the
+    row's spacing (last two computes; clamped to the table)."""
 
-    def __init__(self, learned: Learned, table: dict[int, list[str]], source: str = "gated"):
+    def __init__(self, learned: Learned, table: dict[int, list[str]], source: str = "gated",
+                 schedules: dict[int, dict[str, str]] | None = None):
         self.learned = learned
         self.table = check_gate_table(table, source)
+        self.schedules = check_schedule_choices(schedules or {}, source)
         self.forecasters: dict[str, Predictor] = {"learned": learned, "taylor:1": Taylor(1), "taylor:2": Taylor(2)}
         self.history_size = max(learned.history_size, 3)
         self.source = source
@@ -69,7 +98,12 @@ class Gated(Predictor):
         record = read_json_object(gate_path, "the forecaster gate")
         table = {count: entry.get("choices") if isinstance(entry, dict) else entry
                  for count, entry in (record.get("counts") or {}).items()}
-        return cls(Learned.from_pretrained(path), table, source=str(path))
+        schedules = record.get("schedules") or {}
+        if isinstance(schedules, dict):
+            schedules = {count: {spec: entry.get("choice") if isinstance(entry, dict) else entry
+                                 for spec, entry in by_spec.items()} if isinstance(by_spec, dict) else by_spec
+                         for count, by_spec in schedules.items()}
+        return cls(Learned.from_pretrained(path), table, source=str(path), schedules=schedules)
 
     def bind(self, transformer: torch.nn.Module) -> None:
         self.learned.bind(transformer)
@@ -92,6 +126,9 @@ class Gated(Predictor):
     ) -> torch.Tensor:
         if context is None:
             raise ValueError("the gated predictor needs the engine's ForecastContext (the step count)")
+        whole = self.schedules.get(context.num_steps, {}).get(context.policy)
+        if whole is not None and whole != "table":  # this schedule was calibrated as a whole at this count
+            return self.forecasters[whole].predict(history, step, rows, context)
         used, index = self._lookup(context.num_steps, history.steps.device)
         if len(used) == 1:
             return self.forecasters[used[0]].predict(history, step, rows, context)
@@ -112,6 +149,8 @@ class Gated(Predictor):
 def write_gate(path: Path, record: dict) -> None:
     """Atomically (a kill leaves the old gate or the new one): the record `calibrate_gate` returns."""
     check_gate_table({k: v["choices"] for k, v in record["counts"].items()}, str(path))
+    check_schedule_choices({k: {s: e["choice"] for s, e in v.items()} for k, v in record.get("schedules", {}).items()},
+                           str(path))
     tmp = path / (GATE_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path / GATE_FILE)

@@ -66,6 +66,7 @@ class EngineState(BaseState):
         self.timesteps_ref: torch.Tensor | None = None
         self.warned_nonfinite = False
         self.context = ""
+        self.policy_spec = ""
         self.decisions: list[torch.Tensor] = []
         self.seconds = {"policy": 0.0, "predictor": 0.0, "stack": 0.0}
 
@@ -211,7 +212,7 @@ class CacheEngine:
                 if action == Action.REUSE:
                     cached = state.history.residuals[0]
                 else:
-                    context = ForecastContext(state.num_steps, hidden, state.probe_ref)
+                    context = ForecastContext(state.num_steps, hidden, state.probe_ref, state.policy_spec)
                     cached = self.predictor.predict(state.history, step, None, context)
                 new_hidden = hidden + cached.to(hidden.dtype)
                 continue
@@ -220,7 +221,8 @@ class CacheEngine:
             if action == Action.REUSE:
                 cached = state.history.residuals[0].index_select(0, r)
             else:
-                context = ForecastContext(state.num_steps, hidden_rows, state.probe_ref.index_select(0, r))
+                context = ForecastContext(state.num_steps, hidden_rows, state.probe_ref.index_select(0, r),
+                                          state.policy_spec)
                 cached = self.predictor.predict(state.history, step, r, context)
             new_hidden.index_copy_(0, r, hidden_rows + cached.to(hidden.dtype))
         state.seconds["predictor"] += time.perf_counter() - tic
@@ -378,6 +380,7 @@ class CacheEngine:
         self.reducer = SequenceReducer.for_model(self.model_ref(), self.reducer)
         if reset_policy:
             self.policy.reset(state.num_steps, state.samples)
+        state.policy_spec = self.policy.spec()  # once per call: the forecaster's context
 
     def _init_state(self, state: EngineState, hidden: torch.Tensor, num_steps: int | None) -> None:
         state.reset()

@@ -6,6 +6,10 @@ So each candidate samples the training seeds under `fixed:N` and is scored by th
 compute at that step count, as the bench scores it (on held-out seeds). Ties go to the cheaper forecaster. Spacing 1
 (two adjacent computes: warm-ups, dense stretches) has its own schedule, two computes then one skip: on TaylorSeer's
 warm-up schedule Taylor-2 from three adjacent computes beats the Taylor-1 that plain interval 2 picks.
+
+Whole schedules (`schedules=`) are scored the same way, with each forecaster and with the spacing table's mix
+(`table`, so a whole-schedule choice is never behind the table on the training seeds), and stored by the spec their
+policy reports at a call: the gate then uses that schedule's winner for it at that count (`predictors/gated.py`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from tqdm.auto import tqdm
 
 from cachepilot.driver import SamplingDriver, caching
 from cachepilot.errors import InvalidInputError
-from cachepilot.predictors.gated import GATE_CHOICES, GATE_FILE, write_gate
+from cachepilot.policies.base import CachePolicy
+from cachepilot.policies.baselines import Schedule, taylorseer_mask
+from cachepilot.policies.spec import make_policy
+from cachepilot.predictors.gated import GATE_CHOICES, GATE_FILE, SCHEDULE_CHOICES, Gated, write_gate
 from cachepilot.predictors.learned import Learned
 from cachepilot.quality import psnr
 from cachepilot.records import read_json_object
 
 TIE_ORDER = ("taylor:1", "taylor:2", "learned")  # a tie goes to the cheaper forecaster
+WHOLE_TIE_ORDER = TIE_ORDER + ("table",)  # the table runs every forecaster it mixes
 CALIBRATION_SEED = 300_000  # the schedule search's training seeds; the bench's are 20,000+
 
 
@@ -33,17 +41,52 @@ def calibration_schedule(interval: int, steps: int) -> str:
     return f"fixed:{interval}"
 
 
+SCHEDULE_SPECS = ("fixed:N | threshold:DELTA | schedule:MASK (its own step count only) | ts-schedule:N (TaylorSeer's "
+                  "computes at interval N) | learned:TARGET (the policy at --policy) | searched:FILE (the masks of a "
+                  "searched_schedules.json, at its step count)")
+
+
+def schedule_policies(spec: str, steps: int, policy_dir: Path | None = None) -> list[CachePolicy]:
+    """The policies `spec` stands for at `steps` steps (none where it does not apply to that count: a mask of
+    another length); an InvalidInputError for a spec it cannot build, before any sampling."""
+    name, _, arg = spec.partition(":")
+    try:
+        if name == "ts-schedule":
+            return [Schedule([c == "1" for c in taylorseer_mask(int(arg), steps)])]
+        if name == "learned":
+            if policy_dir is None:
+                raise InvalidInputError(f"{spec}: a learned policy's schedule needs the policy directory (--policy)")
+            from cachepilot.policies.learned import LearnedPolicy
+
+            return [LearnedPolicy(policy_dir, target=float(arg))]
+        if name == "searched":
+            found = read_json_object(Path(arg), "searched schedules")
+            if found.get("num_steps") != steps:
+                return []
+            return [Schedule([c == "1" for c in entry["mask"]]) for _, entry in sorted(found["schedules"].items())]
+        if name == "schedule" and len(arg) != steps:
+            return []
+        return [make_policy(spec)]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        if isinstance(err, InvalidInputError):
+            raise
+        raise InvalidInputError(f"bad schedule spec {spec!r} ({err}); expected {SCHEDULE_SPECS}") from None
+
+
 def calibrate_gate(
     pipe, head: str | Path, conditions: Sequence[dict], counts: Sequence[int],
     intervals: Sequence[int] = (1, 2, 3, 4, 5, 6, 8),
     samples: int = 16, call_kwargs: dict | None = None, seed: int = CALIBRATION_SEED, out: Path | None = None,
-    progress: bool = True,
+    progress: bool = True, schedules: Sequence[str] = (), schedule_counts: Sequence[int] | None = None,
+    policy_dir: Path | None = None,
 ) -> dict:
-    """{"counts": {steps: {"choices": [per spacing 1..max(intervals)], "psnr": {interval: {choice: dB}}}}, ...}.
+    """{"counts": {steps: {"choices": [per spacing 1..max(intervals)], "psnr": {interval: {choice: dB}}}},
+    "schedules": {steps: {policy spec at a call: {"spec": as given, "choice": winner, "psnr": {choice: dB}}}}, ...}.
 
     A spacing not calibrated takes the winner of the nearest calibrated interval below it (the smallest, below all).
+    `schedules` (see SCHEDULE_SPECS) are scored whole at each of `schedule_counts` (default: `counts`).
     With `out` (the head's directory) the record is written after each count: an interruption keeps the counts done,
-    and a later call with the same samples, seed and intervals only measures the counts missing.
+    and a later call with the same samples, seed and intervals only measures the counts and schedules missing.
     """
     if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in counts):
         raise InvalidInputError(f"step counts must be integers >= 2, got {list(counts)}")
@@ -51,33 +94,60 @@ def calibrate_gate(
         raise InvalidInputError(f"intervals must be integers >= 1, got {list(intervals)}")
     if samples < 1 or not conditions:
         raise InvalidInputError("calibration needs at least one sample and one condition")
+    schedule_counts = list(counts if schedule_counts is None else schedule_counts)
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in schedule_counts):
+        raise InvalidInputError(f"schedule step counts must be integers >= 2, got {schedule_counts}")
+    policies = {steps: [p for spec in schedules for p in [(spec, q) for q in schedule_policies(spec, steps, policy_dir)]]
+                for steps in schedule_counts}  # every spec built (and checked) before any sampling
     learned = Learned.from_pretrained(head)  # loads (and checks) the head before any sampling
     intervals = sorted(set(intervals))
     chosen = [conditions[i % len(conditions)] for i in range(samples)]
     seeds = [seed + i for i in range(samples)]
     forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2"}
-    record = {"samples": samples, "seed": seed, "intervals": intervals, "counts": {}}
+    record = {"samples": samples, "seed": seed, "intervals": intervals, "counts": {}, "schedules": {}}
     if out is not None and (Path(out) / GATE_FILE).is_file():
         stored = read_json_object(Path(out) / GATE_FILE, "the forecaster gate")
         if all(stored.get(key) == record[key] for key in ("samples", "seed", "intervals")):
             record["counts"] = dict(stored.get("counts") or {})
+            record["schedules"] = {k: dict(v) for k, v in (stored.get("schedules") or {}).items()}
     counts = [steps for steps in counts if str(steps) not in record["counts"]]
-    total = len(counts) * len(intervals) * len(GATE_CHOICES)
+
+    def missing(steps: int, policy: CachePolicy) -> list[str]:
+        entry = record["schedules"].get(str(steps), {}).get(policy.spec(), {})
+        return [c for c in SCHEDULE_CHOICES if c not in entry.get("psnr", {})]
+
+    todo = {steps: [(spec, policy) for spec, policy in policies[steps] if missing(steps, policy)]
+            for steps in schedule_counts}
+    total = (len(counts) * len(intervals) * len(GATE_CHOICES)
+             + sum(len(missing(steps, policy)) for steps, left in todo.items() for _, policy in left))
     with tqdm(total=total, desc="calibrate forecaster", disable=not progress) as bar:
-        for steps in counts:
+        # the spacing tables first: a gate is only written once it has one
+        for steps in list(counts) + [s for s, left in todo.items() if left and s not in counts]:
             driver = SamplingDriver(pipe, steps, call_kwargs)
             reference = driver.sample(chosen, seeds).images
-            scores: dict[int, dict[str, float]] = {}
-            for interval in intervals:
-                scores[interval] = {}
-                for name in GATE_CHOICES:
-                    with caching(pipe, calibration_schedule(interval, steps), forecasters[name]):
-                        scores[interval][name] = psnr(driver.sample(chosen, seeds).images, reference)
+
+            def score(policy: str | CachePolicy, names: Sequence[str] = GATE_CHOICES) -> dict[str, float]:
+                scored = {}
+                for name in names:
+                    with caching(pipe, policy, forecasters[name]):
+                        scored[name] = psnr(driver.sample(chosen, seeds).images, reference)
                     bar.update()
-            winner = {n: max(TIE_ORDER, key=lambda c: scores[n][c]) for n in intervals}
-            choices = [winner[max([n for n in intervals if n <= spacing], default=intervals[0])]
-                       for spacing in range(1, intervals[-1] + 1)]
-            record["counts"][str(steps)] = {"choices": choices, "psnr": {str(n): scores[n] for n in intervals}}
+                return scored
+
+            if steps in counts:
+                scores = {interval: score(calibration_schedule(interval, steps)) for interval in intervals}
+                winner = {n: max(TIE_ORDER, key=lambda c: scores[n][c]) for n in intervals}
+                choices = [winner[max([n for n in intervals if n <= spacing], default=intervals[0])]
+                           for spacing in range(1, intervals[-1] + 1)]
+                record["counts"][str(steps)] = {"choices": choices, "psnr": {str(n): scores[n] for n in intervals}}
+            if todo.get(steps):  # the spacing tables as they stand, without whole-schedule choices
+                forecasters["table"] = Gated(learned, {int(n): e["choices"] for n, e in record["counts"].items()})
+            for spec, policy in todo.get(steps, []):
+                entry = record["schedules"].setdefault(str(steps), {}).setdefault(policy.spec(), {"psnr": {}})
+                entry["psnr"].update(score(policy, missing(steps, policy)))
+                entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=entry["psnr"].get))
+                if out is not None:
+                    write_gate(Path(out), record)
             if out is not None:
                 write_gate(Path(out), record)
     return record

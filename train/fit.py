@@ -1,12 +1,14 @@
 """`cachepilot fit`: the whole recipe on a user's pipeline, one stage after another, each resumable.
 
-conditions -> collect -> predictors -> forecaster gate -> schedule search -> policy -> export -> bench report, written to one
+conditions -> collect -> predictors -> forecaster gate -> schedule search -> policy -> export -> the policy's
+forecaster choice -> bench report, written to one
 cache checkpoint directory that `cachepilot.enable(pipe, checkpoint=DIR, speed=0.3)` loads:
 
     DIR/cachepilot_config.json   backbone fingerprint, steps, call kwargs, condition split, stage timings
     DIR/conditions.json          train / validation / evaluation conditions (figures are on evaluation only)
     DIR/predictors/              the learned forecaster head, and its gate (learned vs. Taylor per step count
-                                 and spacing, measured closed loop: the forecaster never behind Taylor)
+                                 and spacing, and for the policy's and searched schedules as a whole, measured
+                                 closed loop: the forecaster never behind Taylor)
     DIR/searched_schedules.json  the best fixed schedule per budget (the policy's prior and its baseline)
     DIR/policy/                  the exported actor
     DIR/bench/                   results.json / results.md / pareto.png on the evaluation conditions
@@ -133,7 +135,7 @@ def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
 class Fit:
     """The stages of one fit; `run()` runs those whose output is not complete yet."""
 
-    STAGES = ("collect", "predictors", "gate", "schedules", "policy", "bench")
+    STAGES = ("collect", "predictors", "gate", "schedules", "policy", "policy_gate", "bench")
 
     def __init__(self, pipe, out: Path, prompts: str | Path | ConditionSet | None = None,
                  config: FitConfig | None = None, progress: bool = True):
@@ -191,6 +193,7 @@ class Fit:
             "gate": lambda: self._gate_left() == [],
             "schedules": lambda: self._schedules_left() == [],
             "policy": lambda: (self.out / "policy" / "config.json").exists(),
+            "policy_gate": lambda: self._policy_gate_left() == [],
             "bench": lambda: (self.out / "bench" / "results.json").exists(),
         }[stage]()
 
@@ -330,6 +333,29 @@ class Fit:
         from cachepilot.runtime.hooks import remove_cache
 
         remove_cache(self.pipe.transformer)  # the env's hooks: later stages sample the plain pipeline
+
+    def _policy_counts(self) -> list[int]:
+        return sorted(set(self.config.policy_steps or [self.config.steps]))
+
+    def _policy_gate_left(self) -> list[str]:
+        """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's step counts."""
+        from cachepilot.predictors.gated import GATE_FILE
+
+        path = self.out / "predictors" / GATE_FILE
+        done = (json.loads(path.read_text()).get("schedules") or {}) if path.exists() else {}
+        return [f"learned@{t:g}" for n in self._policy_counts() for t in self.config.targets
+                if f"learned@{t:g}" not in done.get(str(n), {})]
+
+    def _stage_policy_gate(self) -> None:
+        """The forecaster for the policy's decisions (and the searched masks) chosen on the whole schedule: the
+        spacing table the policy trained with misjudges trajectories whose forecasts follow dense computes."""
+        from cachepilot.train.calibrate_forecaster import calibrate_gate
+
+        specs = [f"learned:{t:g}" for t in self.config.targets] + [f"searched:{self._schedules_path()}"]
+        calibrate_gate(self.pipe, self.out / "predictors", list(self.split.train.conditions), self._gate_counts(),
+                       samples=self.config.search_samples, call_kwargs=self.config.call_kwargs,
+                       out=self.out / "predictors", progress=self.progress, schedules=specs,
+                       schedule_counts=self._policy_counts(), policy_dir=self.out / "policy")
 
     def _stage_bench(self) -> None:
         from cachepilot.bench.fit_report import bench_checkpoint

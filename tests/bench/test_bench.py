@@ -18,7 +18,10 @@ def test_tiny_sweep_writes_rows_and_report(pipe, classifier, tmp_path):
     from cachepilot.embedded.digits.metrics import digits_quality
 
     quality = digits_quality(classifier, load_digits_split().held_out_images)
-    rows = run_bench(pipe, methods, config, quality=quality, progress=False)
+    kept = []  # what an interrupted sweep would keep: the rows so far, after each one
+    rows = run_bench(pipe, methods, config, quality=quality, progress=False,
+                     on_row=lambda so_far: kept.append([dict(r) for r in so_far]))
+    assert [len(k) for k in kept] == list(range(2, len(rows) + 1)) and kept[-1] == rows
     assert [r["method"] for r in rows][:2] == ["full", "always"]
     full, always = rows[0], rows[1]
     assert full["compute_fraction"] == 1.0 and always["compute_fraction"] == 1.0

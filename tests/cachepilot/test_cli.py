@@ -142,3 +142,16 @@ def test_search_schedule_writes_each_target_as_it_is_found(tmp_path, monkeypatch
     assert main(["search-schedule", "--targets", "0.5", "0.3", "--steps", "4", "--samples", "1",
                  "--out", str(out)]) == 130
     assert json.loads(out.read_text())["schedules"] == {"0.5": {"mask": "1010", "train_psnr": 40.0}}
+
+
+@pytest.mark.parametrize("schedules, message", [(["learned:0.3"], "--policy"), (["ts-schedule:x"], "bad schedule spec"),
+                                                (["sometimes:2"], "unknown policy spec")])
+def test_calibrate_forecaster_refuses_a_bad_schedule_before_loading(tmp_path, capsys, schedules, message):
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+    from cachepilot.predictors.learned import Learned
+
+    Learned.from_pretrained(DEFAULT_PREDICTOR).save_pretrained(tmp_path / "head")
+    assert main(["calibrate-forecaster", str(tmp_path / "head"), "--schedules", *schedules,
+                 "--pipeline", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err

@@ -16,6 +16,17 @@ def test_searched_targets_give_the_searched_mask_exactly():
     prior = SchedulePrior(SEARCHED)
     for target, mask in SEARCHED.items():
         assert _string(prior.mask(target, 25)) == mask
+    # a searched mask within the budget (a training-free start that won): kept as it is, not filled up
+    within = "1000100010001000100010000"  # 7 computes where 0.3 of 25 allows 8
+    assert budget_computes(0.3, 25) == 8 and _string(SchedulePrior({0.3: within}).mask(0.3, 25)) == within
+
+
+def test_a_list_of_targets_meets_the_searched_mask_exactly():
+    # 0.3 of 75 steps is 22.5 computes: the searched mask has 22; 0.3 through float32 (0.30000001) rounds to 23
+    searched = "111101000100010001000100010001000100010001000100010001000100010001000100010"
+    assert searched.count("1") == budget_computes(0.3, 75) == 22
+    masks = SchedulePrior({0.3: searched}).masks([0.3, 0.3], 75)
+    assert all(_string(row) == searched for row in masks)
 
 
 @pytest.mark.parametrize("steps", [10, 25, 50, 100])

@@ -11,6 +11,7 @@ from cachepilot.predictors.base import ForecastContext
 from cachepilot.predictors.gated import GATE_FILE, Gated, nearest_count
 from cachepilot.predictors.learned import Learned, ResidualForecaster
 from cachepilot.predictors.spec import make_predictor
+from cachepilot.policies.baselines import taylorseer_mask
 from cachepilot.predictors.taylor import Taylor
 from cachepilot.train.calibrate_forecaster import calibrate_gate, calibration_schedule
 
@@ -105,3 +106,80 @@ def test_spacing_one_has_its_own_schedule():
     pairs = calibration_schedule(1, 10)
     assert pairs == "schedule:1101101101"  # every forecast one step after two adjacent computes; the last computed
     assert calibration_schedule(3, 10) == "fixed:3"
+
+
+def test_a_calibrated_schedule_takes_its_whole_schedule_choice():
+    head = _head()
+    gated = Gated(head, {20: ["learned"]}, schedules={20: {"fixed:3": "taylor:2", "learned@0.3": "taylor:1",
+                                                           "fixed:4": "table"}})
+    history = _history(gated, [[0, 3, 6], [0, 2, 4]])
+    hidden = torch.randn(2, 3, 4)
+
+    def forecast(steps, policy):
+        return gated.predict(history, 9, None, ForecastContext(steps, hidden, hidden, policy))
+
+    torch.testing.assert_close(forecast(20, "fixed:3"), Taylor(2).predict(history, 9))
+    torch.testing.assert_close(forecast(20, "learned@0.3"), Taylor(1).predict(history, 9))
+    # another policy, or the same one at a count it was not scored at: the spacing table
+    table = head.predict(history, 9, None, ForecastContext(20, hidden, hidden))
+    torch.testing.assert_close(forecast(20, "fixed:2"), table)
+    torch.testing.assert_close(forecast(20, "fixed:4"), table)  # calibrated: the table's mix won
+    torch.testing.assert_close(forecast(30, "fixed:3"), head.predict(history, 9, None, ForecastContext(30, hidden, hidden)))
+    with pytest.raises(CheckpointError, match="policy specs"):
+        Gated(head, {20: ["learned"]}, schedules={20: {"fixed:3": "taylor:3"}})
+
+
+def test_the_engine_tells_the_forecaster_which_policy_decides(pipe):
+    seen = []
+
+    class Recording(Taylor):
+        def predict(self, history, step, rows=None, context=None):
+            seen.append((context.num_steps, context.policy))
+            return super().predict(history, step, rows, context)
+
+    cachepilot.enable(pipe, "fixed:3", Recording(1))
+    try:
+        SamplingDriver(pipe, 7).sample([{"class_labels": 1}], [0])
+    finally:
+        cachepilot.disable(pipe)
+    assert seen and set(seen) == {(7, "fixed:3")}
+
+
+def test_whole_schedules_are_calibrated_stored_and_resumed(pipe, tmp_path, monkeypatch):
+    head = tmp_path / "head"
+    Learned.from_pretrained(DEFAULT_PREDICTOR).save_pretrained(head)
+    conditions = [{"class_labels": c} for c in range(3)]
+    specs = ["fixed:3", "ts-schedule:2", "schedule:110101", "threshold:0.1"]
+    record = calibrate_gate(pipe, head, conditions, [6], intervals=[2], samples=2, out=head, progress=False,
+                            schedules=specs)
+    stored = record["schedules"]["6"]
+    keys = {"fixed:3", "schedule:" + taylorseer_mask(2, 6), "schedule:110101", "threshold:0.1"}
+    assert set(stored) == keys
+    for entry in stored.values():  # each forecaster, and the spacing table's mix
+        assert set(entry["psnr"]) == {"learned", "taylor:1", "taylor:2", "table"}
+        assert entry["choice"] == max(("taylor:1", "taylor:2", "learned", "table"), key=entry["psnr"].get)
+    gated = make_predictor(f"gated:{head}")
+    assert gated.schedules == {6: {k: v["choice"] for k, v in stored.items()}}
+    # more counts later: only what is missing is sampled (a 6-step mask does not apply at 8 steps)
+    calls = []
+    from cachepilot.train import calibrate_forecaster
+
+    original = calibrate_forecaster.SamplingDriver
+    monkeypatch.setattr(calibrate_forecaster, "SamplingDriver", lambda *a, **k: calls.append(a[1]) or original(*a, **k))
+    record = calibrate_gate(pipe, head, conditions, [6], intervals=[2], samples=2, out=head, progress=False,
+                            schedules=specs, schedule_counts=[6, 8])
+    assert calls == [8] and set(record["schedules"]["8"]) == {"fixed:3", "schedule:" + taylorseer_mask(2, 8),
+                                                             "threshold:0.1"}
+
+
+def test_a_bad_schedule_spec_fails_before_sampling():
+    from cachepilot import InvalidInputError
+    from cachepilot.train.calibrate_forecaster import schedule_policies
+
+    with pytest.raises(InvalidInputError, match="--policy"):
+        schedule_policies("learned:0.3", 20)
+    with pytest.raises(InvalidInputError, match="bad schedule spec"):
+        schedule_policies("ts-schedule:x", 20)
+    with pytest.raises(InvalidInputError):
+        schedule_policies("sometimes:3", 20)
+    assert schedule_policies("schedule:1101", 20) == []  # another count's mask

@@ -34,7 +34,8 @@ def test_fit_end_to_end_then_enable_the_checkpoint(family, tmp_path):
     config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5])
     out = tmp_path / "cache"
     record = fit(pipe, out, _prompts_file(tmp_path, family), config, progress=False)
-    assert set(record["stage_seconds"]) == {"collect", "predictors", "gate", "schedules", "policy", "bench"}
+    assert set(record["stage_seconds"]) == {"collect", "predictors", "gate", "schedules", "policy", "policy_gate",
+                                            "bench"}
     for path in ("policy/config.json", "predictors/config.json", "predictors/forecaster_gate.json",
                  "searched_schedules.json", "conditions.json",
                  "bench/results.json", "README.md", "cachepilot_config.json"):
@@ -55,6 +56,8 @@ def test_fit_end_to_end_then_enable_the_checkpoint(family, tmp_path):
     conditions = [example_condition(family, i) for i in range(2)]
     engine = cachepilot.enable(pipe, checkpoint=out, speed=0.5)
     assert engine.predictor.spec().startswith("gated:")  # the head with its calibrated fallback
+    # and the forecaster chosen for the policy's own decisions at the fit's count, closed loop
+    assert engine.predictor.schedules[6]["learned@0.5"] in ("learned", "taylor:1", "taylor:2", "table")
     try:
         cached = driver.sample(conditions, [5, 6])
         stats = cachepilot.last_stats(pipe)

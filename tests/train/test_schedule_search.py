@@ -1,10 +1,10 @@
 import pytest
 
 from cachepilot import InvalidInputError
-from cachepilot.bench.methods import taylorseer_mask
+from cachepilot.policies.baselines import taylorseer_mask
 from cachepilot.driver import SamplingDriver
 from cachepilot.envs.references import uniform_mask
-from cachepilot.train.schedule_search import search_schedule, start_masks, warmup_mask
+from cachepilot.train.schedule_search import search_schedule, start_masks, training_free_masks, warmup_mask
 
 
 @pytest.mark.parametrize("steps,computes", [(50, 10), (50, 15), (20, 6), (100, 40), (8, 3)])
@@ -56,8 +56,27 @@ def test_open_ended_starts_forecast_the_last_step_like_taylorseer(steps, compute
     starts = start_masks(steps, computes, compute_last=False)
     assert starts[:len(start_masks(steps, computes))] == start_masks(steps, computes)  # the closed ones first
     open_ended = [m for m in starts if not m[-1]]
-    assert open_ended and all(sum(m) == computes and m[0] for m in open_ended)
+    assert open_ended and all(sum(m) <= computes and m[0] for m in open_ended)
+    assert sum(sum(m) == computes for m in open_ended) >= 4  # the warm-ups of 1..4, the budget spent
     assert len({tuple(m) for m in starts}) == len(starts)
+
+
+def test_training_free_schedules_within_the_budget_are_starts():
+    # 75 steps, 22 computes: no TaylorSeer interval spends them exactly; interval 4 (21 computes) is the closest
+    ts4 = [c == "1" for c in taylorseer_mask(4, 75)]
+    assert sum(ts4) == 21 and ts4 in training_free_masks(75, 22) and ts4 in start_masks(75, 22, compute_last=False)
+    assert [s % 4 == 0 for s in range(75)] in training_free_masks(75, 22)  # fixed interval 4: 19 computes
+    assert all(sum(m) <= 22 for m in training_free_masks(75, 22))
+    assert ts4 not in start_masks(75, 22)  # with the last step computed: only exact-budget shapes
+
+
+def test_a_start_within_the_budget_is_searched_from(pipe):
+    driver = SamplingDriver(pipe, 10)
+    conditions = [{"class_labels": c} for c in range(3)]
+    sparse = [True, False, False, True, False, False, False, False, False, False]  # 2 of the 4 computes allowed
+    mask, score = search_schedule(driver, conditions, 0.4, samples=2, predictor="taylor:1", max_sweeps=0,
+                                  progress=False, extra_starts=[sparse])
+    assert sum(mask) <= 4 and score > 0
 
 
 def test_the_open_ended_warmup_of_three_is_taylorseers_own_schedule():
