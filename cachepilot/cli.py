@@ -212,7 +212,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     se.add_argument("--samples", type=int, default=16, help="training seeds the schedules are scored on")
     se.add_argument("--predictor", default="learned")
     se.add_argument("--max-sweeps", type=int, default=6, help="greedy sweeps after the best start (0: the best of "
-                                                             "the uniform and TaylorSeer-shaped starts)")
+                                                             "the starts: uniform, TaylorSeer-shaped, and the "
+                                                             "training-free masks within the budget)")
     se.add_argument("--compute-last", action="store_true",
                     help="keep the last step computed (by default it may be forecast, as TaylorSeer's schedule does); "
                          "for a prior added to a policy trained with such masks")
