@@ -110,7 +110,8 @@ class SchedulePrior:
     def mask(self, target: float, num_steps: int) -> list[bool]:
         """The prior's mask for one target: the searched mask at a searched target and count (it may compute less
         than the budget: a training-free start that won), else `budget_computes(target, num_steps)` computes."""
-        searched = self.by_steps.get(num_steps, {}).get(float(target))
+        target = round(float(target), 6)  # a float32 target (0.30000001) is the searched 0.3, with its budget
+        searched = self.by_steps.get(num_steps, {}).get(target)
         if searched is not None:
             return [c == "1" for c in searched]
         computes = budget_computes(target, num_steps)
@@ -135,9 +136,9 @@ class SchedulePrior:
         return [s in chosen for s in range(num_steps)]
 
     def masks(self, targets: torch.Tensor | list[float], num_steps: int) -> torch.Tensor:
-        """(N, num_steps) bool: the prior mask of each sample's target. A list keeps Python floats: through a float32
-        tensor 0.3 became 0.30000001, which missed the searched 75-step mask and rounded 22.5 computes up to 23
-        where the policy's budget (22) then cut the last compute."""
+        """(N, num_steps) bool: the prior mask of each sample's target. A float32 target is read at 6 decimals
+        (`mask`): 0.3 as 0.30000001 missed the searched 75-step mask and rounded 22.5 computes up to 23, where the
+        policy's budget (22) then cut the last compute."""
         values = targets.tolist() if isinstance(targets, torch.Tensor) else [float(t) for t in targets]
         cache: dict[float, list[bool]] = {}
         for target in values:

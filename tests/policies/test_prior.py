@@ -25,8 +25,9 @@ def test_a_list_of_targets_meets_the_searched_mask_exactly():
     # 0.3 of 75 steps is 22.5 computes: the searched mask has 22; 0.3 through float32 (0.30000001) rounds to 23
     searched = "111101000100010001000100010001000100010001000100010001000100010001000100010"
     assert searched.count("1") == budget_computes(0.3, 75) == 22
-    masks = SchedulePrior({0.3: searched}).masks([0.3, 0.3], 75)
-    assert all(_string(row) == searched for row in masks)
+    for targets in ([0.3, 0.3], torch.tensor([0.3, 0.3])):  # a float32 tensor too (the env's targets)
+        masks = SchedulePrior({0.3: searched}).masks(targets, 75)
+        assert all(_string(row) == searched for row in masks)
 
 
 @pytest.mark.parametrize("steps", [10, 25, 50, 100])
