@@ -74,6 +74,14 @@ def check_gate_table(table: dict, where: str) -> dict[int, list[str]]:
     return checked
 
 
+def _stored_choices(schedules: dict) -> dict:
+    """{count: {spec: choice}} from the file's {count: {spec: {"choice": ..., "psnr": ...}}} (shapes checked later)."""
+    if not isinstance(schedules, dict):
+        return schedules
+    return {count: {spec: entry.get("choice") if isinstance(entry, dict) else entry for spec, entry in by_spec.items()}
+            if isinstance(by_spec, dict) else by_spec for count, by_spec in schedules.items()}
+
+
 class Gated(Predictor):
     """The forecaster calibrated for the call's policy at its step count, else per row the table's forecaster for the
     row's spacing (last two computes; clamped to the table)."""
@@ -98,12 +106,8 @@ class Gated(Predictor):
         record = read_json_object(gate_path, "the forecaster gate")
         table = {count: entry.get("choices") if isinstance(entry, dict) else entry
                  for count, entry in (record.get("counts") or {}).items()}
-        schedules = record.get("schedules") or {}
-        if isinstance(schedules, dict):
-            schedules = {count: {spec: entry.get("choice") if isinstance(entry, dict) else entry
-                                 for spec, entry in by_spec.items()} if isinstance(by_spec, dict) else by_spec
-                         for count, by_spec in schedules.items()}
-        return cls(Learned.from_pretrained(path), table, source=str(path), schedules=schedules)
+        return cls(Learned.from_pretrained(path), table, source=str(path),
+                   schedules=_stored_choices(record.get("schedules") or {}))
 
     def bind(self, transformer: torch.nn.Module) -> None:
         self.learned.bind(transformer)

@@ -97,7 +97,7 @@ def calibrate_gate(
     schedule_counts = list(counts if schedule_counts is None else schedule_counts)
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in schedule_counts):
         raise InvalidInputError(f"schedule step counts must be integers >= 2, got {schedule_counts}")
-    policies = {steps: [p for spec in schedules for p in [(spec, q) for q in schedule_policies(spec, steps, policy_dir)]]
+    policies = {steps: [(spec, policy) for spec in schedules for policy in schedule_policies(spec, steps, policy_dir)]
                 for steps in schedule_counts}  # every spec built (and checked) before any sampling
     learned = Learned.from_pretrained(head)  # loads (and checks) the head before any sampling
     intervals = sorted(set(intervals))
