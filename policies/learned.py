@@ -133,7 +133,7 @@ class LearnedPolicy(CachePolicy):
     def reset(self, num_steps: int, batch_size: int) -> None:
         low, high = self.config["num_steps_range"]
         outside = not low <= num_steps <= high
-        nearest = self.prior.nearest_steps(num_steps)
+        nearest = self.prior.nearest_steps(num_steps, self.target)
         self.follow_prior = (outside and not self.actor_outside_range and nearest is not None
                              and not low <= nearest <= high)
         if outside and not self.follow_prior:

@@ -88,16 +88,19 @@ class SchedulePrior:
     def searched_steps(self) -> list[int]:
         return sorted(self.by_steps)
 
-    def nearest_steps(self, num_steps: int) -> int | None:
+    def nearest_steps(self, num_steps: int, target: float | None = None) -> int | None:
         """The searched step count nearest `num_steps` (the larger one on a tie), whose masks a call of `num_steps`
-        steps uses; None without searched masks."""
-        if not self.by_steps:
+        steps uses; None without searched masks. With `target`, among the counts searched at that target when there
+        are any: a search may leave out a target where the policy's own decisions were better (30 steps, 0.2)."""
+        counts = [n for n, masks in self.by_steps.items() if target is not None and round(float(target), 6) in masks]
+        counts = counts or list(self.by_steps)
+        if not counts:
             return None
-        return min(self.by_steps, key=lambda n: (abs(n - num_steps), -n))
+        return min(counts, key=lambda n: (abs(n - num_steps), -n))
 
-    def _schedules_for(self, num_steps: int) -> dict[float, str]:
-        """The masks searched at the step count nearest `num_steps` (the larger one on a tie)."""
-        nearest = self.nearest_steps(num_steps)
+    def _schedules_for(self, num_steps: int, target: float | None = None) -> dict[float, str]:
+        """The masks searched at the step count nearest `num_steps` (for `target`, see `nearest_steps`)."""
+        nearest = self.nearest_steps(num_steps, target)
         return {} if nearest is None else self.by_steps[nearest]
 
     def computes_last(self, num_steps: int) -> bool:
@@ -118,7 +121,7 @@ class SchedulePrior:
         if computes >= num_steps:
             return [True] * num_steps
         u = np.linspace(0.0, 1.0, computes)
-        schedules = self._schedules_for(num_steps)
+        schedules = self._schedules_for(num_steps, target)
         if not schedules:
             fractions = u
         else:

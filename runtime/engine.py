@@ -191,24 +191,23 @@ class CacheEngine:
             plan.sub_call = call
             plan.computed_rows = torch.arange(rows, device=hidden.device)
         else:
-            plan.new_hidden = self._fill_skipped(state, hidden, actions_host, step)
-            plan.computed_rows = self._rows(compute, state).to(hidden.device)
+            plan.new_hidden = self._fill_skipped(state, hidden, actions, actions_host, step)
+            plan.computed_rows = self._device_rows(actions, Action.COMPUTE, compute.numel(), state)
             if compute.numel():
                 plan.sub_call = {k: select_rows(v, plan.computed_rows, rows) for k, v in call.items()}
         plan.stack_started = time.perf_counter()
         return plan
 
-    def _fill_skipped(self, state: EngineState, hidden: torch.Tensor, actions_host: torch.Tensor,
-                      step: int) -> torch.Tensor:
+    def _fill_skipped(self, state: EngineState, hidden: torch.Tensor, actions: torch.Tensor,
+                      actions_host: torch.Tensor, step: int) -> torch.Tensor:
         """The stack output of the rows that REUSE or FORECAST (the computing rows are left to fill)."""
-        device = hidden.device
         new_hidden = torch.empty_like(hidden)
         tic = time.perf_counter()
         for action in (Action.REUSE, Action.FORECAST):
-            idx = (actions_host == action).nonzero().flatten()
-            if not idx.numel():
+            count = int((actions_host == action).sum())
+            if not count:
                 continue
-            if idx.numel() == state.samples:  # the whole batch: no gathers, no scatter
+            if count == state.samples:  # the whole batch: no gathers, no scatter
                 if action == Action.REUSE:
                     cached = state.history.residuals[0]
                 else:
@@ -216,7 +215,7 @@ class CacheEngine:
                     cached = self.predictor.predict(state.history, step, None, context)
                 new_hidden = hidden + cached.to(hidden.dtype)
                 continue
-            r = self._rows(idx, state).to(device)
+            r = self._device_rows(actions, action, count, state)
             hidden_rows = hidden.index_select(0, r)
             if action == Action.REUSE:
                 cached = state.history.residuals[0].index_select(0, r)
@@ -339,10 +338,15 @@ class CacheEngine:
             self._set_drift(state, relative[2], *pending[1:])
         return relative[:2]
 
-    def _rows(self, sample_idx: torch.Tensor, state: EngineState) -> torch.Tensor:
-        """Batch rows of the given samples: sample i owns rows i, i + S, i + 2S, ... (CFG copies)."""
-        offsets = torch.arange(state.copies) * state.samples
-        return (offsets[:, None] + sample_idx[None, :]).flatten()
+    @staticmethod
+    def _device_rows(actions: torch.Tensor, action: int, count: int, state: EngineState) -> torch.Tensor:
+        """Batch rows of the samples taking `action` (sample i owns rows i, i + S, i + 2S, ...: its CFG copies),
+        found where the actions live: a host index copied to the GPU is a pageable copy, i.e. a host sync (12 per
+        20-step call on the H200 where REUSE and FORECAST mixed). The count, known from the step's one read, sizes
+        the result without a sync; a stable sort keeps the samples in order."""
+        picked = torch.argsort((actions != action).to(torch.int32), stable=True)[:count]
+        offsets = torch.arange(state.copies, device=actions.device) * state.samples
+        return (offsets[:, None] + picked[None, :]).flatten()
 
     def _opens_call(self, state: EngineState, step_index: int | None) -> bool:
         """Whether this stack call is the first step of a new generation call. A pipeline's scheduler gets a new

@@ -82,6 +82,17 @@ def test_masks_searched_at_several_step_counts_serve_the_nearest_count(tmp_path)
     assert SchedulePrior.from_files(files).by_steps == both.by_steps
 
 
+def test_a_count_searched_without_a_target_serves_that_target_from_the_nearest_count_that_has_it():
+    # searched at 10 steps for 0.2 and 0.4, at 25 for 0.4 only (the search left 0.2 out there: the policy's own
+    # decisions were better): 0.2 at 25 steps is warped from the 10-step masks, 0.4 keeps its 25-step mask
+    prior = SchedulePrior({0.2: SEARCHED_10[0.2], 0.4: [SEARCHED_10[0.4], SEARCHED[0.4]]})
+    assert prior.nearest_steps(25, 0.2) == 10 and prior.nearest_steps(25, 0.4) == 25
+    assert prior.nearest_steps(25, 0.30000001) == 25  # a target searched nowhere: the nearest count, as before
+    assert prior.nearest_steps(25) == 25
+    assert _string(prior.mask(0.4, 25)) == SEARCHED[0.4]
+    assert prior.mask(0.2, 25) == SchedulePrior(SEARCHED_10).mask(0.2, 25)
+
+
 def test_masks_that_forecast_the_last_step_are_kept_and_warped_without_it():
     open_end = {0.3: "1110001000100010001000100"}  # TaylorSeer-shaped: the last compute 2 steps before the end
     prior = SchedulePrior(open_end)

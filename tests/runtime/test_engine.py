@@ -144,3 +144,18 @@ def test_observation_change_and_drift_follow_their_definitions():
             torch.testing.assert_close(obs.drift, expected)
     assert any((obs.drift > 0).all() for obs in watching.seen)
     assert all((obs.drift == 0).all() for obs in blind.seen)  # Threshold-like: no residual reduction
+
+
+def test_rows_of_an_action_are_found_on_the_actions_device_in_sample_order():
+    """The rows that skip or compute come from the device-side actions (a host index copied to a GPU is a host
+    sync): sample i's rows are i, i + S, ... (its CFG copies), in sample order, as the host indices give them."""
+    from cachepilot.runtime.engine import CacheEngine, EngineState
+
+    state = EngineState()
+    state.samples, state.copies = 7, 2
+    actions = torch.tensor([2, 0, 1, 2, 2, 0, 1])
+    for action in Action:
+        idx = (actions == action).nonzero().flatten()
+        rows = CacheEngine._device_rows(actions, action, idx.numel(), state)
+        assert rows.tolist() == torch.cat([idx, idx + 7]).tolist()
+        assert rows.device == actions.device

@@ -444,6 +444,15 @@ def test_one_checkpoint_serves_every_trained_step_count(several_counts, pipe):
     with pytest.warns(UserWarning, match="trained for 6..10 steps"):  # nearest searched: 10, the actor's own
         follower.reset(11, 1)
     assert not follower.follow_prior
+    # a count searched without this target (the search left it to the actor): the actor decides there
+    config14_other = {**policy.config, "prior": {"0.5": "1010100011", "0.3": ["1000100001", "10001000100001"]}}
+    actor = LearnedPolicy(state=(config14_other, weights), target=0.5)
+    with pytest.warns(UserWarning, match="trained for 6..10 steps"):
+        actor.reset(14, 1)
+    assert not actor.follow_prior
+    follower = LearnedPolicy(state=(config14_other, weights), target=0.3)
+    follower.reset(14, 1)
+    assert follower.follow_prior
     log = pd.read_csv(work / "logs" / "progress.csv")
     for steps in (6, 10):
         for target in config.eval_targets:
