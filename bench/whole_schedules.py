@@ -6,13 +6,15 @@ training rows (as `cachepilot calibrate-forecaster` makes them) and what each is
         --device cuda --out scores_50.json       # 75 steps: --table-steps 50 100 (the tables the gate reads there)
     python -m cachepilot.bench.whole_schedules --report scores_*.json [--write-gate DIR]
 
-Each candidate (head, Taylor-1, Taylor-2, the spacing table's mix) samples TRAIN training conditions (the cache's
+Each candidate (head, Taylor-1, Taylor-2, their mean `taylor:1.5`, the spacing table's mix) samples TRAIN training conditions (the cache's
 train split, seeds 300,000+: the calibration's) and HELD held-out ones (the bench's prompts and seeds 20,000+) in
 one call; the spacing tables come first, at --table-steps. Why a tool of its own: on a GPU a batch of 448 samples
 costs about what 64 do (the scenes model is launch-bound), so the held-out figures of every choice come for free, and
 a gate calibrated on more samples flips fewer close calls (issue 12: 384 samples). The report prints, per schedule,
 the choice and the held-out difference to the best Taylor with its paired standard error over the held-out samples,
-and writes the gate (`--write-gate`) in `calibrate-forecaster`'s format. Scores are kept after every schedule.
+and writes the gate (`--write-gate`) in `calibrate-forecaster`'s format. Scores are kept after every schedule;
+`--resume` scores only what the file lacks (a new candidate, a new schedule), `--deadline` starts no schedule after
+that many seconds (a device lease ends).
 """
 
 from __future__ import annotations
@@ -60,11 +62,16 @@ def score(args: argparse.Namespace) -> dict:
     conditions = [train[i % len(train)] for i in range(args.train)] + [held[i % len(held)] for i in range(args.held)]
     seeds = [CALIBRATION_SEED + i for i in range(args.train)] + [HELD_SEED + i for i in range(args.held)]
     n = args.train
-    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2"}
+    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5"}
     record = {"train": args.train, "held": args.held, "seed": CALIBRATION_SEED, "intervals": args.intervals,
               "device": torch.cuda.get_device_name() if str(pipe.device).startswith("cuda") else str(pipe.device),
               "counts": {}, "schedules": {}, "seconds": {}}
     out = Path(args.out)
+    if args.resume and out.is_file():
+        stored = json.loads(out.read_text())
+        if any(stored.get(key) != record[key] for key in ("train", "held", "seed", "intervals")):
+            raise SystemExit(f"{out} was scored on other samples or intervals: not resumed")
+        record.update(counts=stored["counts"], schedules=stored["schedules"], seconds=stored.get("seconds", {}))
     drivers: dict[int, tuple] = {}
 
     def save() -> None:
@@ -93,6 +100,8 @@ def score(args: argparse.Namespace) -> dict:
         return scored
 
     for steps in args.table_steps or [args.steps]:
+        if str(steps) in record["counts"]:
+            continue
         scores = {i: candidates(steps, calibration_schedule(i, steps), GATE_CHOICES) for i in args.intervals}
         winner = {i: max(TIE_ORDER, key=lambda c: scores[i][c]["train"]) for i in args.intervals}
         record["counts"][str(steps)] = {
@@ -103,10 +112,18 @@ def score(args: argparse.Namespace) -> dict:
     forecasters["table"] = Gated(learned, {int(c): e["choices"] for c, e in record["counts"].items()})
     for spec in args.specs:
         for policy in schedule_policies(spec, args.steps, cache / "policy"):
-            scored = candidates(args.steps, policy, SCHEDULE_CHOICES)
-            record["schedules"].setdefault(str(args.steps), {})[policy.spec()] = {
-                "spec": spec, "choice": max(WHOLE_TIE_ORDER, key=lambda c: scored[c]["train"]), "scores": scored}
+            entry = record["schedules"].setdefault(str(args.steps), {}).setdefault(policy.spec(), {"scores": {}})
+            missing = [c for c in SCHEDULE_CHOICES if c not in entry["scores"]]
+            if not missing:
+                continue
+            if time.time() - started > args.deadline:
+                print(f"deadline: {policy.spec()} at {args.steps} steps and after not scored")
+                save()
+                return record
+            entry["scores"].update(candidates(args.steps, policy, missing))
+            entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=lambda c: entry["scores"][c]["train"]))
             save()
+    save()
     return record
 
 
@@ -167,6 +184,8 @@ def main(argv=None) -> None:
     parser.add_argument("--call-kwargs", type=json.loads, default=SCENES["call_kwargs"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="whole_schedules.json")
+    parser.add_argument("--resume", action="store_true", help="keep what --out holds, score what it lacks")
+    parser.add_argument("--deadline", type=float, default=math.inf, help="seconds: start no schedule after")
     parser.add_argument("--report", nargs="+", default=None, help="score files to report on (no sampling)")
     parser.add_argument("--write-gate", default=None, help="with --report: write the gate into this directory")
     args = parser.parse_args(argv)

@@ -48,7 +48,7 @@ def enable(
     """Cache a pipeline's transformer (or a bare transformer) with `policy` and `predictor`.
 
     policy: a `CachePolicy` or a spec ('always', 'fixed:3', 'threshold:0.1', 'schedule:1101...');
-    predictor: what skipped steps use ('reuse' by default, 'taylor:1', 'taylor:2').
+    predictor: what skipped steps use ('reuse' by default, 'taylor:1', 'taylor:2', 'taylor:1.5': their mean).
     For a bare transformer outside a pipeline pass num_inference_steps (and cfg_copies=2 when
     the batch holds [cond; uncond]). Enabling again replaces the previous configuration.
     checkpoint / speed: a learned policy directory (default: the shipped one) and its target

@@ -412,7 +412,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                      help="cache policy: always | fixed:N | threshold:DELTA | schedule:MASK (default: no cache)")
     gen.add_argument("--predictor", default=None,
                      help="what skipped steps use: reuse (default; learned with a learned policy) | taylor:1 | "
-                          "taylor:2 | learned")
+                          "taylor:2 | taylor:1.5 (their mean) | learned")
     gen.add_argument("--speed", type=float, default=None,
                      help="target compute fraction of the learned policy (--policy learned --speed 0.3)")
     _add_sampling_args(gen)

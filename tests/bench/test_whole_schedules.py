@@ -19,6 +19,17 @@ def test_scores_every_candidate_on_training_and_held_out_rows_and_writes_the_gat
             assert 5 < scored["train"] <= 100 and 5 < scored["held"] <= 100
         train = {c: s["train"] for c, s in entry["scores"].items()}
         assert train[entry["choice"]] == max(train.values())  # the training rows decide
+    # a candidate the file lacks (a forecaster added later): only it is scored on --resume, the rest kept
+    mean_of_both = record["schedules"]["4"]["fixed:2"]["scores"].pop("taylor:1.5")
+    learned = dict(entries["learned@0.5"])
+    record["schedules"]["4"]["fixed:2"]["scores"]["taylor:1"]["train"] = 99.0  # kept, so it becomes the choice
+    out.write_text(json.dumps(record))
+    main(["--steps", "4", "--intervals", "2", "--train", "2", "--held", "2", "--specs", "fixed:2", "learned:0.5",
+          "--out", str(out), "--resume"])
+    resumed = json.loads(out.read_text())["schedules"]["4"]
+    assert resumed["fixed:2"]["scores"]["taylor:1.5"]["held_per"] == mean_of_both["held_per"]  # the same sampling
+    assert resumed["fixed:2"]["choice"] == "taylor:1" and resumed["learned@0.5"] == learned
+    entries = resumed
     main(["--report", str(out), "--write-gate", str(tmp_path)])
     assert "vs best Taylor" in capsys.readouterr().out
     gate = json.loads((tmp_path / GATE_FILE).read_text())

@@ -49,7 +49,7 @@ def test_cfg_halves_share_decisions_in_the_pipeline(pipe):
 def test_enable_rejects_bad_specs(pipe):
     with pytest.raises(cachepilot.InvalidInputError, match="unknown policy"):
         cachepilot.enable(pipe, "sometimes")
-    with pytest.raises(cachepilot.InvalidInputError, match="order must be 0, 1 or 2"):
+    with pytest.raises(cachepilot.InvalidInputError, match="order must be 0, 1, 1.5 or 2"):
         cachepilot.enable(pipe, "fixed:2", "taylor:3")
     assert cachepilot.last_stats(pipe) is None
 

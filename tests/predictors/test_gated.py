@@ -111,7 +111,7 @@ def test_spacing_one_has_its_own_schedule():
 def test_a_calibrated_schedule_takes_its_whole_schedule_choice():
     head = _head()
     gated = Gated(head, {20: ["learned"]}, schedules={20: {"fixed:3": "taylor:2", "learned@0.3": "taylor:1",
-                                                           "fixed:4": "table"}})
+                                                           "fixed:4": "table", "fixed:5": "taylor:1.5"}})
     history = _history(gated, [[0, 3, 6], [0, 2, 4]])
     hidden = torch.randn(2, 3, 4)
 
@@ -120,6 +120,7 @@ def test_a_calibrated_schedule_takes_its_whole_schedule_choice():
 
     torch.testing.assert_close(forecast(20, "fixed:3"), Taylor(2).predict(history, 9))
     torch.testing.assert_close(forecast(20, "learned@0.3"), Taylor(1).predict(history, 9))
+    torch.testing.assert_close(forecast(20, "fixed:5"), Taylor(1.5).predict(history, 9))
     # another policy, or the same one at a count it was not scored at: the spacing table
     table = head.predict(history, 9, None, ForecastContext(20, hidden, hidden))
     torch.testing.assert_close(forecast(20, "fixed:2"), table)
@@ -156,8 +157,8 @@ def test_whole_schedules_are_calibrated_stored_and_resumed(pipe, tmp_path, monke
     keys = {"fixed:3", "schedule:" + taylorseer_mask(2, 6), "schedule:110101", "threshold:0.1"}
     assert set(stored) == keys
     for entry in stored.values():  # each forecaster, and the spacing table's mix
-        assert set(entry["psnr"]) == {"learned", "taylor:1", "taylor:2", "table"}
-        assert entry["choice"] == max(("taylor:1", "taylor:2", "learned", "table"), key=entry["psnr"].get)
+        assert set(entry["psnr"]) == {"learned", "taylor:1", "taylor:2", "taylor:1.5", "table"}
+        assert entry["choice"] == max(("taylor:1", "taylor:2", "taylor:1.5", "learned", "table"), key=entry["psnr"].get)
     gated = make_predictor(f"gated:{head}")
     assert gated.schedules == {6: {k: v["choice"] for k, v in stored.items()}}
     # more counts later: only what is missing is sampled (a 6-step mask does not apply at 8 steps)

@@ -52,12 +52,23 @@ def test_reuse_returns_last_residual_and_rows_select():
     torch.testing.assert_close(Reuse().predict(history, 5, torch.tensor([1])), fn(4, 1)[None])
 
 
-@pytest.mark.parametrize("spec", ["taylor:3", "taylor:-1", "taylor:x", "magic", "reuse:2"])
+@pytest.mark.parametrize("spec", ["taylor:3", "taylor:-1", "taylor:x", "taylor:0.5", "taylor:nan", "magic", "reuse:2"])
 def test_bad_predictor_specs(spec):
     with pytest.raises(InvalidInputError):
         make_predictor(spec)
 
 
 def test_specs_round_trip():
-    for spec in ["reuse", "taylor:1", "taylor:2"]:
+    for spec in ["reuse", "taylor:1", "taylor:2", "taylor:1.5"]:
         assert make_predictor(spec).spec() == spec
+    assert make_predictor("taylor:2.0").spec() == "taylor:2"
+
+
+def test_order_one_and_a_half_is_the_mean_of_orders_one_and_two():
+    fn = _poly([1, 2, 3])
+    predictor = Taylor(1.5)
+    assert predictor.history_size == 3
+    history = _history(predictor, [[0, 1, 3, 6], [0, 2], [4]], fn)  # full, two computes, one
+    both = (Taylor(1).predict(history, 9) + Taylor(2).predict(history, 9)) / 2
+    torch.testing.assert_close(predictor.predict(history, 9), both)
+    torch.testing.assert_close(predictor.predict(history, 9, torch.tensor([0, 2])), both[[0, 2]])
