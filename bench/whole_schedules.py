@@ -72,6 +72,8 @@ def score(args: argparse.Namespace) -> dict:
         if any(stored.get(key) != record[key] for key in ("train", "held", "seed", "intervals")):
             raise SystemExit(f"{out} was scored on other samples or intervals: not resumed")
         record.update(counts=stored["counts"], schedules=stored["schedules"], seconds=stored.get("seconds", {}))
+        if stored.get("device", record["device"]) != record["device"]:  # scores of two machines (same samples)
+            record["device"] = f"{stored['device']} + {record['device']}"
     drivers: dict[int, tuple] = {}
 
     def save() -> None:
@@ -129,12 +131,13 @@ def score(args: argparse.Namespace) -> dict:
 
 def merged(paths: list[str]) -> dict:
     """One record from several score files (one per step count, or parts of one)."""
-    record: dict = {"counts": {}, "schedules": {}}
+    record: dict = {"counts": {}, "schedules": {}, "devices": []}
     for path in paths:
         part = json.loads(Path(path).read_text())
-        for key in ("train", "held", "seed", "intervals", "device"):
+        for key in ("train", "held", "seed", "intervals"):  # the same samples; the machine may differ
             if record.setdefault(key, part[key]) != part[key]:
                 raise ValueError(f"{path}: {key} {part[key]!r} differs from the other files' {record[key]!r}")
+        record["devices"] = sorted(set(record["devices"]) | {part.get("device", "?")})
         record["counts"].update(part["counts"])
         for steps, by_spec in part["schedules"].items():
             record["schedules"].setdefault(steps, {}).update(by_spec)
