@@ -6,8 +6,8 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.predictors.base import Predictor
 from cachepilot.predictors.taylor import Reuse, Taylor
 
-PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2; 1.5: the mean of 1 and 2) | learned (the embedded head) | learned:PATH | "
-                   "gated:PATH (a head with its calibrated Taylor fallback)")
+PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2; 1.5: the mean of 1 and 2) | learned (the embedded head) | "
+                   "learned:PATH | gated:PATH (a head with its calibrated Taylor fallback)")
 
 
 def make_predictor(spec: str | Predictor | None) -> Predictor:

@@ -52,7 +52,7 @@ class Taylor(Predictor):
             gap02 = (s[0] - s[2]).clamp(min=1e-6).view(view)
             d012 = (d01 - (r[1] - r[2]) / gap12) / gap02
             use2 = (count >= 3).to(r.dtype).view(view)
-            weight = 1.0 if self.order == 2 else 0.5
+            weight = self.order - 1  # order 1.5: half the second-order term, the mean of orders 1 and 2
             forecast = forecast + weight * use2 * d012 * dt0 * (step - s[1]).view(view)
         return forecast
 
