@@ -26,23 +26,17 @@ import time
 from pathlib import Path
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from cachepilot.checkpoints import CHECKPOINTS_DIR
 from cachepilot.predictors.gated import GATE_CHOICES, SCHEDULE_CHOICES, Gated, write_gate
+from cachepilot.quality import psnr_per_image
 from cachepilot.train.calibrate_forecaster import (CALIBRATION_SEED, TIE_ORDER, WHOLE_TIE_ORDER,
-                                                   calibration_schedule, schedule_policies)
+                                                   calibration_schedule, schedule_policies, spacing_choices)
 
 SCENES = {"pipeline": str(CHECKPOINTS_DIR / "scenes-flux"), "cache": str(CHECKPOINTS_DIR / "scenes-flux-cache"),
           "call_kwargs": {"height": 32, "width": 32, "max_sequence_length": 16, "negative_prompt": "",
                           "true_cfg_scale": 4.0}}
 HELD_SEED = 20_000  # the bench's
-
-
-def _per_image_psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """As `cachepilot.quality.psnr`, before its mean (capped at 100 dB)."""
-    return peak_signal_noise_ratio(images.float(), reference.float(), data_range=1.0, reduction="none",
-                                   dim=tuple(range(1, images.dim()))).clamp(max=100.0)
 
 
 def score(args: argparse.Namespace) -> dict:
@@ -95,7 +89,7 @@ def score(args: argparse.Namespace) -> dict:
             stats = result.stats
             decisions = next(iter(stats.contexts.values())).decisions if stats.contexts else stats.decisions
             computed = (decisions == Action.COMPUTE).float().mean(0)
-            per = _per_image_psnr(result.images, ref)
+            per = psnr_per_image(result.images, ref)
             scored[name] = {"train": per[:n].mean().item(), "held": per[n:].mean().item(),
                             "held_per": [round(v, 3) for v in per[n:].tolist()],
                             "cf_train": computed[:n].mean().item(), "cf_held": computed[n:].mean().item()}
@@ -106,10 +100,8 @@ def score(args: argparse.Namespace) -> dict:
             continue
         scores = {i: candidates(steps, calibration_schedule(i, steps), GATE_CHOICES) for i in args.intervals}
         winner = {i: max(TIE_ORDER, key=lambda c: scores[i][c]["train"]) for i in args.intervals}
-        record["counts"][str(steps)] = {
-            "choices": [winner[max([i for i in args.intervals if i <= s], default=args.intervals[0])]
-                        for s in range(1, args.intervals[-1] + 1)],
-            "scores": {str(i): scores[i] for i in args.intervals}}
+        record["counts"][str(steps)] = {"choices": spacing_choices(winner, args.intervals),
+                                        "scores": {str(i): scores[i] for i in args.intervals}}
         save()
     forecasters["table"] = Gated(learned, {int(c): e["choices"] for c, e in record["counts"].items()})
     for spec in args.specs:

@@ -27,13 +27,19 @@ def _frames(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(0, 1) if images.ndim == 5 else images
 
 
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean over images (frames) of the PSNR (dB, data range 1) of each vs. its reference."""
+def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The PSNR (dB, data range 1) of each image (frame) vs. its reference, capped at 100 dB (identical images: inf,
+    capped so means stay finite): per-sample values for paired standard errors."""
     images, reference = _frames(images), _frames(reference)
     check_finite(images, "the images given to PSNR")
     check_finite(reference, "the reference images given to PSNR")
     values = peak_signal_noise_ratio(images, reference, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return values.clamp(max=100.0).mean().item()  # identical images: inf, capped so means stay finite
+    return values.clamp(max=100.0)
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean over images (frames) of the PSNR (dB, data range 1) of each vs. its reference."""
+    return psnr_per_image(images, reference).mean().item()
 
 
 def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:

@@ -41,6 +41,13 @@ def calibration_schedule(interval: int, steps: int) -> str:
     return f"fixed:{interval}"
 
 
+def spacing_choices(winner: dict[int, str], intervals: Sequence[int]) -> list[str]:
+    """The table's choice for each spacing 1..max(intervals): the winner of the nearest calibrated interval below it
+    (the smallest, below all)."""
+    return [winner[max([n for n in intervals if n <= spacing], default=intervals[0])]
+            for spacing in range(1, intervals[-1] + 1)]
+
+
 SCHEDULE_SPECS = ("fixed:N | threshold:DELTA | schedule:MASK (its own step count only) | ts-schedule:N (TaylorSeer's "
                   "computes at interval N) | learned:TARGET (the policy at --policy) | searched:FILE (the masks of a "
                   "searched_schedules.json, at its step count)")
@@ -137,8 +144,7 @@ def calibrate_gate(
             if steps in counts:
                 scores = {interval: score(calibration_schedule(interval, steps)) for interval in intervals}
                 winner = {n: max(TIE_ORDER, key=lambda c: scores[n][c]) for n in intervals}
-                choices = [winner[max([n for n in intervals if n <= spacing], default=intervals[0])]
-                           for spacing in range(1, intervals[-1] + 1)]
+                choices = spacing_choices(winner, intervals)
                 record["counts"][str(steps)] = {"choices": choices, "psnr": {str(n): scores[n] for n in intervals}}
             if todo.get(steps):  # the spacing tables as they stand, without whole-schedule choices
                 forecasters["table"] = Gated(learned, {int(n): e["choices"] for n, e in record["counts"].items()})
