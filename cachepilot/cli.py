@@ -59,6 +59,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     po.add_argument("--targets", type=float, nargs=2, default=None, help="range of target compute fractions")
     po.add_argument("--lr", type=float, default=None)
     po.add_argument("--ent-coef", type=float, default=None)
+    po.add_argument("--seed-pool", type=int, default=None, metavar="K",
+                    help="draw training noise seeds from K seeds only (K x conditions samples): each one's "
+                         "full-compute reference is sampled once and kept (up to 2 GiB), so episodes after the pool's "
+                         "first visit run no reference (default: fresh seeds, a reference run per episode)")
     po.add_argument("--steps", type=int, nargs="+", default=None,
                     help="denoising steps per episode (default 50); several (--steps 20 50 100): one policy for all, "
                          "each batch of episodes drawing one")
@@ -132,7 +136,8 @@ def _run_train_policy(args: argparse.Namespace) -> None:
         config.predictor = args.predictor
     if args.targets is not None:
         config.targets = tuple(args.targets)
-    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("seed", args.seed)):
+    for name, value in (("learning_rate", args.lr), ("ent_coef", args.ent_coef), ("seed", args.seed),
+                        ("seed_pool", args.seed_pool)):
         if value is not None:
             setattr(config, name, value)
     config.warm_start = args.warm_start

@@ -49,6 +49,7 @@ class PolicyConfig:
     targets: tuple[float, float] = (0.15, 0.55)
     predictor: str = "learned"
     seeds: tuple[int, int] = (200_000, 300_000)  # training noise seeds: disjoint from bench and evaluate
+    seed_pool: int | None = None                   # draw noise seeds from the first K only: references kept, reused
     rollout_episodes: int = 2                      # PPO n_steps = rollout_episodes x max(num_steps) per env
     batch_size: int = 400
     n_epochs: int = 10
@@ -74,6 +75,12 @@ class PolicyConfig:
         return step_counts(self.num_steps, "policy setting num_steps")
 
     @property
+    def training_seeds(self) -> tuple[int, int]:
+        """The range episodes draw noise seeds from: the pool's K seeds, or the whole training range."""
+        low, high = self.seeds
+        return (low, low + self.seed_pool) if self.seed_pool is not None else (low, high)
+
+    @property
     def rollout_steps(self) -> int:
         """PPO's n_steps per env: fixed, so sized for the longest episodes (shorter ones end mid-rollout)."""
         return self.rollout_episodes * max(self.step_counts)
@@ -97,6 +104,11 @@ class PolicyConfig:
         if (not isinstance(self.net_arch, (list, tuple)) or not self.net_arch
                 or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in self.net_arch)):
             raise InvalidInputError(f"policy setting net_arch must be a list of layer widths >= 1, got {self.net_arch!r}")
+        pool = self.seed_pool
+        if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int)
+                                 or not 1 <= pool <= self.seeds[1] - self.seeds[0]):
+            raise InvalidInputError(f"policy setting seed_pool must be None or an integer in "
+                                    f"[1, {self.seeds[1] - self.seeds[0]}], got {pool!r}")
         targets = self.targets
         if (not isinstance(targets, (list, tuple)) or len(targets) != 2
                 or not all(isinstance(t, (int, float)) and 0 < t <= 1 for t in targets) or targets[0] > targets[1]):
@@ -309,7 +321,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
             raise FileNotFoundError(f"--resume: no {CHECKPOINT_PREFIX}_*_steps.zip checkpoint in {work_dir}")
     pipe = pipe if pipe is not None else load_pipeline()
     env = CachingVecEnv(config.num_envs, pipe, num_steps=config.step_counts, predictor=config.predictor,
-                        targets=tuple(config.targets), seeds=tuple(config.seeds), seed=config.seed,
+                        targets=tuple(config.targets), seeds=config.training_seeds, seed=config.seed,
                         prior=_prior(config), conditions=conditions, call_kwargs=call_kwargs)
     model = MaskablePPO(
         "MlpPolicy", env, n_steps=config.rollout_steps, batch_size=config.batch_size,

@@ -42,15 +42,16 @@ def behaviour_clone(model, observations: np.ndarray, actions: np.ndarray, return
     returns to go, the critic by regression (so PPO's first advantages are not noise that undoes the
     clone). Returns the actor's final accuracy on the rollouts."""
     policy = model.policy
-    obs = torch.as_tensor(observations, dtype=torch.float32)
-    act = torch.as_tensor(actions, dtype=torch.long)
-    ret = None if returns is None else torch.as_tensor(returns, dtype=torch.float32)
+    device = policy.device  # SB3 puts the policy on CUDA where there is one: the rollouts go there too
+    obs = torch.as_tensor(observations, dtype=torch.float32, device=device)
+    act = torch.as_tensor(actions, dtype=torch.long, device=device)
+    ret = None if returns is None else torch.as_tensor(returns, dtype=torch.float32, device=device)
     params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
     if ret is not None:
         params += list(policy.mlp_extractor.value_net.parameters()) + list(policy.value_net.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     for _ in tqdm(range(epochs), desc="behaviour cloning", disable=not progress):
-        for idx in torch.randperm(len(obs)).split(batch_size):
+        for idx in torch.randperm(len(obs), device=device).split(batch_size):
             features = policy.extract_features(obs[idx])
             logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
             loss = torch.nn.functional.cross_entropy(logits, act[idx], label_smoothing=label_smoothing)

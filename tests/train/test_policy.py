@@ -529,3 +529,44 @@ def test_the_budget_keeps_the_last_step_computed_only_where_the_prior_does(expor
     closed.reset(10, 1)
     open_end.reset(10, 1)
     assert closed.compute_last and not open_end.compute_last
+
+
+def test_seed_pool_narrows_the_training_seeds_and_reaches_the_cli(monkeypatch, tmp_path):
+    assert PolicyConfig().training_seeds == (200_000, 300_000)
+    assert PolicyConfig(seed_pool=4).check().training_seeds == (200_000, 200_004)
+    for bad in (0, -1, 100_001, 2.0, True):
+        with pytest.raises(InvalidInputError, match="seed_pool"):
+            PolicyConfig(seed_pool=bad).check()
+    from cachepilot import cli
+    from cachepilot.train import policy as policy_module
+
+    seen = {}
+    monkeypatch.setattr(policy_module, "train_policy", lambda config, work_dir, **kwargs: seen.update(config=config))
+    monkeypatch.setattr(policy_module, "export_policy", lambda *args, **kwargs: None)
+    argv = ["train", "policy", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
+    assert cli.main(argv + ["--seed-pool", "3"]) == 0
+    assert seen["config"].seed_pool == 3
+    assert cli.main(argv + ["--seed-pool", "0"]) == 2
+
+
+def test_pooled_training_draws_its_seeds_from_the_pool_and_reuses_references(tmp_path, pipe):
+    own = unhooked_twin(pipe)
+    config = PolicyConfig(**{**TINY, "seed_pool": 1, "total_timesteps": 80})
+    from cachepilot.envs import vec_env
+
+    made = []
+    original = vec_env.CachingVecEnv.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(vec_env.CachingVecEnv, "__init__", spy):
+        train_policy(config, tmp_path / "w", progress=False, pipe=own)
+    env = made[0]
+    assert env.seeds == (200_000, 200_001)
+    store = env.episodes.references
+    assert {seed for seed, _ in store.trajectories} == {200_000}
+    assert store.computed <= 10  # one pair per digit class at most, however many episodes ran
