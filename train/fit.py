@@ -60,6 +60,8 @@ class FitConfig:
     policy_timesteps: int = 100_000
     policy_envs: int = 16
     policy_lr: float = 1e-4
+    policy_seed_pool: int | None = None  # K: the policy's episodes draw noise from K seeds, references kept (see
+                                         # `PolicyConfig.seed_pool`); None: fresh seeds, a reference run per sample
     policy_steps: list[int] | None = None  # step counts the policy trains on (None: [steps]); the rest runs at steps
     gate_steps: list[int] | None = None  # step counts the forecaster gate is calibrated at (None: steps, policy_steps,
                                          # 20, 50, 100); a call at another count uses the nearest
@@ -86,6 +88,13 @@ class FitConfig:
                 raise InvalidInputError(f"fit: {name} must be an integer >= 1, got {value!r}")
         if isinstance(self.select_samples, bool) or not isinstance(self.select_samples, int) or self.select_samples < 0:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
+        if self.policy_seed_pool is not None:  # before any stage runs, not at the policy stage
+            from cachepilot.train.policy import PolicyConfig
+
+            try:
+                PolicyConfig(seed_pool=self.policy_seed_pool).check()
+            except InvalidInputError as err:
+                raise InvalidInputError(f"fit: {err}") from None
         if self.steps < 4:
             raise InvalidInputError(f"fit: steps must be >= 4 for a cache to have anything to skip, got {self.steps}")
         if self.policy_steps is not None and (
@@ -320,6 +329,7 @@ class Fit:
                               targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
                               predictor=self._forecaster(), prior=str(self._schedules_path()),
                               warm_start=True, seed=self.config.seed, learning_rate=self.config.policy_lr,
+                              seed_pool=self.config.policy_seed_pool,
                               eval_samples=min(16, max(2, self.config.bench_samples)),
                               eval_targets=tuple(self.config.targets[:2]))
         if self.config.policy_timesteps < 2_000:  # smoke sizes

@@ -121,6 +121,11 @@ def test_policy_stage_trains_on_the_policy_step_counts(tmp_path, pipe, monkeypat
         fit_module.Fit(own, out, None, FitConfig.smoke(steps=8, policy_steps=[6, 12]), progress=False)
     with pytest.raises(InvalidInputError, match="policy_steps"):
         FitConfig.smoke(policy_steps=[2, 6]).check()
+    fit_module.Fit(own, tmp_path / "pooled", None, FitConfig.smoke(steps=8, policy_seed_pool=2),
+                   progress=False)._stage_policy()
+    assert seen[-1].seed_pool == 2 and seen[-1].training_seeds == (200_000, 200_002)
+    with pytest.raises(InvalidInputError, match="fit: policy setting seed_pool"):
+        FitConfig.smoke(policy_seed_pool=0).check()
 
 
 def test_fit_cli_passes_policy_steps(tmp_path, monkeypatch):
