@@ -24,8 +24,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from cachepilot.driver import unhooked_twin
 from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.envs.vec_env import CachingVecEnv
+from cachepilot.train.policy import PolicyConfig
 
-FRESH_SEEDS = (200_000, 300_000)
+FRESH_SEEDS = PolicyConfig().seeds  # the training range PPO draws from
 
 
 def measure(env, masks_of, num_envs: int, steps: int, episodes: int, seed: int = 0, reset: bool = True) -> float:

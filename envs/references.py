@@ -90,15 +90,13 @@ class ReferenceStore:
         self.computed += len(todo)
 
     def _add(self, key: tuple[int, str], trajectory: torch.Tensor) -> None:
-        size = trajectory.numel() * trajectory.element_size()
         self._last[key] = trajectory
-        if self.max_bytes is not None and size > self.max_bytes:
+        if self.max_bytes is not None and trajectory.nbytes > self.max_bytes:
             return
         self.trajectories[key] = trajectory
-        self.bytes += size
+        self.bytes += trajectory.nbytes
         while self.max_bytes is not None and self.bytes > self.max_bytes:
-            _, old = self.trajectories.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+            self.bytes -= self.trajectories.popitem(last=False)[1].nbytes
 
     def save(self, path: str | Path) -> None:
         keys = sorted(self.trajectories)
