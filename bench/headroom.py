@@ -257,11 +257,25 @@ def _prior_and_predictor(pipe, cache: Path | None, prior: Path | None, predictor
     return Path(prior), predictor
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from cachepilot.cli import _add_pipeline_args
+def load_setup(args: argparse.Namespace) -> tuple:
+    """What the headroom tools sample with, from their common options: (pipe, prior path, prior, predictor spec,
+    steps, call kwargs, condition pool, its source). The conditions are the bench's: --prompts' evaluation split,
+    the scenes pipeline's held-out prompts, the cache's evaluation split, or every class of a class-conditional
+    pipeline."""
     from cachepilot.commands import bench_conditions
     from cachepilot.embedded.quality import default_call_kwargs
     from cachepilot.loading import load_pipeline
+
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
+    prior_path, predictor = _prior_and_predictor(pipe, args.cache, args.prior, args.predictor)
+    steps = args.steps or int(json.loads(prior_path.read_text()).get("num_steps", 50))
+    call_kwargs = dict(args.call_kwargs or default_call_kwargs(pipe))
+    pool, source = bench_conditions(pipe, args.prompts, args.cache)
+    return pipe, prior_path, SchedulePrior.from_file(prior_path), predictor, steps, call_kwargs, pool, source
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from cachepilot.cli import _add_pipeline_args
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=128)
@@ -294,14 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 f"{args.samples}, got {args.seeds_per_condition}")
 
     tic = time.perf_counter()
-    pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
-    prior_path, predictor = _prior_and_predictor(pipe, args.cache, args.prior, args.predictor)
-    prior = SchedulePrior.from_file(prior_path)
-    steps = args.steps or int(json.loads(prior_path.read_text()).get("num_steps", 50))
-    call_kwargs = dict(args.call_kwargs or default_call_kwargs(pipe))
-    # the bench's conditions: --prompts' evaluation split, the scenes pipeline's held-out prompts, the cache's
-    # evaluation split, or every class of a class-conditional pipeline
-    pool, source = bench_conditions(pipe, args.prompts, args.cache)
+    pipe, prior_path, prior, predictor, steps, call_kwargs, pool, source = load_setup(args)
     rng = np.random.default_rng(0)
     seeds = rng.integers(200_000, 300_000, args.samples).tolist()  # training seeds, as the policy's
     conditions = [pool[i] for i in rng.integers(0, len(pool), args.samples).tolist()]

@@ -4,7 +4,7 @@ training rows (as `cachepilot calibrate-forecaster` makes them) and what each is
     python -m cachepilot.bench.whole_schedules --steps 50 --specs learned:0.2 fixed:2 threshold:0.1 \\
         searched:checkpoints/scenes-flux-cache/searched_schedules_50.json ... --train 384 --held 64 \\
         --device cuda --out scores_50.json       # 75 steps: --table-steps 50 100 (the tables the gate reads there)
-    python -m cachepilot.bench.whole_schedules --report scores_*.json [--write-gate DIR]
+    python -m cachepilot.bench.whole_schedules --report scores_*.json [--write-gate DIR]   # + the policy vs training-free
 
 Each candidate (head, Taylor-1, Taylor-2, their mean `taylor:1.5`, the spacing table's mix) samples TRAIN training conditions (the cache's
 train split, seeds 300,000+: the calibration's) and HELD held-out ones (the bench's prompts and seeds 20,000+) in
@@ -15,6 +15,13 @@ the choice and the held-out difference to the best Taylor with its paired standa
 and writes the gate (`--write-gate`) in `calibrate-forecaster`'s format. Scores are kept after every schedule;
 `--resume` scores only what the file lacks (a new candidate, a new schedule), `--deadline` starts no schedule after
 that many seconds (a device lease ends).
+
+`--train 0` scores the *shipped* gate (the cache's `predictors/forecaster_gate.json`, as `gated:DIR` forecasts) against
+Taylor-1 and Taylor-2 (and on training-free schedules their mean, for `versus_training_free`) on held-out rows only, with no choice made: with `--held-offset K` on held-out samples K.. (the
+bench's samples K.., seeds 20,000 + K..) that the choices were never looked at on, to settle close calls:
+
+    python -m cachepilot.bench.whole_schedules --train 0 --held 192 --held-offset 64 --steps 50 \
+        --specs threshold:0.07 threshold:0.5 --out shipped_50.json
 """
 
 from __future__ import annotations
@@ -52,18 +59,24 @@ def score(args: argparse.Namespace) -> dict:
     learned = Learned.from_pretrained(cache / "predictors")
     splits = json.loads((cache / "conditions.json").read_text())
     train = splits["train"]["conditions"]
-    held = default_conditions(pipe, args.held) or list(splits["evaluation"]["conditions"])[:args.held]
-    conditions = [train[i % len(train)] for i in range(args.train)] + [held[i % len(held)] for i in range(args.held)]
-    seeds = [CALIBRATION_SEED + i for i in range(args.train)] + [HELD_SEED + i for i in range(args.held)]
+    end = args.held_offset + args.held
+    held = default_conditions(pipe, end) or list(splits["evaluation"]["conditions"])[:end]
+    held = [held[i % len(held)] for i in range(args.held_offset, end)]
+    conditions = [train[i % len(train)] for i in range(args.train)] + held
+    seeds = [CALIBRATION_SEED + i for i in range(args.train)] + [HELD_SEED + i for i in range(args.held_offset, end)]
     n = args.train
     forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5"}
+    shipped = Gated.from_pretrained(cache / "predictors") if n == 0 else None
+    if shipped is not None:
+        forecasters["gate"] = shipped
     record = {"train": args.train, "held": args.held, "seed": CALIBRATION_SEED, "intervals": args.intervals,
+              "held_offset": args.held_offset,
               "device": torch.cuda.get_device_name() if str(pipe.device).startswith("cuda") else str(pipe.device),
               "counts": {}, "schedules": {}, "seconds": {}}
     out = Path(args.out)
     if args.resume and out.is_file():
         stored = json.loads(out.read_text())
-        if any(stored.get(key) != record[key] for key in ("train", "held", "seed", "intervals")):
+        if any(stored.get(key, 0) != record[key] for key in ("train", "held", "seed", "intervals", "held_offset")):
             raise SystemExit(f"{out} was scored on other samples or intervals: not resumed")
         record.update(counts=stored["counts"], schedules=stored["schedules"], seconds=stored.get("seconds", {}))
         if stored.get("device", record["device"]) != record["device"]:  # scores of two machines (same samples)
@@ -90,12 +103,13 @@ def score(args: argparse.Namespace) -> dict:
             decisions = next(iter(stats.contexts.values())).decisions if stats.contexts else stats.decisions
             computed = (decisions == Action.COMPUTE).float().mean(0)
             per = psnr_per_image(result.images, ref)
-            scored[name] = {"train": per[:n].mean().item(), "held": per[n:].mean().item(),
-                            "held_per": [round(v, 3) for v in per[n:].tolist()],
-                            "cf_train": computed[:n].mean().item(), "cf_held": computed[n:].mean().item()}
+            scored[name] = {"held": per[n:].mean().item(), "held_per": [round(v, 3) for v in per[n:].tolist()],
+                            "cf_held": computed[n:].mean().item()}
+            if n:
+                scored[name].update(train=per[:n].mean().item(), cf_train=computed[:n].mean().item())
         return scored
 
-    for steps in args.table_steps or [args.steps]:
+    for steps in [] if shipped is not None else args.table_steps or [args.steps]:  # the shipped gate has its tables
         if str(steps) in record["counts"]:
             continue
         scores = {i: candidates(steps, calibration_schedule(i, steps), GATE_CHOICES) for i in args.intervals}
@@ -103,11 +117,14 @@ def score(args: argparse.Namespace) -> dict:
         record["counts"][str(steps)] = {"choices": spacing_choices(winner, args.intervals),
                                         "scores": {str(i): scores[i] for i in args.intervals}}
         save()
-    forecasters["table"] = Gated(learned, {int(c): e["choices"] for c, e in record["counts"].items()})
+    if shipped is None:
+        forecasters["table"] = Gated(learned, {int(c): e["choices"] for c, e in record["counts"].items()})
+    names = ("gate", "taylor:1", "taylor:2", "taylor:1.5") if shipped is not None else SCHEDULE_CHOICES
     for spec in args.specs:
         for policy in schedule_policies(spec, args.steps, cache / "policy"):
             entry = record["schedules"].setdefault(str(args.steps), {}).setdefault(policy.spec(), {"scores": {}})
-            missing = [c for c in SCHEDULE_CHOICES if c not in entry["scores"]]
+            wanted = [c for c in names if c != "taylor:1.5" or shipped is None or spec.startswith(TRAINING_FREE)]
+            missing = [c for c in wanted if c not in entry["scores"]]
             if not missing:
                 continue
             if time.time() - started > args.deadline:
@@ -115,7 +132,11 @@ def score(args: argparse.Namespace) -> dict:
                 save()
                 return record
             entry["scores"].update(candidates(args.steps, policy, missing))
-            entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=lambda c: entry["scores"][c]["train"]))
+            if shipped is not None:  # what the shipped gate forecasts this schedule with (its table where not stored)
+                entry.update(spec=spec, choice="gate",
+                             gate_choice=shipped.schedules.get(args.steps, {}).get(policy.spec(), "table"))
+            else:
+                entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=lambda c: entry["scores"][c]["train"]))
             save()
     save()
     return record
@@ -126,8 +147,8 @@ def merged(paths: list[str]) -> dict:
     record: dict = {"counts": {}, "schedules": {}, "devices": []}
     for path in paths:
         part = json.loads(Path(path).read_text())
-        for key in ("train", "held", "seed", "intervals"):  # the same samples; the machine may differ
-            if record.setdefault(key, part[key]) != part[key]:
+        for key in ("train", "held", "seed", "intervals", "held_offset"):  # the same samples; the machine may differ
+            if record.setdefault(key, part.get(key, 0)) != part.get(key, 0):
                 raise ValueError(f"{path}: {key} {part[key]!r} differs from the other files' {record[key]!r}")
         record["devices"] = sorted(set(record["devices"]) | {part.get("device", "?")})
         record["counts"].update(part["counts"])
@@ -155,13 +176,54 @@ def report(record: dict) -> list[dict]:
         for key, entry in by_spec.items():
             scored, choice = entry["scores"], entry["choice"]
             best = max(("taylor:1", "taylor:2"), key=lambda c: scored[c]["held"])
-            diffs = [a - b for a, b in zip(scored[choice]["held_per"], scored[best]["held_per"])]
-            mean = sum(diffs) / len(diffs)
-            spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)) / math.sqrt(len(diffs))
-            rows.append({"steps": int(steps), "spec": entry["spec"], "policy": key, "choice": choice,
+            mean, spread = _paired_mean_se(scored[choice]["held_per"], scored[best]["held_per"])
+            shown = f"gate={entry['gate_choice']}" if "gate_choice" in entry else choice
+            rows.append({"steps": int(steps), "spec": entry["spec"], "policy": key, "choice": shown,
                          "held": scored[choice]["held"], "cf_held": scored[choice]["cf_held"],
                          "taylor1": scored["taylor:1"]["held"], "taylor2": scored["taylor:2"]["held"],
                          "vs_best_taylor": mean, "se": spread})
+    return rows
+
+
+TRAINING_FREE = ("fixed:", "ts-schedule:", "threshold:")  # the specs of training-free schedules
+TRAINING_FREE_FORECASTERS = ("taylor:1", "taylor:2", "taylor:1.5")
+
+
+def _paired_mean_se(a: list[float], b: list[float]) -> tuple[float, float]:
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = sum(diffs) / len(diffs)
+    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)) / math.sqrt(len(diffs))
+
+
+def versus_training_free(record: dict, slack: float = 1e-3) -> list[dict]:
+    """Per learned-policy schedule (spec `learned:T`): its held-out PSNR with its choice against the best training-free
+    schedule (fixed intervals, TaylorSeer's schedule, thresholds, each with Taylor-1, Taylor-2 or their mean) whose
+    held-out compute fraction is at most the policy's, and against the searched mask of its budget (the `searched:`
+    schedule nearest in compute, within 0.05: a searched mask may leave a compute unspent, with the gate's choice),
+    with the paired standard errors of the differences."""
+    rows = []
+    for steps, by_spec in sorted(record["schedules"].items(), key=lambda item: int(item[0])):
+        free = [(e["spec"], name, s) for e in by_spec.values() if e["spec"].startswith(TRAINING_FREE)
+                for name, s in e["scores"].items() if name in TRAINING_FREE_FORECASTERS]
+        searched = [e["scores"][e["choice"]] for e in by_spec.values() if e["spec"].startswith("searched:")]
+        for entry in by_spec.values():
+            if not entry["spec"].startswith("learned:"):
+                continue
+            mine = entry["scores"][entry["choice"]]
+            within = [f for f in free if f[2]["cf_held"] <= mine["cf_held"] + slack]
+            if not within:
+                continue
+            spec, name, best = max(within, key=lambda f: f[2]["held"])
+            mean, se = _paired_mean_se(mine["held_per"], best["held_per"])
+            row = {"steps": int(steps), "policy": entry["spec"], "held": mine["held"], "cf_held": mine["cf_held"],
+                   "best": f"{spec}+{name}", "best_held": best["held"], "best_cf": best["cf_held"],
+                   "difference": mean, "se": se}
+            near = [s for s in searched if abs(s["cf_held"] - mine["cf_held"]) <= 0.05]  # a mask may compute less
+            if near:
+                same = min(near, key=lambda s: abs(s["cf_held"] - mine["cf_held"]))
+                row["searched_held"], row["searched_cf"] = same["held"], same["cf_held"]
+                row["vs_searched"], row["vs_searched_se"] = _paired_mean_se(mine["held_per"], same["held_per"])
+            rows.append(row)
     return rows
 
 
@@ -174,6 +236,8 @@ def main(argv=None) -> None:
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8])
     parser.add_argument("--train", type=int, default=384)
     parser.add_argument("--held", type=int, default=64)
+    parser.add_argument("--held-offset", type=int, default=0,
+                        help="held-out samples from this index on (the bench's samples K.., seeds 20,000 + K..)")
     parser.add_argument("--pipeline", default=SCENES["pipeline"])
     parser.add_argument("--cache", default=SCENES["cache"])
     parser.add_argument("--call-kwargs", type=json.loads, default=SCENES["call_kwargs"])
@@ -185,16 +249,25 @@ def main(argv=None) -> None:
     parser.add_argument("--write-gate", default=None, help="with --report: write the gate into this directory")
     args = parser.parse_args(argv)
     if args.report is None:
-        if args.steps is None or args.train < 1 or args.held < 1:
-            parser.error("--steps, and --train / --held >= 1, are needed to score")
+        if args.steps is None or args.train < 0 or args.held < 1 or args.held_offset < 0:
+            parser.error("--steps, --train >= 0 (0: the shipped gate), --held >= 1 and --held-offset >= 0 are needed "
+                         "to score")
         args.intervals = sorted(set(args.intervals))
         score(args)
         return
     record = merged(args.report)
+    if args.write_gate and record["train"] == 0:
+        parser.error("--write-gate: these files score the shipped gate on held-out rows (--train 0), no choice to write")
     for row in report(record):
         print(f"{row['steps']:>4} {row['spec'][:34]:34s} cf {row['cf_held']:.3f}  T1 {row['taylor1']:6.2f}  "
-              f"T2 {row['taylor2']:6.2f}  -> {row['choice']:8s} {row['held']:6.2f}  "
+              f"T2 {row['taylor2']:6.2f}  -> {row['choice']:10s} {row['held']:6.2f}  "
               f"vs best Taylor {row['vs_best_taylor']:+.2f} ± {row['se']:.2f}")
+    for row in versus_training_free(record):
+        print(f"{row['steps']:>4} {row['policy']:14s} cf {row['cf_held']:.3f} {row['held']:6.2f}  vs best training-free "
+              f"{row['best']} (cf {row['best_cf']:.3f}) {row['best_held']:6.2f}: {row['difference']:+.2f} ± {row['se']:.2f}"
+              + (f"; vs searched (cf {row['searched_cf']:.3f}) {row['searched_held']:6.2f}: {row['vs_searched']:+.2f} ± "
+                 f"{row['vs_searched_se']:.2f}"
+                 if "vs_searched" in row else ""))
     if args.write_gate:
         write_gate(Path(args.write_gate), gate_of(record))
 

@@ -64,13 +64,10 @@ def test_mixed_noise_mixes_the_pipelines_own_noise_and_restores_it(tmp_path):
     assert module.randn_tensor is original and torch.equal(driver.sample(conditions, seeds).latents, plain)
 
 
-def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
-    """The command on a user's pipeline: --pipeline, --prompts (evaluation split), --call-kwargs, --cache (its
-    searched schedules are the prior, their step count the default)."""
+def tiny_flux_user_setup(tmp_path) -> tuple:
+    """A user's pipeline as the headroom tools take it: (pipeline dir, call kwargs with true CFG, a prompts file,
+    a cache dir whose searched schedules, 8 steps, are the prior)."""
     import json
-    import math
-
-    from cachepilot.bench.headroom import main
 
     from ..tiny_pipelines import example_condition
 
@@ -81,6 +78,18 @@ def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
     cache.mkdir()
     (cache / "searched_schedules.json").write_text(json.dumps({"num_steps": 8, "schedules": {
         "0.3": {"mask": "10010001"}, "0.5": {"mask": "11010101"}}}))
+    return path, kwargs, prompts, cache
+
+
+def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
+    """The command on a user's pipeline: --pipeline, --prompts (evaluation split), --call-kwargs, --cache (its
+    searched schedules are the prior, their step count the default)."""
+    import json
+    import math
+
+    from cachepilot.bench.headroom import main
+
+    path, kwargs, prompts, cache = tiny_flux_user_setup(tmp_path)
     out = tmp_path / "headroom.json"
     figures = main(["--pipeline", str(path), "--prompts", str(prompts), "--call-kwargs", json.dumps(kwargs),
                     "--cache", str(cache), "--samples", "6", "--sweeps", "1", "--seeds-per-condition", "2", "--first-block-probe",
