@@ -78,7 +78,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def pooled_headroom(fit: np.ndarray, fresh: np.ndarray, costs: np.ndarray, column: int, seeds_per_condition: int) -> dict:
+def pooled_headroom(fit: np.ndarray, fresh: np.ndarray, costs: np.ndarray, column: int,
+                    seeds_per_condition: int) -> dict:
     """The figures at one budget (the grid's `column`), from PSNR curves (N, G) of the fitting and the fresh samples
     (rows grouped by condition, `seeds_per_condition` consecutive rows each, the same conditions in both).
 
@@ -101,7 +102,8 @@ def pooled_headroom(fit: np.ndarray, fresh: np.ndarray, costs: np.ndarray, colum
     over_mixture, over_mixture_se = _paired(fresh[rows, condition_split] - fresh[rows, mixture], k)
     return {
         "computes_per_sample": budget,
-        "uniform_psnr_fitting_seeds": float(uniform_fit.mean()), "uniform_psnr_fresh_seeds": float(uniform_fresh.mean()),
+        "uniform_psnr_fitting_seeds": float(uniform_fit.mean()),
+        "uniform_psnr_fresh_seeds": float(uniform_fresh.mean()),
         "oracle_split_gain_db": float((fit[rows, own] - uniform_fit).mean()),
         "oracle_split_samples_moved": float((own != column).mean()),
         "condition_split_gain_db_fitting_seeds": float((fit[rows, condition_split] - uniform_fit).mean()),
@@ -221,9 +223,9 @@ def main(argv: list[str] | None = None) -> dict:
     return figures
 
 
-RECORD_KEYS = ("grid", "computes", "uniform_psnr_by_target", "conditions", "distinct_conditions", "seeds_per_condition",
-               "condition_source", "steps", "call_kwargs", "pipeline", "pipeline_class", "prior", "predictor", "threads",
-               "wall_s", "curves")
+RECORD_KEYS = ("grid", "computes", "uniform_psnr_by_target", "conditions", "distinct_conditions",
+               "seeds_per_condition", "condition_source", "steps", "call_kwargs", "pipeline", "pipeline_class", "prior",
+               "predictor", "threads", "wall_s", "curves")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ training rows (as `cachepilot calibrate-forecaster` makes them) and what each is
     python -m cachepilot.bench.whole_schedules --steps 50 --specs learned:0.2 fixed:2 threshold:0.1 \\
         searched:checkpoints/scenes-flux-cache/searched_schedules_50.json ... --train 384 --held 64 \\
         --device cuda --out scores_50.json       # 75 steps: --table-steps 50 100 (the tables the gate reads there)
-    python -m cachepilot.bench.whole_schedules --report scores_*.json [--write-gate DIR]   # + the policy vs training-free
+    python -m cachepilot.bench.whole_schedules --report scores_*.json [--write-gate DIR]   # + policy vs training-free
 
 Each candidate (head, Taylor-1, Taylor-2, their mean `taylor:1.5`, the spacing table's mix) samples TRAIN training conditions (the cache's
 train split, seeds 300,000+: the calibration's) and HELD held-out ones (the bench's prompts and seeds 20,000+) in
@@ -17,8 +17,9 @@ and writes the gate (`--write-gate`) in `calibrate-forecaster`'s format. Scores 
 that many seconds (a device lease ends).
 
 `--train 0` scores the *shipped* gate (the cache's `predictors/forecaster_gate.json`, as `gated:DIR` forecasts) against
-Taylor-1 and Taylor-2 (and on training-free schedules their mean, for `versus_training_free`) on held-out rows only, with no choice made: with `--held-offset K` on held-out samples K.. (the
-bench's samples K.., seeds 20,000 + K..) that the choices were never looked at on, to settle close calls:
+Taylor-1 and Taylor-2 (and on training-free schedules their mean, for `versus_training_free`) on held-out rows only,
+with no choice made; with `--held-offset K` on held-out samples K.. (the bench's samples K.., seeds 20,000 + K..) that
+no choice was ever looked at on, to settle close calls:
 
     python -m cachepilot.bench.whole_schedules --train 0 --held 192 --held-offset 64 --steps 50 \
         --specs threshold:0.07 threshold:0.5 --out shipped_50.json
@@ -149,7 +150,7 @@ def merged(paths: list[str]) -> dict:
         part = json.loads(Path(path).read_text())
         for key in ("train", "held", "seed", "intervals", "held_offset"):  # the same samples; the machine may differ
             if record.setdefault(key, part.get(key, 0)) != part.get(key, 0):
-                raise ValueError(f"{path}: {key} {part[key]!r} differs from the other files' {record[key]!r}")
+                raise ValueError(f"{path}: {key} {part.get(key, 0)!r} differs from the other files' {record[key]!r}")
         record["devices"] = sorted(set(record["devices"]) | {part.get("device", "?")})
         record["counts"].update(part["counts"])
         for steps, by_spec in part["schedules"].items():
@@ -257,17 +258,17 @@ def main(argv=None) -> None:
         return
     record = merged(args.report)
     if args.write_gate and record["train"] == 0:
-        parser.error("--write-gate: these files score the shipped gate on held-out rows (--train 0), no choice to write")
+        parser.error("--write-gate: these files score the shipped gate on held-out rows (--train 0): no choice made")
     for row in report(record):
         print(f"{row['steps']:>4} {row['spec'][:34]:34s} cf {row['cf_held']:.3f}  T1 {row['taylor1']:6.2f}  "
               f"T2 {row['taylor2']:6.2f}  -> {row['choice']:10s} {row['held']:6.2f}  "
               f"vs best Taylor {row['vs_best_taylor']:+.2f} ± {row['se']:.2f}")
     for row in versus_training_free(record):
+        searched = (f"; vs searched (cf {row['searched_cf']:.3f}) {row['searched_held']:6.2f}: "
+                    f"{row['vs_searched']:+.2f} ± {row['vs_searched_se']:.2f}" if "vs_searched" in row else "")
         print(f"{row['steps']:>4} {row['policy']:14s} cf {row['cf_held']:.3f} {row['held']:6.2f}  vs best training-free "
-              f"{row['best']} (cf {row['best_cf']:.3f}) {row['best_held']:6.2f}: {row['difference']:+.2f} ± {row['se']:.2f}"
-              + (f"; vs searched (cf {row['searched_cf']:.3f}) {row['searched_held']:6.2f}: {row['vs_searched']:+.2f} ± "
-                 f"{row['vs_searched_se']:.2f}"
-                 if "vs_searched" in row else ""))
+              f"{row['best']} (cf {row['best_cf']:.3f}) {row['best_held']:6.2f}: {row['difference']:+.2f} ± "
+              f"{row['se']:.2f}{searched}")
     if args.write_gate:
         write_gate(Path(args.write_gate), gate_of(record))
 

@@ -45,12 +45,14 @@ def test_train_0_scores_the_shipped_gate_on_later_held_out_samples(tmp_path, cap
 
     first, later = tmp_path / "first.json", tmp_path / "later.json"
     main(["--steps", "4", "--train", "0", "--held", "3", "--specs", "fixed:2", "--out", str(first)])
-    main(["--steps", "4", "--train", "0", "--held", "2", "--held-offset", "1", "--specs", "fixed:2", "--out", str(later)])
+    main(["--steps", "4", "--train", "0", "--held", "2", "--held-offset", "1", "--specs", "fixed:2",
+          "--out", str(later)])
     one, two = (json.loads(p.read_text()) for p in (first, later))
     assert one["counts"] == {} and two["held_offset"] == 1
     entry = two["schedules"]["4"]["fixed:2"]
     assert entry["choice"] == "gate" and entry["gate_choice"] == "table"  # no 4-step schedule is stored: the table
-    assert set(entry["scores"]) == {"gate", "taylor:1", "taylor:2", "taylor:1.5"} and "train" not in entry["scores"]["gate"]
+    assert set(entry["scores"]) == {"gate", "taylor:1", "taylor:2", "taylor:1.5"}
+    assert "train" not in entry["scores"]["gate"]
     for name, scored in entry["scores"].items():
         assert scored["held_per"] == one["schedules"]["4"]["fixed:2"]["scores"][name]["held_per"][1:], name
     main(["--report", str(later)])
@@ -72,7 +74,8 @@ def test_versus_training_free_takes_the_best_schedule_within_the_policys_compute
         "fixed:3": {"spec": "fixed:3", "choice": "taylor:1",
                     "scores": {"taylor:1": scored([29.0, 30.0], 0.3), "taylor:1.5": scored([31.0, 30.0], 0.3),
                                "learned": scored([40.0, 40.0], 0.3)}},  # the head is not training-free
-        "schedule:101": {"spec": "searched:S.json", "choice": "taylor:1", "scores": {"taylor:1": scored([29.0, 32.0], 0.3)}},
+        "schedule:101": {"spec": "searched:S.json", "choice": "taylor:1",
+                         "scores": {"taylor:1": scored([29.0, 32.0], 0.3)}},
         "threshold:0.05": {"spec": "threshold:0.05", "choice": "taylor:1",
                            "scores": {"taylor:2": scored([50.0, 50.0], 0.8)}},  # more compute than the policy
     }}}
