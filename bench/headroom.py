@@ -47,7 +47,7 @@ from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.predictors.spec import make_predictor
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 from cachepilot.train.oracle import follow_masks, oracle_masks
 
 

@@ -52,7 +52,7 @@ def score(args: argparse.Namespace) -> dict:
     from cachepilot.embedded.quality import default_conditions
     from cachepilot.loading import load_pipeline
     from cachepilot.predictors.learned import Learned
-    from cachepilot.runtime.actions import Action
+    from cachepilot.core.actions import Action
 
     started = time.time()
     pipe = load_pipeline(args.pipeline, device=args.device)

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from cachepilot.errors import CheckpointError
-from cachepilot.policies.base import CachePolicy
+from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.spec import make_policy
-from cachepilot.predictors.base import Predictor
+from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.runtime.engine import CacheEngine
 from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache

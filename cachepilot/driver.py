@@ -30,10 +30,10 @@ import torch
 
 from cachepilot.conditions import batch_call_kwargs, group_by_shared
 from cachepilot.errors import CachepilotError, InvalidInputError
-from cachepilot.policies.base import CachePolicy
+from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.external import SteppedActions, SteppingAborted
 from cachepilot.runtime.hooks import get_engine, reset_cache
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.observation import Observation
 from cachepilot.runtime.stats import CacheStats
 
 

@@ -17,7 +17,7 @@ from cachepilot.envs.references import ReferenceStore
 from cachepilot.errors import InvalidInputError
 from cachepilot.policies.features import CLIP, NUM_FEATURES
 from cachepilot.policies.prior import SchedulePrior
-from cachepilot.runtime.actions import NUM_ACTIONS
+from cachepilot.core.actions import NUM_ACTIONS
 
 
 def draw_episode(rng: np.random.Generator, seeds: tuple[int, int], targets: tuple[float, float],

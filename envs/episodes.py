@@ -30,8 +30,8 @@ from cachepilot.policies.budget import apply_masks, budget_computes, budget_mask
 from cachepilot.policies.external import SteppedActions
 from cachepilot.policies.features import FeatureBuilder
 from cachepilot.policies.prior import SchedulePrior
-from cachepilot.runtime.actions import Action
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.actions import Action
+from cachepilot.core.observation import Observation
 
 
 class CachingEpisodes:

@@ -27,7 +27,7 @@ from cachepilot.envs.caching_env import (check_targets, draw_episode, draw_steps
 from cachepilot.envs.references import ReferenceStore
 from cachepilot.policies.features import CLIP, NUM_FEATURES
 from cachepilot.policies.prior import SchedulePrior
-from cachepilot.runtime.actions import NUM_ACTIONS
+from cachepilot.core.actions import NUM_ACTIONS
 
 
 class CachingVecEnv(VecEnv):

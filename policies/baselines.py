@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.policies.base import CachePolicy, compute_where
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.policy import CachePolicy, compute_where
+from cachepilot.core.observation import Observation
 
 
 class AlwaysCompute(CachePolicy):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.runtime.actions import Action
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.actions import Action
+from cachepilot.core.observation import Observation
 
 
 def budget_computes(target: float, num_steps: int) -> int:

@@ -7,8 +7,8 @@ import queue
 
 import torch
 
-from cachepilot.policies.base import CachePolicy
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.policy import CachePolicy
+from cachepilot.core.observation import Observation
 
 
 class SteppingAborted(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.observation import Observation
 
 FEATURES = ("step_fraction", "since_compute", "budget_left", "target", "change", "accumulated", "computes_used",
             "prior_compute", "prior_budget_left", "drift", "staleness")

@@ -18,13 +18,13 @@ from torch import nn
 
 from cachepilot.errors import CheckpointError, InvalidInputError
 from cachepilot.finite import check_finite_weights
-from cachepilot.policies.base import CachePolicy, compute_where
+from cachepilot.core.policy import CachePolicy, compute_where
 from cachepilot.policies.budget import apply_masks, budget_computes, budget_masks
 from cachepilot.policies.features import FEATURES, FeatureBuilder
 from cachepilot.policies.prior import SchedulePrior
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 from cachepilot.runtime.fingerprint import check_fingerprint
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.observation import Observation
 
 FORMAT_VERSION = 2
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}

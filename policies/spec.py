@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.policies.base import CachePolicy
+from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.baselines import AlwaysCompute, FixedInterval, Schedule, Threshold
 
 POLICY_SPECS = ("always | fixed:N (N >= 1) | threshold:DELTA (>= 0) | schedule:MASK (e.g. 1101..., one 0/1 per "

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from cachepilot.errors import CheckpointError
-from cachepilot.predictors.base import ForecastContext, Predictor
-from cachepilot.predictors.history import ResidualHistory
+from cachepilot.core.predictor import ForecastContext, Predictor
+from cachepilot.core.history import ResidualHistory
 from cachepilot.predictors.learned import Learned
 from cachepilot.predictors.taylor import Taylor
 from cachepilot.records import read_json_object

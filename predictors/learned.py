@@ -24,8 +24,8 @@ from torch import nn
 from cachepilot.errors import CheckpointError
 from cachepilot.records import read_json_object
 from cachepilot.finite import check_finite_weights, check_strict_load
-from cachepilot.predictors.base import ForecastContext, Predictor
-from cachepilot.predictors.history import ResidualHistory
+from cachepilot.core.predictor import ForecastContext, Predictor
+from cachepilot.core.history import ResidualHistory
 from cachepilot.runtime.fingerprint import check_fingerprint
 
 FINGERPRINT_FILE = "cachepilot_predictor.json"

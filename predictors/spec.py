@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.predictors.base import Predictor
+from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.taylor import Reuse, Taylor
 
 PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2; 1.5: the mean of 1 and 2) | learned (the embedded head) | "

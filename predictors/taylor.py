@@ -14,8 +14,8 @@ import math
 import torch
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.predictors.base import ForecastContext, Predictor
-from cachepilot.predictors.history import ResidualHistory
+from cachepilot.core.predictor import ForecastContext, Predictor
+from cachepilot.core.history import ResidualHistory
 
 
 class Taylor(Predictor):

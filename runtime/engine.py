@@ -24,12 +24,12 @@ import torch
 from diffusers.hooks.hooks import BaseState
 
 from cachepilot.errors import InvalidInputError
-from cachepilot.policies.base import CachePolicy
-from cachepilot.predictors.base import ForecastContext, Predictor
-from cachepilot.predictors.history import ResidualHistory
-from cachepilot.runtime.actions import Action
+from cachepilot.core.policy import CachePolicy
+from cachepilot.core.predictor import ForecastContext, Predictor
+from cachepilot.core.history import ResidualHistory
+from cachepilot.core.actions import Action
 from cachepilot.runtime.adapters import StackAdapter, select_rows
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.observation import Observation
 from cachepilot.runtime.parallel import SequenceReducer, l1_sums
 from cachepilot.runtime.stats import CacheStats
 

@@ -21,8 +21,8 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import CacheContext, StateManager
 
-from cachepilot.policies.base import CachePolicy
-from cachepilot.predictors.base import Predictor
+from cachepilot.core.policy import CachePolicy
+from cachepilot.core.predictor import Predictor
 from cachepilot.runtime.adapters import StackAdapter, UnsupportedModelError, get_adapter
 from cachepilot.runtime.engine import CacheEngine, EngineState
 from cachepilot.runtime.parallel import outside_split_hooks

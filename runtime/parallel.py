@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from diffusers.hooks import HookRegistry
 
-from cachepilot.runtime.layout import memory_order, rows_flat
+from cachepilot.core.layout import memory_order, rows_flat
 
 try:
     from diffusers.hooks.context_parallel import ContextParallelSplitHook

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 
 
 @dataclass(frozen=True)

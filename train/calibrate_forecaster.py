@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cachepilot.driver import SamplingDriver, caching
 from cachepilot.errors import InvalidInputError
-from cachepilot.policies.base import CachePolicy
+from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.baselines import Schedule, taylorseer_mask
 from cachepilot.policies.spec import make_policy
 from cachepilot.predictors.gated import GATE_CHOICES, GATE_FILE, SCHEDULE_CHOICES, Gated, write_gate

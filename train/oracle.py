@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cachepilot.envs.episodes import CachingEpisodes
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 
 
 def follow_masks(episodes: CachingEpisodes, seeds: list[int], conditions: list[dict], targets: list[float],

@@ -35,7 +35,7 @@ from cachepilot.embedded.digits.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION
 from cachepilot.policies.prior import SchedulePrior
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 from cachepilot.runtime.fingerprint import backbone_fingerprint
 
 CHECKPOINT_PREFIX = "ppo"

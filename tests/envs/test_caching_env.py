@@ -9,7 +9,7 @@ from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.envs.references import uniform_mask
 from cachepilot.policies.baselines import Schedule
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 
 STEPS = 12
 

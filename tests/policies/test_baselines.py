@@ -4,8 +4,8 @@ import torch
 from cachepilot import InvalidInputError
 from cachepilot.policies.baselines import FixedInterval, Schedule, Threshold
 from cachepilot.policies.spec import make_policy
-from cachepilot.runtime.actions import Action
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.actions import Action
+from cachepilot.core.observation import Observation
 
 
 def _obs(step, num_steps=10, accumulated=(0.0, 0.2, 0.5)):

@@ -6,8 +6,8 @@ from cachepilot.policies.budget import apply_masks, budget_computes, budget_mask
 import queue
 
 from cachepilot.policies.external import SteppedActions
-from cachepilot.runtime.actions import Action
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.actions import Action
+from cachepilot.core.observation import Observation
 
 
 def _obs(step, computes, steps=10, has_cache=True):

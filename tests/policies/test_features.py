@@ -1,7 +1,7 @@
 import torch
 
 from cachepilot.policies.features import CLIP, NUM_FEATURES, FeatureBuilder, observation_features
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.observation import Observation
 
 
 def _reference(obs, target, allowed, prior):

@@ -7,7 +7,7 @@ import cachepilot
 from cachepilot import CheckpointError
 from cachepilot.checkpoints import DEFAULT_PREDICTOR
 from cachepilot.driver import SamplingDriver
-from cachepilot.predictors.base import ForecastContext
+from cachepilot.core.predictor import ForecastContext
 from cachepilot.predictors.gated import GATE_FILE, Gated, nearest_count
 from cachepilot.predictors.learned import Learned, ResidualForecaster
 from cachepilot.predictors.spec import make_predictor

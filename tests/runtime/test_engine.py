@@ -3,10 +3,10 @@ import torch
 from diffusers import UNet2DModel
 
 import cachepilot
-from cachepilot.policies.base import CachePolicy
+from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.baselines import AlwaysCompute, FixedInterval
 from cachepilot.predictors.taylor import Reuse, Taylor
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 from cachepilot.runtime.adapters import UnsupportedModelError
 from cachepilot.runtime.hooks import apply_cache, remove_cache
 

@@ -13,7 +13,7 @@ from diffusers.models.attention import BasicTransformerBlock
 import cachepilot
 from cachepilot.policies.baselines import AlwaysCompute, Schedule
 from cachepilot.predictors.taylor import Reuse, Taylor
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 from cachepilot.runtime.adapters import CHAINED_LISTS, UnsupportedModelError, get_adapter
 from cachepilot.runtime.hooks import apply_cache
 

@@ -1,8 +1,8 @@
 import torch
 
-from cachepilot.predictors.history import ResidualHistory
+from cachepilot.core.history import ResidualHistory
 from cachepilot.runtime.engine import _relative_l1
-from cachepilot.runtime.layout import memory_order, rows_flat, zeros_stacked_like
+from cachepilot.core.layout import memory_order, rows_flat, zeros_stacked_like
 
 
 def _transposed(*shape):

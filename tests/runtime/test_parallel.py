@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 import cachepilot
-from cachepilot.runtime.actions import Action
+from cachepilot.core.actions import Action
 from cachepilot.runtime.engine import _relative_l1
 from cachepilot.runtime.parallel import SequenceReducer, context_parallel_group
 

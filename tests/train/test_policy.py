@@ -420,7 +420,7 @@ def test_one_checkpoint_serves_every_trained_step_count(several_counts, pipe):
         stats = cachepilot.last_stats(pipe)
     finally:
         cachepilot.disable(pipe)
-    from cachepilot.runtime.actions import Action
+    from cachepilot.core.actions import Action
 
     computed = (stats.decisions == int(Action.COMPUTE)).T.tolist()
     assert follower.follow_prior and computed == [[c == "1" for c in "101010010011"]] * 2

@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from cachepilot.runtime.actions import Action
-from cachepilot.runtime.observation import Observation
+from cachepilot.core.actions import Action
+from cachepilot.core.observation import Observation
 
 
 class CachePolicy(ABC):

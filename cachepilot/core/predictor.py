@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cachepilot.predictors.history import ResidualHistory
+from cachepilot.core.history import ResidualHistory
 
 
 @dataclass(frozen=True)

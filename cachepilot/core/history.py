@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from cachepilot.runtime.layout import zeros_stacked_like
+from cachepilot.core.layout import zeros_stacked_like
 
 
 class ResidualHistory:
