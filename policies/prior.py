@@ -23,6 +23,7 @@ import torch
 
 from cachepilot.errors import CheckpointError
 from cachepilot.policies.budget import budget_computes
+from cachepilot.step_counts import nearest_count
 
 
 def _quantiles(mask: str) -> tuple[np.ndarray, np.ndarray]:
@@ -89,14 +90,14 @@ class SchedulePrior:
         return sorted(self.by_steps)
 
     def nearest_steps(self, num_steps: int, target: float | None = None) -> int | None:
-        """The searched step count nearest `num_steps` (the larger one on a tie), whose masks a call of `num_steps`
-        steps uses; None without searched masks. With `target`, among the counts searched at that target when there
+        """The searched step count nearest `num_steps` (`step_counts.nearest_count`, the rule the forecaster gate
+        uses too), whose masks a call of `num_steps` steps uses; None without searched masks. With `target`, among the counts searched at that target when there
         are any: a search may leave out a target where the policy's own decisions were better (30 steps, 0.2)."""
         counts = [n for n, masks in self.by_steps.items() if target is not None and round(float(target), 6) in masks]
         counts = counts or list(self.by_steps)
         if not counts:
             return None
-        return min(counts, key=lambda n: (abs(n - num_steps), -n))
+        return nearest_count(counts, num_steps)
 
     def _schedules_for(self, num_steps: int, target: float | None = None) -> dict[float, str]:
         """The masks searched at the step count nearest `num_steps` (for `target`, see `nearest_steps`)."""

@@ -17,7 +17,6 @@ calibrated uses that choice for every row; others the table.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -28,16 +27,12 @@ from cachepilot.core.history import ResidualHistory
 from cachepilot.predictors.learned import Learned
 from cachepilot.predictors.taylor import Taylor
 from cachepilot.records import read_json_object
+from cachepilot.step_counts import nearest_count
 
 GATE_FILE = "forecaster_gate.json"
 GATE_CHOICES = ("learned", "taylor:1", "taylor:2")
 # a whole schedule may also take the mean of Taylor-1 and Taylor-2, or keep the spacing table's mix
 SCHEDULE_CHOICES = GATE_CHOICES + ("taylor:1.5", "table")
-
-
-def nearest_count(counts: list[int], num_steps: int) -> int:
-    """The calibrated step count closest to `num_steps` in ratio (50 is as far from 25 as from 100)."""
-    return min(counts, key=lambda count: (abs(math.log(count / max(num_steps, 1))), count))
 
 
 def _step_count(count, where: str) -> int:
@@ -115,7 +110,7 @@ class Gated(Predictor):
         self.learned.bind(transformer)
 
     def choices(self, num_steps: int) -> list[str]:
-        """The table used at `num_steps`: that of the nearest calibrated count."""
+        """The table used at `num_steps`: that of the nearest calibrated count (`step_counts.nearest_count`)."""
         return self.table[nearest_count(list(self.table), num_steps)]
 
     def _lookup(self, num_steps: int, device: torch.device) -> tuple[list[str], torch.Tensor]:

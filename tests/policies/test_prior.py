@@ -100,3 +100,22 @@ def test_masks_that_forecast_the_last_step_are_kept_and_warped_without_it():
     warped = prior.mask(0.3, 50)
     assert sum(warped) == 15 and warped[0] and not warped[-1]
     assert max(s for s, m in enumerate(warped) if m) == round(22 / 24 * 49)  # the same place in normalised time
+
+
+@pytest.mark.parametrize("counts, steps, expected", [((20, 50), 33, 50), ((50, 100), 72, 100), ((20, 50), 31, 20),
+                                                     ((50, 100), 70, 50), ((25, 100), 50, 100)])
+def test_the_prior_and_the_gate_pick_the_same_nearest_count(counts, steps, expected):
+    """One rule (log-ratio, the larger count on a tie): at 33 and 72 steps the absolute difference picked 20 and 50
+    for the prior while the gate's ratio picked 50 and 100."""
+    from cachepilot.predictors.gated import Gated
+    from cachepilot.predictors.learned import Learned, ResidualForecaster
+    from cachepilot.step_counts import nearest_count
+
+    masks = {20: "10001000100010001001", 25: "1000100010001000100010001", 50: "1" + "0001" * 12 + "1",
+             100: "1" + "00001" * 19 + "0001"}
+    prior = SchedulePrior({0.3: [masks[n] for n in counts]})
+    gate = Gated(Learned(ResidualForecaster(4, history=3, rank=2, width=8)),
+                 {n: [f"taylor:{1 + (n == expected)}"] for n in counts})
+    assert nearest_count(counts, steps) == expected
+    assert prior.nearest_steps(steps) == expected and prior.nearest_steps(steps, 0.3) == expected
+    assert gate.choices(steps) == ["taylor:2"]
