@@ -5,9 +5,10 @@ from __future__ import annotations
 from cachepilot.errors import InvalidInputError
 from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.taylor import Reuse, Taylor
+from cachepilot.predictors.families import FAMILIES, FAMILY_SPECS, make_family
 
 PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2; 1.5: the mean of 1 and 2) | learned (the embedded head) | "
-                   "learned:PATH | gated:PATH (a head with its calibrated Taylor fallback)")
+                   "learned:PATH | gated:PATH (a head with its calibrated Taylor fallback) | " + FAMILY_SPECS)
 
 
 def make_predictor(spec: str | Predictor | None) -> Predictor:
@@ -25,6 +26,8 @@ def make_predictor(spec: str | Predictor | None) -> Predictor:
         except ValueError:
             raise InvalidInputError(f"bad predictor spec {spec!r}: order must be 0, 1, 1.5 or 2") from None
         return Taylor(int(order) if order.is_integer() else order)
+    if name in FAMILIES:
+        return make_family(name, arg, spec)
     if name == "learned":
         from cachepilot.checkpoints import DEFAULT_PREDICTOR
         from cachepilot.predictors.learned import Learned
