@@ -10,12 +10,17 @@ output. The stack is discovered, not declared per model class:
   register);
 - a model with one block list caches that list; several lists form one stack only for the model classes
   in `CHAINED_LISTS`, whose forward runs them back to back with nothing in between (checked per family by
-  tests/runtime/test_families.py: always-compute is bit-exact); any other model with several lists is
-  refused, since caching one of them alone could feed stale streams to the next. At run time the hooks
-  check that nothing changes `hidden_states` between two blocks of the stack (runtime/hooks.py).
+  tests/runtime/test_families.py and test_more_families.py: always-compute is bit-exact); for those in
+  `LAST_LIST` only the last list is cached (the earlier ones run every step); `REFUSED` families get their
+  reason; any other model with several lists is refused, since caching one of them alone could feed stale
+  streams to the next. At run time the hooks check that nothing changes `hidden_states` between two blocks
+  of the stack (runtime/hooks.py).
+- the layout is verified, not trusted: on the first stack call of each call signature every block's output
+  is checked against it (`StackAdapter.check_output`) before anything is cached, so a wrong registry entry
+  is a clear error naming the block class (known-wrong entries are fixed in `LAYOUT_OVERRIDES`).
 
-So a new family is a registry entry (diffusers', or one line of `EXTRA_BLOCKS` / `CHAINED_LISTS`), not a
-new adapter class.
+So a new family is a table entry (diffusers' registry, or a line in runtime/families.py), not a new
+adapter class.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from typing import Any
 import torch
 
 from cachepilot.errors import CachepilotError
+from cachepilot.runtime.families import (
+    CHAINED_LISTS, EXTRA_BLOCKS, LAST_LIST, LAYOUT_OVERRIDES, REFUSED, TESTED_MODELS, BlockLayout,
+)
+
+__all__ = ["CHAINED_LISTS", "EXTRA_BLOCKS", "BlockLayout", "StackAdapter", "UnsupportedModelError", "get_adapter"]
 
 try:  # diffusers' own block metadata (what its FirstBlockCache / FasterCache hooks use)
     from diffusers.hooks._helpers import TransformerBlockRegistry
@@ -39,46 +49,11 @@ class UnsupportedModelError(CachepilotError, TypeError):
     """enable()/apply_cache() was given a model the engine has no adapter for."""
 
 
-@dataclass(frozen=True)
-class BlockLayout:
-    """How a block class takes and returns the streams.
-    hidden_index / encoder_index: where `hidden_states` / `encoder_hidden_states` sit in the block's tuple
-    output; encoder_index None: the block returns `hidden_states` alone (one tensor).
-    hidden_arg / encoder_arg: the block's names for them (the engine always calls them `hidden_states`
-    and `encoder_hidden_states`)."""
-
-    hidden_index: int = 0
-    encoder_index: int | None = None
-    hidden_arg: str = "hidden_states"
-    encoder_arg: str = "encoder_hidden_states"
-
-
-# Block classes diffusers does not register (by class name: no import of models a version may lack).
-EXTRA_BLOCKS: dict[str, BlockLayout] = {
-    "SanaTransformerBlock": BlockLayout(0, None),
-}
-
-# Model classes whose block lists run back to back in `forward`, streams passed straight from one list to
-# the next (verified on diffusers 0.42 by always-compute being bit-exact; at run time every pass-through
-# block also checks it gets the very tensor the block before returned). Flux's single blocks take separate
-# streams there (a diffusers whose single blocks take the concatenated stream registers another layout, and
-# is refused); HunyuanVideo calls both lists with the same positional arguments.
-CHAINED_LISTS: dict[str, tuple[str, ...]] = {
-    "FluxTransformer2DModel": ("transformer_blocks", "single_transformer_blocks"),
-    "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
-}
-
-# Families tested end to end (tests/runtime/test_families.py); others with known blocks work the same way.
-TESTED_MODELS: tuple[str, ...] = (
-    "CogVideoXTransformer3DModel", "DiTTransformer2DModel", "FluxTransformer2DModel",
-    "HunyuanVideoTransformer3DModel", "LTXVideoTransformer3DModel", "PixArtTransformer2DModel",
-    "QwenImageTransformer2DModel", "SD3Transformer2DModel", "SanaTransformer2DModel", "WanTransformer3DModel",
-)
-
-
 def block_layout(cls: type) -> BlockLayout | None:
     """The layout of a block class (or of its nearest known base class); None for unknown classes."""
     for base in cls.__mro__:
+        if base.__name__ in LAYOUT_OVERRIDES:
+            return LAYOUT_OVERRIDES[base.__name__]
         if TransformerBlockRegistry is not None:
             try:
                 meta = TransformerBlockRegistry.get(base)
@@ -179,6 +154,42 @@ class StackAdapter:
             return streams
         return {"hidden_states": output}
 
+    def check_output(self, block: torch.nn.Module, output: Any, inputs: dict[str, Any]) -> None:
+        """Raise `UnsupportedModelError` unless `output` has this layout for a block given the streams
+        `inputs`: each returned stream is a tensor of its input's shape (or None for a dropped encoder stream),
+        and not the other input stream
+        (a block returning (encoder, hidden) read as (hidden, encoder) fails here, not in the engine)."""
+        where = {"hidden_states": self.layout.hidden_index, "encoder_hidden_states": self.layout.encoder_index}
+        tuple_out = isinstance(output, (tuple, list))
+        for name in self.streams:
+            given, index = inputs.get(name), where[name]
+            if not isinstance(given, torch.Tensor):
+                continue
+            if tuple_out:
+                got = output[index] if index < len(output) else None
+            else:
+                got = output if name == "hidden_states" else None
+            other = inputs.get("encoder_hidden_states" if name == "hidden_states" else "hidden_states")
+            problem = None
+            if got is None and name == "encoder_hidden_states" and tuple_out and index < len(output):
+                continue  # a last block that drops the text stream (SD3's context_pre_only block returns None)
+            if not isinstance(got, torch.Tensor):
+                problem = (f"no tensor at position {index} of its output" if tuple_out
+                           else f"one tensor, not a tuple holding {name}")
+            elif got.shape != given.shape:
+                problem = f"a {name} of shape {tuple(got.shape)} for an input of shape {tuple(given.shape)}"
+            elif got is other and other is not given:
+                problem = f"the other input stream where {name} should be"
+            elif name == "encoder_hidden_states" and _swapped(output, self.layout, inputs):
+                problem = "hidden_states and encoder_hidden_states swapped (each is nearer the other's input)"
+            if problem is not None:
+                shape = (f"a tuple of {len(output)}" if tuple_out else "one tensor")
+                raise UnsupportedModelError(
+                    f"{type(block).__name__} does not return the layout cachepilot assumed for it (hidden_states at "
+                    f"{self.layout.hidden_index}, encoder_hidden_states at {self.layout.encoder_index}): it "
+                    f"returned {shape} with {problem}. Its block metadata is wrong; cachepilot refuses to cache "
+                    f"{self.model_class} rather than mix up its streams")
+
     def make_output(self, streams: dict[str, Any]) -> Any:
         """What a block returns, built from streams (used by blocks that are passed through)."""
         if self.layout.encoder_index is None:
@@ -187,6 +198,20 @@ class StackAdapter:
         out[self.layout.hidden_index] = streams["hidden_states"]
         out[self.layout.encoder_index] = streams.get("encoder_hidden_states")
         return tuple(out)
+
+
+def _swapped(output: Any, layout: BlockLayout, inputs: dict[str, Any]) -> bool:
+    """Streams of equal shapes cannot be told apart by shape: a residual block's output stays nearer its own
+    input, so both returned streams being nearer the *other* input means the layout has them swapped (one
+    host read, on the first call of a signature only)."""
+    hidden_in, encoder_in = inputs["hidden_states"], inputs["encoder_hidden_states"]
+    hidden_out, encoder_out = output[layout.hidden_index], output[layout.encoder_index]
+    if hidden_in.shape != encoder_in.shape:
+        return False
+    def far(a, b):
+        return (a.float() - b.float()).abs().mean()
+    return bool(far(hidden_out, encoder_in) < far(hidden_out, hidden_in)) and bool(
+        far(encoder_out, hidden_in) < far(encoder_out, encoder_in))
 
 
 _SIGNATURES: dict[type, inspect.Signature] = {}
@@ -250,8 +275,12 @@ def get_adapter(model: torch.nn.Module) -> StackAdapter:
     """The adapter for `model`, discovered from its block lists; a clear error naming the supported
     classes otherwise."""
     name = type(model).__name__
+    if name in REFUSED:
+        raise _unsupported(name, REFUSED[name])
     found = block_lists(model)
-    if name in CHAINED_LISTS:
+    if LAST_LIST.get(name) in found:
+        chosen = (LAST_LIST[name],)
+    elif name in CHAINED_LISTS:
         chosen = CHAINED_LISTS[name]
         missing = [n for n in chosen if n not in found]
         if missing:

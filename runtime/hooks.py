@@ -66,6 +66,8 @@ class StackHook(ModelHook):
         self._positional = 0
         self.compiled: Any = None  # the block's regionally compiled call, taken over by `CompiledBlocksHook`
         self.pass_hooks: list[PassThroughHook] = []
+        self._verified: set[tuple] = set()  # call signatures whose block outputs matched the layout
+        self._verify = False
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:  # a bypassed call (`CacheEngine.bypassed`): the plain block
@@ -76,6 +78,10 @@ class StackHook(ModelHook):
         context = self.state_manager.context
         call = adapter.bind(module, args, kwargs)
         self._positional = len(args)  # every block of the stack is called the way the model called this one
+        signature = (len(args), *sorted(call), *(getattr(call.get(k), "shape", None) for k in adapter.streams))
+        self._verify = signature not in self._verified  # checked on the stack's first full run of it
+        if self._verify:
+            self._pending_signature = signature
         out = self.engine.execute(
             self.state_manager.get_state(), call, self._run_stack,
             step_index=context.step_index, num_steps=context.num_inference_steps, context=context.name,
@@ -91,13 +97,20 @@ class StackHook(ModelHook):
         try:
             args, kwargs = adapter.unbind(first, call, self._positional)
             output = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
+            if self._verify:
+                adapter.check_output(self.blocks[0], output, streams)
             streams.update(adapter.read_output(output, call))
             for block, hook in zip(self.blocks[1:], self.pass_hooks):
                 args, kwargs = adapter.unbind(first, {**call, **streams}, self._positional)
                 output = (hook.compiled or block)(*args, **kwargs)
+                if self._verify:
+                    adapter.check_output(block, output, streams)
                 streams.update(adapter.read_output(output, call))
         finally:
             self.engine.running_stack = False
+        if self._verify:  # every block's output matched: this signature is trusted from now on
+            self._verified.add(self._pending_signature)
+            self._verify = False
         return streams
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
