@@ -357,12 +357,13 @@ def test_sigint_saves_a_checkpoint_and_stops_cleanly(exported, tmp_path, monkeyp
 
 def test_cli_maps_an_interrupt_to_exit_130_without_a_traceback(monkeypatch, capsys):
     from cachepilot import cli
+    from cachepilot.cli import export
     from cachepilot.train.policy import Interrupted
 
     def stopped(args):
         raise Interrupted("interrupted at 40 timesteps; saved w/ppo_40_steps.zip (continue with --resume)")
 
-    monkeypatch.setattr(cli, "_run_export", stopped)
+    monkeypatch.setattr(export, "run", stopped)
     assert cli.main(["export"]) == 130
     err = capsys.readouterr().err
     assert "interrupted at 40" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -370,7 +371,7 @@ def test_cli_maps_an_interrupt_to_exit_130_without_a_traceback(monkeypatch, caps
     def killed(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_run_export", killed)
+    monkeypatch.setattr(export, "run", killed)
     assert cli.main(["export"]) == 130
 
 

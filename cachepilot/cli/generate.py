@@ -1,0 +1,215 @@
+"""`cachepilot generate`: sample one image per condition on any supported pipeline and write a grid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cachepilot.cli.common import OUT, add_pipeline_alias, json_object, takes_class_labels
+from cachepilot.errors import CachepilotError, InvalidInputError
+
+DEFAULT_TARGET = 0.3  # the learned policy's target when only --cache (or --policy learned) is given
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """What generate and evaluate share: the pipeline, denoising steps, guidance, seeds, batch and device."""
+    p.add_argument("--pipeline", default=None, help="diffusers pipeline directory or hub id (default: the embedded "
+                                                    "digits model)")
+    add_pipeline_alias(p)
+    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser("generate", help="sample images (digits by default) and write a PNG grid")
+    gen.add_argument("--classes", type=int, nargs="+", default=None,
+                     help="one image per class id (class-conditional pipelines; default 0-9 for the digits model)")
+    gen.add_argument("--cache", default=None,
+                     help="a cache checkpoint directory (`cachepilot fit` output, or hub id): its learned policy and "
+                          f"forecaster run (alone: --policy learned:{DEFAULT_TARGET})")
+    gen.add_argument("--prompts", default=None, help="one image per condition of this file (text pipelines)")
+    gen.add_argument("--call-kwargs", type=json_object, default={}, help="JSON kwargs of every pipeline call")
+    gen.add_argument("--dtype", default=None)
+    gen.add_argument("--out", type=Path, default=OUT / "grid.png", help="image file to write (.png, .jpg, ...)")
+    gen.add_argument("--policy", default=None,
+                     help="cache policy: always | fixed:N | threshold:DELTA | schedule:MASK | learned[:TARGET] "
+                          f"(target compute fraction, default {DEFAULT_TARGET}; --cache's policy, else the shipped "
+                          "digits one) (default: no cache, or learned with --cache)")
+    gen.add_argument("--predictor", default=None,
+                     help="what skipped steps use: reuse (default; learned with a learned policy) | taylor:1 | "
+                          "taylor:2 | taylor:1.5 (their mean) | learned")
+    gen.add_argument("--speed", type=float, default=None,
+                     help="target compute fraction of the learned policy (--policy learned --speed 0.3)")
+    add_sampling_args(gen)
+    gen.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    policy, predictor = args.policy, args.predictor
+    if policy is None and args.speed is None and args.cache is not None:
+        print(f"cachepilot: --cache without --policy: running its learned policy at target {DEFAULT_TARGET} "
+              "(--policy learned:TARGET to choose)", file=sys.stderr)
+        policy = "learned"
+    if args.speed is not None or policy == "learned":
+        if policy not in (None, "learned"):
+            raise CachepilotError("--speed sets the learned policy's target: use it with --policy learned")
+        policy = f"learned:{DEFAULT_TARGET if args.speed is None else args.speed}"
+    if policy is not None and policy.startswith("learned") and predictor is None and args.cache is None:
+        predictor = "learned"
+    if args.prompts is not None:
+        if args.classes is not None:
+            raise CachepilotError("give --prompts or --classes, not both")
+        from cachepilot.conditions import load_conditions
+
+        conditions = list(load_conditions(args.prompts).conditions)
+    else:
+        conditions = [{"class_labels": c} for c in (args.classes if args.classes is not None else range(10))]
+    kwargs = dict(args.call_kwargs)
+    if args.guidance is not None:
+        kwargs["guidance_scale"] = args.guidance
+    generate(conditions, args.out, pipeline=args.pipeline, steps=args.steps, call_kwargs=kwargs,
+             seed=args.seed, batch_size=args.batch_size, device=args.device, dtype=args.dtype, policy=policy,
+             predictor=predictor, cache=args.cache)
+
+
+def check_image_path(out: str | Path) -> Path:
+    """An image file name PIL can write (by its extension), in a writable directory: checked before sampling."""
+    from PIL import Image
+
+    from cachepilot.outputs import check_output_file
+
+    out = Path(out)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise InvalidInputError(f"--out {out}: {'no' if not out.suffix else 'unknown'} image extension "
+                                f"{out.suffix!r}: give a file name ending in .png, .jpg, .webp, ...")
+    return check_output_file(out)
+
+
+def save_image(image, out: Path) -> None:
+    try:
+        image.save(out)
+    except OSError as err:
+        raise InvalidInputError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InvalidInputError(f"batch size must be >= 1, got {batch_size}")
+
+
+def generate(
+    conditions: Sequence[dict], out: Path, pipeline: str | Path | None = None, steps: int = 50,
+    call_kwargs: dict | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
+    dtype: str | None = None, policy: str | None = None, predictor: str | None = None, cache: str | Path | None = None,
+) -> dict:
+    """Sample one image per condition (seed + i for image i) on any supported pipeline and write the grid;
+    print and return wall times.
+
+    With a cache `policy`, the same seeds are also run with full compute so the speed-up and the fidelity
+    (PSNR vs. full compute) are printed side by side. policy "learned:TARGET" uses the shipped policy, or the
+    `cache` directory's (a `cachepilot fit` output) with its learned forecaster.
+    """
+    import torch
+    from rich.console import Console
+
+    import cachepilot
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
+    from cachepilot.embedded.digits.sampling import image_grid
+    from cachepilot.embedded.quality import default_call_kwargs, embedded_quality
+    from cachepilot.finite import check_finite
+    from cachepilot.images import image_grid as any_image_grid
+    from cachepilot.loading import load_pipeline as load_any_pipeline
+    from cachepilot.quality import psnr
+
+    check_batch_size(batch_size)
+    if not conditions:
+        raise InvalidInputError("nothing to generate: give at least one class or prompt")
+    policy_obj, predictor_obj = _cache_policy(policy, predictor, cache)
+    out = check_image_path(out)
+    pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
+    labelled = any("class_labels" in c for c in conditions)
+    if labelled and not takes_class_labels(pipe):
+        raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE (class ids "
+                                "are for class-conditional pipelines)")
+    if not labelled and takes_class_labels(pipe) and not any("prompt" in c for c in conditions):
+        raise InvalidInputError(f"{type(pipe).__name__} takes class labels: pass --classes")
+    kwargs = dict(call_kwargs or default_call_kwargs(pipe))
+    digits = isinstance(pipe, DigitsDiTPipeline)
+    if digits:
+        kwargs.setdefault("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+        pipe.check_inputs([c.get("class_labels", -1) for c in conditions], steps, kwargs["guidance_scale"])
+    seeds = [seed + i for i in range(len(conditions))]
+    SamplingDriver(pipe, 2, kwargs, batch_size).sample(list(conditions[:1]), seeds[:1])  # warm-up
+    driver = SamplingDriver(pipe, steps, kwargs, batch_size)
+
+    def timed() -> tuple[torch.Tensor, float]:
+        tic = time.perf_counter()
+        images = driver.sample(list(conditions), seeds).images
+        return images, time.perf_counter() - tic
+
+    images, wall = timed()
+    check_finite(images, "the generated images (full compute; check the checkpoint's weights and the guidance "
+                         "scale)")
+    result = {"images": len(conditions), "steps": steps, "call_kwargs": kwargs, "full_wall_s": wall,
+              "full_ms_per_step": 1000 * wall / steps}
+    # the scenes' judge (digits: `evaluate` measures the model); a Fréchet distance needs two images
+    quality = embedded_quality(pipe) if not digits and len(conditions) >= 2 else None
+    if quality is not None:
+        result["full_quality"] = quality(images, list(conditions))
+    line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step{_quality_text(result, 'full')})"
+    if policy_obj is not None:
+        reference = images
+        cachepilot.enable(pipe, policy_obj, predictor_obj)
+        try:
+            images, cached_wall = timed()
+            stats = cachepilot.last_stats(pipe)
+        finally:
+            cachepilot.disable(pipe)
+        check_finite(images, f"the generated images ({policy_obj.spec()} + {predictor_obj.spec()})")
+        result.update(policy=policy_obj.spec(), predictor=predictor_obj.spec(), cached_wall_s=cached_wall,
+                      speedup=wall / cached_wall, compute_fraction=stats.compute_fraction,
+                      psnr=psnr(images, reference))
+        if quality is not None:
+            result["cached_quality"] = quality(images, list(conditions))
+            reference_grid = any_image_grid(reference, scale=max(1, 128 // reference.shape[-1]))
+            save_image(reference_grid, out.with_name(out.stem + "_full" + out.suffix))
+        line = (f"{policy_obj.spec()} + {predictor_obj.spec()}: {cached_wall:.3f} s wall, compute fraction "
+                f"{stats.compute_fraction:.2f}, speed-up x{result['speedup']:.2f}{_quality_text(result, 'cached')} "
+                f"vs. {line}; PSNR vs. full compute {result['psnr']:.2f} dB")
+    grid = image_grid(images) if digits else any_image_grid(images, scale=max(1, 128 // images.shape[-1]))
+    save_image(grid, out)
+    Console().print(f"generated {len(conditions)} images, {steps} steps; {line} -> {out}", soft_wrap=True)
+    return result
+
+
+def _quality_text(result: dict, side: str) -> str:
+    """", adherence 0.42" for an embedded pipeline's judge figures (none for users' pipelines)."""
+    figures = result.get(f"{side}_quality") or {}
+    return "".join(f", {name} {value:.3f}" for name, value in figures.items() if name in ("adherence", "attr_acc"))
+
+
+def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path | None):
+    """(policy, predictor) objects; a learned policy comes from `cache` (a fit directory) when given."""
+    from cachepilot.policies.spec import make_policy
+    from cachepilot.predictors.spec import make_predictor
+
+    if policy is None:
+        return None, make_predictor(predictor)
+    name, _, arg = policy.partition(":")
+    if name == "learned" and cache is not None:
+        from cachepilot.api import head_spec, resolve_checkpoint
+        from cachepilot.policies.learned import LearnedPolicy
+
+        policy_dir, predictor_dir = resolve_checkpoint(cache)
+        target = float(arg) if arg else DEFAULT_TARGET
+        if predictor is None or predictor == "learned":  # the cache's head, gated once calibrated (as `enable` loads it)
+            predictor = head_spec(predictor_dir) if predictor_dir is not None else "taylor:2"
+        return LearnedPolicy(policy_dir, target=target), make_predictor(predictor)
+    return make_policy(policy), make_predictor(predictor)
