@@ -11,39 +11,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cachepilot.api import head_spec
+from cachepilot.seeds import BENCH as BENCH_SEED
+from cachepilot.cache_checkpoint import CacheCheckpoint
 from cachepilot.bench.methods import fewer_steps, ours_method
 from cachepilot.bench.report import markdown_table, write_report
 from cachepilot.bench.runner import BenchConfig, run_bench
 from cachepilot.conditions import ConditionSet
-from cachepilot.policies.learned import LearnedPolicy
+from cachepilot.embedded.base import quality_for
 
 
 def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[dict]:
     out = Path(out)
-    predictor = head_spec(out / "predictors")  # the head with its gate, as `enable(checkpoint=...)` loads it
-    searched = {float(k): v["mask"] for k, v in
-                json.loads((out / "searched_schedules.json").read_text())["schedules"].items()}
+    cache = CacheCheckpoint(out)
+    predictor = cache.predictor_spec()  # the head with its gate, as `enable(checkpoint=...)` loads it
+    searched = cache.schedules().masks()
     targets = sorted(config.targets)
     intervals = sorted({max(2, round(1 / t)) for t in targets})
     methods = [
         ours_method("always", lambda _: "always", "reuse", [None]),
-        ours_method("learned-policy", lambda t: LearnedPolicy(out / "policy", target=t), predictor, targets),
+        ours_method("learned-policy", lambda t: cache.policy(t), predictor, targets),
         ours_method("searched-schedule", lambda t: "schedule:" + searched[t], predictor, sorted(searched)),
         ours_method("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
-        ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{out / 'predictors'}", intervals),
+        ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{cache.predictor_dir}", intervals),
         fewer_steps(),
     ]
     if predictor.startswith("gated:"):
         methods.insert(-1, ours_method("fixed+gated", lambda n: f"fixed:{n}", predictor, intervals))
     methods[-1].knobs = targets
     bench = BenchConfig(samples=config.bench_samples, steps=config.steps, guidance=None,
-                        seed=20_000, batch_size=config.batch_size, repeats=config.bench_repeats,
+                        seed=BENCH_SEED, batch_size=config.batch_size, repeats=config.bench_repeats,
                         call_kwargs=config.call_kwargs)
-    from cachepilot.embedded.quality import embedded_quality
-
     rows = run_bench(pipe, methods, bench, conditions=list(evaluation.conditions),
-                     quality=embedded_quality(pipe))  # the embedded models' judges; None for users' pipelines
+                     quality=quality_for(pipe))  # the embedded models' judges; None for users' pipelines
     meta = {"samples": bench.samples, "steps": bench.steps, "conditions": evaluation.source,
             "evaluation_conditions": len(evaluation), "repeats": bench.repeats}
     write_report(rows, out / "bench", meta)
@@ -52,10 +51,28 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
 
 def write_readme(pipe, out: Path) -> None:
     """The checkpoint's README: model, conditions, budgets, stage wall times and the bench figures."""
-    record = json.loads((out / "cachepilot_config.json").read_text())
+    record = CacheCheckpoint(out).config()
     rows = json.loads((out / "bench" / "results.json").read_text())
     bench = rows[0]
     (out / "README.md").write_text(_readme(pipe, out, record, rows, bench))
+
+
+def cost_table(record: dict) -> str:
+    """What each stage spent (transformer evaluations: block-stack evaluations of one sample, guidance copies
+    included; wall seconds) beside what the plan said before it ran (`<=`: an upper bound)."""
+    planned = (record.get("plan") or {}).get("stages", {})
+    lines = ["## Cost per stage", "",
+             "Transformer evaluations: block-stack evaluations of one sample (guidance copies count as samples, a "
+             "partial stack by its blocks), counted while the stage ran; the plan is what `fit` said before any stage.",
+             "", "| stage | evaluations | wall s | planned evaluations |", "|---|---:|---:|---:|"]
+    cost = record.get("cost", {})
+    for stage, spent in cost.items():
+        plan = planned.get(stage)
+        said = f"{'<=' if plan['bound'] else ''}{plan['evaluations']:,.0f}" if plan else "-"
+        lines.append(f"| {stage} | {spent['evaluations']:,.0f} | {spent['seconds']:.1f} | {said} |")
+    lines.append(f"| total | {sum(c['evaluations'] for c in cost.values()):,.0f} | "
+                 f"{sum(c['seconds'] for c in cost.values()):.1f} | |")
+    return "\n".join(lines)
 
 
 def _readme(pipe, out: Path, record: dict, rows: list[dict], bench: dict) -> str:
@@ -65,6 +82,8 @@ Fitted by `cachepilot fit` ({record['num_steps']} steps, call kwargs {json.dumps
 Conditions: {record['conditions']['train']} train / {record['conditions']['validation']} validation /
 {record['conditions']['evaluation']} evaluation, split by {record['split_by']} (`conditions.json`).
 Stage wall times (s): {json.dumps(record['stage_seconds'])}.
+
+{cost_table(record)}
 
 Use it:
 

@@ -15,8 +15,11 @@ from typing import Any
 import torch
 
 import cachepilot
+from cachepilot.cache_checkpoint import CacheCheckpoint
 from cachepilot.driver import unhooked_twin
 from cachepilot.policies.baselines import TAYLORSEER_WARMUP, taylorseer_mask
+from cachepilot.policies.prior import SchedulePrior
+from cachepilot.searched import mask_string
 
 
 @dataclass
@@ -43,11 +46,7 @@ def ours_method(name: str, policy: Callable[[Any], str], predictor: str, knobs: 
 
 def cachepilot_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:
     """Ours: training-free policies x predictors, fewer steps, and a cache checkpoint's learned methods
-    (cache: a `fit` directory; "default": the shipped digits cache; None: none)."""
-    if cache == "default":
-        from cachepilot.checkpoints import DEFAULT_CACHE
-
-        cache = DEFAULT_CACHE
+    (cache: a `fit` directory or hub id; "default": the shipped cache checkpoint; None: none)."""
     intervals = [2, 3, 4, 5, 6]
     deltas = [0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5]  # compute fractions ~0.5 down to ~0.03
     return [
@@ -70,73 +69,55 @@ def fewer_steps() -> Method:
                   steps_for=lambda f, steps: max(1, round(f * steps)))
 
 
-def _searched_schedules(steps: int, cache: Path) -> list[Method]:
+def _searched_schedules(steps: int, cache: CacheCheckpoint) -> list[Method]:
     """The best fixed schedules of an offline search (`cachepilot search-schedule`, `fit`), when the cache has them:
-    `searched_schedules_<steps>.json` (searched at the bench's count, e.g. merged into the policy's prior with
-    `add-prior`), else `searched_schedules.json`."""
-    import json
-
-    path = Path(cache) / f"searched_schedules_{steps}.json"
-    if not path.exists():
-        path = Path(cache) / "searched_schedules.json"
-    if not path.exists():
+    those searched at the bench's count (`searched_schedules_<steps>.json`, e.g. merged into the policy's prior with
+    `add-prior`), else the main file's."""
+    found = cache.schedules(steps)
+    if found is None:
         return []
-    found = json.loads(path.read_text())
-    masks = {float(k): v["mask"] for k, v in found["schedules"].items()}
-    predictor = found["predictor"]
-    if predictor.partition(":")[0] in ("learned", "gated") and (Path(cache) / "predictors" / "config.json").exists():
-        from cachepilot.api import head_spec
-
-        # the cache's own head wherever the directory moved, gated once calibrated: the learned policy's forecaster
-        predictor = head_spec(Path(cache) / "predictors")
-    if found["num_steps"] != steps:  # searched at another step count: its masks resampled to this one, as the
-        from cachepilot.policies.prior import SchedulePrior  # learned policy's prior resamples them
-
-        prior = SchedulePrior(masks)
-        resampled = {f: "".join("1" if on else "0" for on in prior.mask(f, steps)) for f in masks}
+    masks = found.masks()
+    predictor = cache.schedule_predictor(found)  # the cache's own forecaster when the search used its head
+    if found.num_steps != steps:  # searched at another step count: its masks resampled to this one, as the
+        prior = SchedulePrior(masks)  # learned policy's prior resamples them
+        resampled = {f: mask_string(prior.mask(f, steps)) for f in masks}
         return [ours_method("resampled-schedule", lambda f: "schedule:" + resampled[f], predictor, sorted(masks))]
     return [ours_method("searched-schedule", lambda f: "schedule:" + masks[f], predictor, sorted(masks)),
             # the same decisions, Taylor-1 forecasting: whether the schedule or the forecaster is the weak part
             ours_method("searched-schedule+taylor1", lambda f: "schedule:" + masks[f], "taylor:1", sorted(masks))]
 
 
-def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float], cache: Path | None) -> list[Method]:
-    """Fewer steps; and, from a cache checkpoint (default: the shipped digits one), the searched schedules, the
+def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float],
+                     cache: Path | None | str) -> list[Method]:
+    """Fewer steps; and, from a cache checkpoint (default: the shipped one), the searched schedules, the
     learned policy and the usual schedules with its learned forecaster."""
-    from cachepilot.api import head_spec
-    from cachepilot.policies.learned import LearnedPolicy
-    from cachepilot.predictors.gated import GATE_FILE
-
     methods = [fewer_steps()]
     if cache is None:
         return methods
-    cache = Path(cache)
-    methods += _searched_schedules(steps, cache)
-    head = cache / "predictors"
-    learned = f"learned:{head}"
-    if (cache / "policy" / "config.json").exists():
+    checkpoint = CacheCheckpoint.from_pretrained(None if cache == "default" else cache)
+    methods += _searched_schedules(steps, checkpoint)
+    forecaster = checkpoint.predictor_spec()  # the one rule: gated head, else head, else Taylor-2
+    if checkpoint.policy_dir is not None:
         targets = [0.2, 0.3, 0.4, 0.5]
-        forecaster = head_spec(head) if (head / "config.json").exists() else "taylor:2"
-        methods.append(ours_method("learned-policy", lambda f: LearnedPolicy(cache / "policy", target=f),
+        methods.append(ours_method("learned-policy", lambda f: checkpoint.policy(f), forecaster, targets))
+        methods.append(ours_method("learned-policy-batch", lambda f: checkpoint.policy(f, per_batch=True),
                                    forecaster, targets))
-        methods.append(ours_method("learned-policy-batch", lambda f: LearnedPolicy(cache / "policy", target=f,
-                                                                                  per_batch=True), forecaster, targets))
-        methods.append(ours_method("learned-policy+taylor1", lambda f: LearnedPolicy(cache / "policy", target=f),
-                                   "taylor:1", targets))
+        methods.append(ours_method("learned-policy+taylor1", lambda f: checkpoint.policy(f), "taylor:1", targets))
         # the actor's own decisions where, outside its trained step counts, the policy follows a searched prior
-        methods.append(ours_method("learned-policy-actor", lambda f: LearnedPolicy(cache / "policy", target=f,
-                                                                                  actor_outside_range=True),
+        methods.append(ours_method("learned-policy-actor", lambda f: checkpoint.policy(f, actor_outside_range=True),
                                    forecaster, targets))
-    if not (head / "config.json").exists():
+    head = checkpoint.predictor_dir
+    if head is None:
         return methods
+    learned = f"learned:{head}"
     methods += [
         ours_method("fixed+learned", lambda n: f"fixed:{n}", learned, intervals),
         ours_method("threshold+learned", lambda d: f"threshold:{d}", learned, deltas),
         ours_method("ts-schedule+learned", lambda n: "schedule:" + taylorseer_mask(n, steps), learned, intervals),
     ]
-    if not (head / GATE_FILE).exists():
+    if not checkpoint.has_gate:
         return methods
-    gated = f"gated:{head}"  # the head with its calibrated Taylor fallback: what `enable(checkpoint=...)` forecasts with
+    gated = forecaster  # the head with its calibrated Taylor fallback: what `enable(checkpoint=...)` forecasts with
     return methods + [
         ours_method("fixed+gated", lambda n: f"fixed:{n}", gated, intervals),
         ours_method("threshold+gated", lambda d: f"threshold:{d}", gated, deltas),
@@ -213,4 +194,6 @@ def cache_dit_methods() -> list[Method]:
 
 
 def all_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:
-    return cachepilot_methods(steps, cache) + diffusers_methods() + cache_dit_methods()
+    from cachepilot.bench.forecasters import forecaster_methods
+
+    return cachepilot_methods(steps, cache) + forecaster_methods(steps) + diffusers_methods() + cache_dit_methods()

@@ -15,14 +15,19 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 import cachepilot
+from cachepilot.seeds import BENCH as BENCH_SEED
 from cachepilot.bench.counting import BlockCounter
 from cachepilot.bench.methods import Method
+from cachepilot.cache_checkpoint import CacheCheckpoint
+from cachepilot.conditions import load_conditions, pipeline_conditions, split_conditions
 from cachepilot.driver import SamplingDriver, unhooked_twin
+from cachepilot.embedded.base import embedded_for
 from cachepilot.finite import check_finite
 from cachepilot.quality import psnr, ssim
 from cachepilot.runtime.adapters import get_adapter
@@ -33,7 +38,7 @@ class BenchConfig:
     samples: int = 64
     steps: int = 50
     guidance: float | None = 1.0
-    seed: int = 20_000  # seeds not used by training or the demo
+    seed: int = BENCH_SEED  # seeds not used by training or the demo
     batch_size: int = 64
     repeats: int = 3
     call_kwargs: dict = field(default_factory=dict)  # every call's kwargs beyond guidance (height, width, ...)
@@ -41,6 +46,23 @@ class BenchConfig:
     def driver(self, pipe) -> SamplingDriver:
         kwargs = {**self.call_kwargs, **({"guidance_scale": self.guidance} if self.guidance is not None else {})}
         return SamplingDriver(pipe, self.steps, kwargs, batch_size=self.batch_size)
+
+
+def evaluation_conditions(pipe, prompts: str | Path | None = None,
+                          cache: str | Path | None = None) -> tuple[list[dict], str]:
+    """What the bench samples, and its source: the evaluation split of `prompts`, else an embedded pipeline's
+    held-out conditions (the scenes' unseen colour/shape pairs), else the evaluation split a cache checkpoint
+    recorded, else every class of a class-conditional pipeline (the seeds are held out)."""
+    if prompts is not None:
+        evaluation = split_conditions(load_conditions(prompts)).evaluation
+        return list(evaluation.conditions), evaluation.source
+    model = embedded_for(pipe)
+    held_out = model.conditions() if model is not None else None
+    if held_out is not None:
+        return held_out, f"{model.name} held-out conditions"
+    split = CacheCheckpoint.from_pretrained(cache).conditions() if cache is not None else None
+    evaluation = split.evaluation if split is not None else pipeline_conditions(pipe)
+    return list(evaluation.conditions), evaluation.source
 
 
 def _conditions(conditions: list[dict], samples: int) -> list[dict]:

@@ -298,6 +298,25 @@ def class_conditions(num_classes: int) -> ConditionSet:
     return ConditionSet(tuple({"class_labels": i} for i in range(num_classes)), f"classes:0-{num_classes - 1}")
 
 
+def pipeline_conditions(pipe: Any, prompts: str | Path | ConditionSet | None = None) -> ConditionSet:
+    """The conditions a pipeline is sampled on: `prompts` (a ConditionSet or anything `load_conditions` reads),
+    else every class of a class-conditional pipeline (`num_classes`, or diffusers' DiTPipeline `labels`); a
+    text-conditioned pipeline without prompts is an error that says what to pass."""
+    if isinstance(prompts, ConditionSet):
+        return prompts
+    if prompts is not None:
+        return load_conditions(prompts)
+    num_classes = getattr(pipe, "num_classes", None)
+    labels = getattr(pipe, "labels", None)  # diffusers' DiTPipeline: class name -> id, from id2label
+    if num_classes is None and isinstance(labels, dict) and labels:
+        ids = sorted({int(i) for i in labels.values()})
+        return ConditionSet(tuple({"class_labels": i} for i in ids), f"{type(pipe).__name__} classes")
+    if num_classes is None:
+        raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE "
+                                "(one prompt per line, or a JSONL of call kwargs)")
+    return class_conditions(int(num_classes))
+
+
 # ----------------------------------------------------------------------------- splits
 
 @dataclass(frozen=True)

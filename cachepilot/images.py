@@ -7,8 +7,10 @@ import torch
 from PIL import Image
 
 
-def image_grid(images: torch.Tensor, ncols: int = 10, scale: int = 1, pad: int = 2) -> Image.Image:
-    """Tile (N, C, H, W) images in [0, 1] (C = 1 or 3) into one PIL image, nearest-neighbour upscaled."""
+def image_grid(images: torch.Tensor, ncols: int = 10, scale: int = 1, pad: int = 2,
+               invert: bool = False) -> Image.Image:
+    """Tile (N, C, H, W) images in [0, 1] (C = 1 or 3) into one PIL image, nearest-neighbour upscaled; invert:
+    draw high values dark (ink-on-paper data such as the digits)."""
     if images.ndim == 5:
         images = images[:, 0]
     n, channels, h, w = images.shape
@@ -17,6 +19,8 @@ def image_grid(images: torch.Tensor, ncols: int = 10, scale: int = 1, pad: int =
     cell_h, cell_w = h * scale + pad, w * scale + pad
     canvas = np.full((nrows * cell_h + pad, ncols * cell_w + pad, 3), 255, dtype=np.uint8)
     pixels = (images.clamp(0, 1).float().cpu().numpy() * 255).round().astype(np.uint8)
+    if invert:
+        pixels = 255 - pixels
     pixels = np.repeat(pixels, 3, axis=1) if channels == 1 else pixels[:, :3]
     for i in range(n):
         r, c = divmod(i, ncols)

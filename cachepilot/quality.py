@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from cachepilot.errors import InvalidInputError
 from cachepilot.finite import check_finite
 
 
@@ -20,6 +21,32 @@ class FeatureExtractor(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.features(images).float()
+
+
+@torch.no_grad()
+def frechet_distance(model: torch.nn.Module, images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to `model.features` of two image sets (N >= 2 each): torchmetrics'
+    FID with a model's own feature space (the embedded models' judges), an offline stand-in for Inception's.
+
+    NaN / inf images or features raise `NonFiniteError` first: torchmetrics' matrix square root on NaN features
+    crashes the process (MKL segfault) instead of returning NaN."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if len(images) < 2 or len(reference) < 2:
+        raise InvalidInputError(
+            f"a Fréchet distance needs at least 2 images in each set, got {len(images)} and {len(reference)}")
+    check_finite(images, "the generated images given to the Fréchet distance")
+    check_finite(reference, "the reference images given to the Fréchet distance")
+    model.eval()
+    device = next(model.parameters()).device
+    images, reference = images.to(device, torch.float32), reference.to(device, torch.float32)
+    for name, batch in (("generated", images), ("reference", reference)):
+        check_finite(model.features(batch), f"the judge's features of the {name} images")
+    metric = FrechetInceptionDistance(
+        feature=FeatureExtractor(model), normalize=True, input_img_size=tuple(images.shape[1:])).to(device)
+    metric.update(reference, real=True)
+    metric.update(images, real=False)
+    return metric.compute().item()
 
 
 def _frames(images: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from cachepilot.seeds import POLICY_TRAINING
 from cachepilot.conditions import ConditionSet, class_conditions
 from cachepilot.driver import SamplingDriver
 from cachepilot.envs.episodes import CachingEpisodes
@@ -66,12 +67,12 @@ def check_targets(targets: tuple[float, float]) -> None:
 def make_episodes(pipe, num_steps: int, predictor: str, guidance: float | None, references: ReferenceStore | None,
                   prior: SchedulePrior | None, conditions: ConditionSet | None,
                   call_kwargs: dict | None) -> tuple[CachingEpisodes, ConditionSet]:
-    """The episodes of an env on `pipe` (default: the embedded digits pipeline) and the conditions they draw
+    """The episodes of an env on `pipe` (default: `load_pipeline()`'s, the embedded digits pipeline) and the conditions they draw
     from (default for class-conditional digits: every class)."""
     if pipe is None:
-        from cachepilot.embedded.digits.loading import load_pipeline
+        from cachepilot.loading import load_pipeline
 
-        pipe = load_pipeline()
+        pipe = load_pipeline()  # the default embedded pipeline
     if conditions is None:
         num_classes = getattr(pipe, "num_classes", None)
         if num_classes is None:
@@ -94,7 +95,7 @@ class CachingEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, pipe=None, num_steps: int | Sequence[int] = 50, predictor: str = "taylor:1",
-                 targets: tuple[float, float] = (0.2, 0.5), seeds: tuple[int, int] = (200_000, 300_000),
+                 targets: tuple[float, float] = (0.2, 0.5), seeds: tuple[int, int] = POLICY_TRAINING,
                  guidance: float | None = None, references: ReferenceStore | None = None,
                  prior: SchedulePrior | None = None, conditions: ConditionSet | None = None,
                  call_kwargs: dict | None = None):

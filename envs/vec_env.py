@@ -21,6 +21,7 @@ import torch
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from cachepilot.seeds import POLICY_TRAINING
 from cachepilot.conditions import ConditionSet
 from cachepilot.envs.caching_env import (check_targets, draw_episode, draw_steps, make_episodes, step_counts,
                                          steps_rng)
@@ -33,7 +34,7 @@ from cachepilot.core.actions import NUM_ACTIONS
 class CachingVecEnv(VecEnv):
     def __init__(self, num_envs: int, pipe=None, num_steps: int | Sequence[int] = 50,
                  predictor: str = "taylor:1", targets: tuple[float, float] = (0.2, 0.5),
-                 seeds: tuple[int, int] = (200_000, 300_000), guidance: float | None = None,
+                 seeds: tuple[int, int] = POLICY_TRAINING, guidance: float | None = None,
                  references: ReferenceStore | None = None,
                  prior: SchedulePrior | None = None, seed: int | None = None,
                  conditions: ConditionSet | None = None, call_kwargs: dict | None = None):

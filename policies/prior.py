@@ -15,7 +15,6 @@ model the 20-step searched masks resampled to 50 steps lost 0.8-6 dB to uniform 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 
 from cachepilot.errors import CheckpointError
 from cachepilot.policies.budget import budget_computes
+from cachepilot.searched import SearchedSchedules
 from cachepilot.step_counts import nearest_count
 
 
@@ -69,12 +69,8 @@ class SchedulePrior:
         """Searched schedules of one or several step counts (one searched_schedules.json each)."""
         merged: dict[float, list[str]] = {}
         for path in paths:
-            try:
-                found = json.loads(Path(path).read_text())
-                for t, entry in found["schedules"].items():
-                    merged.setdefault(float(t), []).append(str(entry["mask"]))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-                raise CheckpointError(f"{path} is not a searched_schedules.json ({err})") from None
+            for t, mask in SearchedSchedules.read(path).masks().items():
+                merged.setdefault(t, []).append(mask)
         return cls(merged)
 
     def to_dict(self) -> dict[str, str | list[str]]:

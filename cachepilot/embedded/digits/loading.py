@@ -55,7 +55,7 @@ def _load_weights(loader, path: Path, what: str):
         diffusers_logging.enable_progress_bar()
 
 
-def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsDiTPipeline:
+def load_digits_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsDiTPipeline:
     """The embedded digits pipeline by default; `path` a pipeline directory saved by `train backbone`."""
     check_device(device)
     path = _check_dir(Path(path) if path is not None else DEFAULT_PIPELINE, "pipeline checkpoint")
@@ -86,6 +86,9 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
     check_finite_weights(pipe.transformer.state_dict().items(), f"the transformer at {path / 'transformer'}")
     pipe.transformer.eval()
     return pipe.to(device)
+
+
+load_pipeline = load_digits_pipeline  # the name the CLI's evaluate and train/policy.py import
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsClassifier:

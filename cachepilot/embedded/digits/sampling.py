@@ -1,4 +1,4 @@
-"""Batched sampling with one seed per image, and the PNG grid a person looks at.
+"""Batched sampling with one seed per image, and the digits' PNG grid (the generic grid, drawn as ink on paper).
 
 Image i of a run uses `torch.Generator().manual_seed(seed + i)`, so an image depends only on its
 seed and class, never on the batch it was drawn in.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
 from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
+from cachepilot.images import image_grid as tile
 
 
 def sample_images(
@@ -31,17 +31,9 @@ def sample_images(
     return driver.sample([{"class_labels": c} for c in labels], [seed + i for i in range(len(labels))]).images
 
 
-def image_grid(images: torch.Tensor, ncols: int = 10, scale: int = 16, pad: int = 2) -> Image.Image:
-    """Tile (N, 1, H, W) images in [0, 1] into one upscaled greyscale PIL image (nearest neighbour)."""
-    n, _, h, w = images.shape
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    cell_h, cell_w = h * scale + pad, w * scale + pad
-    canvas = np.full((nrows * cell_h + pad, ncols * cell_w + pad), 255, dtype=np.uint8)
-    pixels = (images[:, 0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    pixels = 255 - pixels  # digits dataset: ink is high; draw dark ink on white
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        big = np.kron(pixels[i], np.ones((scale, scale), dtype=np.uint8))
-        canvas[pad + r * cell_h: pad + r * cell_h + h * scale, pad + c * cell_w: pad + c * cell_w + w * scale] = big
-    return Image.fromarray(canvas, mode="L")
+def digits_grid(images: torch.Tensor, ncols: int = 10, scale: int = 16, pad: int = 2) -> Image.Image:
+    """The digits' grid: `cachepilot.images.image_grid` with dark ink on white, upscaled 16x (8x8 images)."""
+    return tile(images, ncols=ncols, scale=scale, pad=pad, invert=True)
+
+
+image_grid = digits_grid  # the name `cachepilot generate` imports

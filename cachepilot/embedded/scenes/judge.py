@@ -30,7 +30,6 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import logging as diffusers_logging
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm.auto import tqdm
 
 from cachepilot.checkpoints import CHECKPOINTS_DIR
@@ -39,7 +38,7 @@ from cachepilot.embedded.scenes.data import (
     sample_scenes, scene_batches, scene_targets,
 )
 from cachepilot.errors import CheckpointError, InvalidInputError
-from cachepilot.quality import FeatureExtractor
+from cachepilot.quality import frechet_distance as features_frechet_distance
 from cachepilot.records import read_json_object
 
 DEFAULT_JUDGE = CHECKPOINTS_DIR / "scenes-judge"
@@ -205,21 +204,9 @@ def check_accuracy(judge: SceneJudge, images: torch.Tensor, attributes) -> dict[
 
 # ----------------------------------------------------------------------------- Fréchet distance
 
-@torch.no_grad()
 def frechet_distance(judge: SceneJudge, images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to the judge's features of two image sets (N >= 2
-    each). Non-finite images are refused up front: NaN features crash the covariance maths."""
-    images, reference = _check_images(images), _check_images(reference, "reference images")
-    if len(images) < 2 or len(reference) < 2:
-        raise InvalidInputError(
-            f"a Fréchet distance needs at least 2 images in each set, got {len(images)} and {len(reference)}")
-    judge.eval()
-    metric = FrechetInceptionDistance(
-        feature=FeatureExtractor(judge), normalize=True, input_img_size=tuple(images.shape[1:])
-    ).to(judge.device)
-    metric.update(reference.to(judge.device, torch.float32), real=True)
-    metric.update(images.to(judge.device, torch.float32), real=False)
-    return metric.compute().item()
+    """`cachepilot.quality.frechet_distance` in the judge's feature space, on images of the scenes' shape."""
+    return features_frechet_distance(judge, _check_images(images), _check_images(reference, "reference images"))
 
 
 def scenes_quality(judge: SceneJudge, reference: torch.Tensor):

@@ -1,9 +1,9 @@
 """bench/syncs on the CPU: no syncs to count, but the cached and full calls run and compare (the CUDA count
-itself needs a GPU: `python -m cachepilot.bench.syncs` on one)."""
+itself needs a GPU: `python -m experiments.syncs` on one)."""
 
 import torch
 
-from cachepilot.bench import syncs
+from experiments import syncs
 
 
 def test_syncs_compares_a_cached_call_with_full_compute_on_cpu():

@@ -1,6 +1,6 @@
 """What the hooks cost at full compute: the pipeline unhooked vs. cached with policies that compute every step.
 
-    python -m cachepilot.bench.overhead [--samples 64 --steps 50 --repeats 7]
+    python -m experiments.overhead [--samples 64 --steps 50 --repeats 7]
 
 On the embedded digits pipeline, in one process, same seeds: the unhooked pipeline and the same pipeline hooked
 with `always` (no observation), `threshold:0` (observes the probe every step, computes every step) and the

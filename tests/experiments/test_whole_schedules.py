@@ -1,6 +1,6 @@
 import json
 
-from cachepilot.bench.whole_schedules import main
+from experiments.whole_schedules import main
 from cachepilot.predictors.gated import GATE_FILE, SCHEDULE_CHOICES, check_gate_table, check_schedule_choices
 
 
@@ -64,7 +64,7 @@ def test_train_0_scores_the_shipped_gate_on_later_held_out_samples(tmp_path, cap
 def test_versus_training_free_takes_the_best_schedule_within_the_policys_compute():
     import pytest
 
-    from cachepilot.bench.whole_schedules import versus_training_free
+    from experiments.whole_schedules import versus_training_free
 
     def scored(held_per, cf):
         return {"held": sum(held_per) / len(held_per), "held_per": held_per, "cf_held": cf}

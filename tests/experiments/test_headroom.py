@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cachepilot.bench.headroom import auc, deviation_examples, shuffle_within_budgets
+from experiments.headroom import auc, deviation_examples, shuffle_within_budgets
 from cachepilot.policies.features import FEATURES, NUM_FEATURES
 
 
@@ -42,7 +42,7 @@ def _tiny_flux(tmp_path):
 def test_mixed_noise_mixes_the_pipelines_own_noise_and_restores_it(tmp_path):
     import sys
 
-    from cachepilot.bench.headroom import mixed_noise
+    from experiments.headroom import mixed_noise
     from cachepilot.driver import SamplingDriver
 
     path, load_pipeline, kwargs = _tiny_flux(tmp_path)
@@ -87,7 +87,7 @@ def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
     import json
     import math
 
-    from cachepilot.bench.headroom import main
+    from experiments.headroom import main
 
     path, kwargs, prompts, cache = tiny_flux_user_setup(tmp_path)
     out = tmp_path / "headroom.json"
@@ -116,7 +116,7 @@ def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
                                          (["--seeds-per-condition", "3"], "--seeds-per-condition"),
                                          (["--seeds-per-condition", "0"], "--seeds-per-condition")])
 def test_headroom_refuses_bad_arguments_before_loading(args, match):
-    from cachepilot.bench.headroom import main
+    from experiments.headroom import main
     from cachepilot.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match=match):
@@ -124,17 +124,17 @@ def test_headroom_refuses_bad_arguments_before_loading(args, match):
 
 
 def test_a_user_pipeline_needs_searched_schedules(tmp_path):
-    from cachepilot.bench.headroom import _prior_and_predictor
+    from experiments.headroom import _prior_and_predictor
     from cachepilot.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="--cache"):
         _prior_and_predictor(object(), None, None, None)
     prior, predictor = _prior_and_predictor(object(), tmp_path, None, None)
-    assert prior == tmp_path / "searched_schedules.json" and predictor == "taylor:1"
+    assert prior == tmp_path / "searched_schedules.json" and predictor == "taylor:2"  # no head: the checkpoint's rule
 
 
 def test_first_block_probe_sees_changes_since_each_samples_last_compute(tmp_path):
-    from cachepilot.bench.first_block_probe import PROBE_FEATURES, first_block_probe_features
+    from experiments.first_block_probe import PROBE_FEATURES, first_block_probe_features
     from cachepilot.driver import SamplingDriver
     from cachepilot.predictors.spec import make_predictor
 

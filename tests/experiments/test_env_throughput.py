@@ -1,4 +1,4 @@
-from cachepilot.bench.env_throughput import FRESH_SEEDS, pooled_vs_fresh
+from experiments.env_throughput import FRESH_SEEDS, pooled_vs_fresh
 from cachepilot.driver import unhooked_twin
 from cachepilot.envs.vec_env import CachingVecEnv
 

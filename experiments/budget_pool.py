@@ -13,7 +13,7 @@ one that needs fewer, the batch's total unchanged. Before building it into the p
    the most a splitter that sees the condition (a prompt embedding, free at step 0) could take; the in-sample gain
    above it is the noise's, which only a splitter that watches the sampling could reach.
 
-    python -m cachepilot.bench.budget_pool --pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache \\
+    python -m experiments.budget_pool --pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache \\
         --predictor gated:checkpoints/scenes-flux-cache/predictors --steps 50 --conditions 64 --out pool50.json
 
 Compute counts block-stack evaluations, as the bench does (a computed step is the whole stack).
@@ -31,6 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cachepilot.errors import InvalidInputError
+from cachepilot.seeds import POLICY_TRAINING
+from experiments.options import add_pipeline_args
 
 DEFAULT_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(13))  # 0.1 .. 0.7
 
@@ -156,7 +158,7 @@ def figures_from_curves(record: dict, targets: list[float]) -> dict:
 
 def sample_curves(args: argparse.Namespace, grid: list[float]) -> dict:
     """Sample the curves (fitting and fresh seeds of --conditions conditions) and what they were sampled with."""
-    from cachepilot.bench.headroom import load_setup
+    from experiments.headroom import load_setup
     from cachepilot.driver import SamplingDriver
     from cachepilot.predictors.spec import make_predictor
 
@@ -166,7 +168,7 @@ def sample_curves(args: argparse.Namespace, grid: list[float]) -> dict:
     picked = [pool[i % len(pool)] for i in rng.permutation(max(len(pool), args.conditions))[:args.conditions]]
     k = args.seeds_per_condition
     conditions = [c for c in picked for _ in range(k)]
-    seeds = rng.choice(np.arange(200_000, 300_000), 2 * len(conditions), replace=False).tolist()  # training seeds
+    seeds = rng.choice(np.arange(*POLICY_TRAINING), 2 * len(conditions), replace=False).tolist()  # training seeds
     driver = SamplingDriver(pipe, steps, call_kwargs, batch_size=2 * len(conditions))
     psnr, costs = budget_curves(driver, conditions + conditions, seeds, prior, make_predictor(predictor), grid)
     return {
@@ -183,8 +185,6 @@ def sample_curves(args: argparse.Namespace, grid: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from cachepilot.cli import _add_pipeline_args
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--conditions", type=int, default=64, help="distinct conditions (prompts, classes) drawn")
     parser.add_argument("--seeds-per-condition", type=int, default=1,
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--from", dest="source", type=Path, default=None,
                         help="an earlier --out: its curves again, other --targets, no sampling")
     parser.add_argument("--out", type=Path, default=None, help="write the figures (and the curves) as JSON here")
-    _add_pipeline_args(parser)
+    add_pipeline_args(parser)
     args = parser.parse_args(argv)
     if args.source is not None:
         try:

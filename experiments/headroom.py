@@ -19,8 +19,8 @@ Any pipeline, as `cachepilot fit` / `cachepilot bench` take one: the samples are
 of a class-conditional pipeline) with training seeds, the prior is the cache's searched schedules and the
 forecaster its learned head (the digits model: the shipped cache, 50 steps).
 
-    python -m cachepilot.bench.headroom --samples 128 --sweeps 3
-    python -m cachepilot.bench.headroom --pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache \
+    python -m experiments.headroom --samples 128 --sweeps 3
+    python -m experiments.headroom --pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache \
         --samples 64 --sweeps 2 --out runs/headroom-scenes.json
 """
 
@@ -36,9 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cachepilot.bench.first_block_probe import PROBE_FEATURES, first_block_probe_features
-from cachepilot.checkpoints import DEFAULT_CACHE
+from experiments.first_block_probe import PROBE_FEATURES, first_block_probe_features
+from cachepilot.bench.runner import evaluation_conditions
+from cachepilot.cache_checkpoint import FALLBACK_PREDICTOR, CacheCheckpoint
 from cachepilot.conditions import ConditionSet
+from cachepilot.embedded.base import call_kwargs_for, embedded_for
+from cachepilot.loading import load_pipeline
 from cachepilot.driver import SamplingDriver, caching, unhooked_twin
 from cachepilot.envs.caching_env import make_episodes
 from cachepilot.envs.references import relative_distance
@@ -48,7 +51,10 @@ from cachepilot.policies.features import FEATURES
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.core.actions import Action
+from cachepilot.searched import SearchedSchedules
+from cachepilot.seeds import POLICY_TRAINING
 from cachepilot.train.oracle import follow_masks, oracle_masks
+from experiments.options import add_pipeline_args
 
 
 def fit_classifier(features: torch.Tensor, computes: torch.Tensor, epochs: int = 300) -> torch.nn.Module:
@@ -240,43 +246,36 @@ def headroom(pipe, conditions: list[dict], seeds: list[int], targets: list[float
 
 
 def _prior_and_predictor(pipe, cache: Path | None, prior: Path | None, predictor: str | None) -> tuple[Path, str]:
-    """The searched schedules (--prior, else the cache's) and the forecaster (--predictor, else the cache's
-    learned head, else taylor:1); the digits pipeline's cache is the shipped one."""
-    from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
-
-    if cache is None and isinstance(pipe, DigitsDiTPipeline):
-        cache = DEFAULT_CACHE
+    """The searched schedules (--prior, else the cache's) and the forecaster (--predictor, else the cache's, by
+    `CacheCheckpoint.predictor_spec`); an embedded pipeline's cache is its shipped one."""
+    model = embedded_for(pipe)
+    if cache is None and model is not None:
+        cache = model.cache_dir
+    checkpoint = CacheCheckpoint.from_pretrained(cache) if cache is not None else None
     if prior is None:
-        if cache is None:
+        if checkpoint is None:
             raise InvalidInputError(f"{type(pipe).__name__}: pass --cache DIR (a `cachepilot fit` directory) or "
                                     "--prior FILE (a searched_schedules.json): the oracle starts from it")
-        prior = Path(cache) / "searched_schedules.json"
+        prior = checkpoint.schedules_path()
     if predictor is None:
-        head = Path(cache) / "predictors" if cache is not None else None
-        predictor = f"learned:{head}" if head is not None and (head / "config.json").is_file() else "taylor:1"
+        predictor = checkpoint.predictor_spec() if checkpoint is not None else FALLBACK_PREDICTOR
     return Path(prior), predictor
 
 
 def load_setup(args: argparse.Namespace) -> tuple:
     """What the headroom tools sample with, from their common options: (pipe, prior path, prior, predictor spec,
-    steps, call kwargs, condition pool, its source). The conditions are the bench's: --prompts' evaluation split,
-    the scenes pipeline's held-out prompts, the cache's evaluation split, or every class of a class-conditional
-    pipeline."""
-    from cachepilot.commands import bench_conditions
-    from cachepilot.embedded.quality import default_call_kwargs
-    from cachepilot.loading import load_pipeline
-
+    steps, call kwargs, condition pool, its source). The conditions are the bench's (`evaluation_conditions`):
+    --prompts' evaluation split, an embedded pipeline's held-out prompts, the cache's evaluation split, or every
+    class of a class-conditional pipeline."""
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     prior_path, predictor = _prior_and_predictor(pipe, args.cache, args.prior, args.predictor)
-    steps = args.steps or int(json.loads(prior_path.read_text()).get("num_steps", 50))
-    call_kwargs = dict(args.call_kwargs or default_call_kwargs(pipe))
-    pool, source = bench_conditions(pipe, args.prompts, args.cache)
+    steps = args.steps or SearchedSchedules.read(prior_path).num_steps
+    call_kwargs = dict(args.call_kwargs or call_kwargs_for(pipe))
+    pool, source = evaluation_conditions(pipe, args.prompts, args.cache)
     return pipe, prior_path, SchedulePrior.from_file(prior_path), predictor, steps, call_kwargs, pool, source
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from cachepilot.cli import _add_pipeline_args
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--sweeps", type=int, default=3)
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="K >= 2 adds the per-condition figures: --samples / K conditions, each with K seeds "
                              "sharing one oracle mask, scored on K fresh seeds (what the condition alone carries)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    _add_pipeline_args(parser)
+    add_pipeline_args(parser)
     args = parser.parse_args(argv)
     if args.samples < 4 or args.sweeps < 1:
         raise InvalidInputError(f"--samples must be >= 4 and --sweeps >= 1, got {args.samples}, {args.sweeps}")
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     tic = time.perf_counter()
     pipe, prior_path, prior, predictor, steps, call_kwargs, pool, source = load_setup(args)
     rng = np.random.default_rng(0)
-    seeds = rng.integers(200_000, 300_000, args.samples).tolist()  # training seeds, as the policy's
+    seeds = rng.integers(*POLICY_TRAINING, args.samples).tolist()  # training seeds, as the policy's
     conditions = [pool[i] for i in rng.integers(0, len(pool), args.samples).tolist()]
     targets = rng.uniform(0.15, 0.55, args.samples).tolist()
     figures = headroom(pipe, conditions, seeds, targets, prior, predictor, steps, call_kwargs, args.sweeps,
@@ -318,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.seeds_per_condition > 1:  # the first samples // K draws, each with K training seeds and K fresh ones
         k, n = args.seeds_per_condition, args.samples // args.seeds_per_condition
         rows = [i for i in range(n) for _ in range(k)]
-        more_seeds = rng.integers(200_000, 300_000, 2 * len(rows)).tolist()
+        more_seeds = rng.integers(*POLICY_TRAINING, 2 * len(rows)).tolist()
         figures["per_condition"] = condition_headroom(
             pipe, [conditions[i] for i in rows], more_seeds[:len(rows)], more_seeds[len(rows):],
             [targets[i] for i in rows], prior, predictor, steps, call_kwargs, args.sweeps)

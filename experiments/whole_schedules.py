@@ -1,10 +1,10 @@
 """Every forecaster on whole schedules, training and held-out samples in one batch: the gate's choices made on the
 training rows (as `cachepilot calibrate-forecaster` makes them) and what each is worth on held-out prompts.
 
-    python -m cachepilot.bench.whole_schedules --steps 50 --specs learned:0.2 fixed:2 threshold:0.1 \\
+    python -m experiments.whole_schedules --steps 50 --specs learned:0.2 fixed:2 threshold:0.1 \\
         searched:checkpoints/scenes-flux-cache/searched_schedules_50.json ... --train 384 --held 64 \\
         --device cuda --out scores_50.json       # 75 steps: --table-steps 50 100 (the tables the gate reads there)
-    python -m cachepilot.bench.whole_schedules --report scores_*.json [--write-gate DIR]   # + policy vs training-free
+    python -m experiments.whole_schedules --report scores_*.json [--write-gate DIR]   # + policy vs training-free
 
 Each candidate (head, Taylor-1, Taylor-2, their mean `taylor:1.5`, the spacing table's mix) samples TRAIN training conditions (the cache's
 train split, seeds 300,000+: the calibration's) and HELD held-out ones (the bench's prompts and seeds 20,000+) in
@@ -21,7 +21,7 @@ Taylor-1 and Taylor-2 (and on training-free schedules their mean, for `versus_tr
 with no choice made; with `--held-offset K` on held-out samples K.. (the bench's samples K.., seeds 20,000 + K..) that
 no choice was ever looked at on, to settle close calls:
 
-    python -m cachepilot.bench.whole_schedules --train 0 --held 192 --held-offset 64 --steps 50 \
+    python -m experiments.whole_schedules --train 0 --held 192 --held-offset 64 --steps 50 \
         --specs threshold:0.07 threshold:0.5 --out shipped_50.json
 """
 
@@ -35,39 +35,41 @@ from pathlib import Path
 
 import torch
 
-from cachepilot.checkpoints import CHECKPOINTS_DIR
+from cachepilot.cache_checkpoint import CacheCheckpoint
+from cachepilot.embedded.base import conditions_for, get_embedded
 from cachepilot.predictors.gated import GATE_CHOICES, SCHEDULE_CHOICES, Gated, write_gate
 from cachepilot.quality import psnr_per_image
+from cachepilot.seeds import BENCH
 from cachepilot.train.calibrate_forecaster import (CALIBRATION_SEED, TIE_ORDER, WHOLE_TIE_ORDER,
                                                    calibration_schedule, schedule_policies, spacing_choices)
 
-SCENES = {"pipeline": str(CHECKPOINTS_DIR / "scenes-flux"), "cache": str(CHECKPOINTS_DIR / "scenes-flux-cache"),
-          "call_kwargs": {"height": 32, "width": 32, "max_sequence_length": 16, "negative_prompt": "",
-                          "true_cfg_scale": 4.0}}
-HELD_SEED = 20_000  # the bench's
+SCENES_MODEL = get_embedded("scenes")
+SCENES = {"pipeline": str(SCENES_MODEL.pipeline_dir), "cache": str(SCENES_MODEL.cache_dir),
+          "call_kwargs": SCENES_MODEL.call_kwargs()}  # the call the scenes model was trained for
+HELD_SEED = BENCH  # the bench's
 
 
 def score(args: argparse.Namespace) -> dict:
     from cachepilot.driver import SamplingDriver, caching
-    from cachepilot.embedded.quality import default_conditions
     from cachepilot.loading import load_pipeline
     from cachepilot.predictors.learned import Learned
     from cachepilot.core.actions import Action
 
     started = time.time()
     pipe = load_pipeline(args.pipeline, device=args.device)
-    cache = Path(args.cache)
-    learned = Learned.from_pretrained(cache / "predictors")
-    splits = json.loads((cache / "conditions.json").read_text())
-    train = splits["train"]["conditions"]
+    checkpoint = CacheCheckpoint.from_pretrained(args.cache)
+    cache = checkpoint.root
+    learned = Learned.from_pretrained(checkpoint.predictor_dir)
+    splits = checkpoint.conditions()
+    train = list(splits.train.conditions)
     end = args.held_offset + args.held
-    held = default_conditions(pipe, end) or list(splits["evaluation"]["conditions"])[:end]
+    held = conditions_for(pipe, end) or list(splits.evaluation.conditions)[:end]
     held = [held[i % len(held)] for i in range(args.held_offset, end)]
     conditions = [train[i % len(train)] for i in range(args.train)] + held
     seeds = [CALIBRATION_SEED + i for i in range(args.train)] + [HELD_SEED + i for i in range(args.held_offset, end)]
     n = args.train
     forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5"}
-    shipped = Gated.from_pretrained(cache / "predictors") if n == 0 else None
+    shipped = Gated.from_pretrained(checkpoint.predictor_dir) if n == 0 else None
     if shipped is not None:
         forecasters["gate"] = shipped
     record = {"train": args.train, "held": args.held, "seed": CALIBRATION_SEED, "intervals": args.intervals,

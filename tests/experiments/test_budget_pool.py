@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cachepilot.bench.budget_pool import allocate, check_args, pooled_headroom
+from experiments.budget_pool import allocate, check_args, pooled_headroom
 
 
 def _brute_force(values, costs, total):
@@ -86,7 +86,7 @@ def test_check_args_refuses_before_any_work(grid, targets, conditions, k, match)
 def test_budget_pool_on_a_text_to_image_pipeline(tmp_path):
     """The command on a user's pipeline: --pipeline, --prompts, --call-kwargs (true CFG), --cache (its searched
     schedules)."""
-    from cachepilot.bench.budget_pool import main
+    from experiments.budget_pool import main
 
     from .test_headroom import tiny_flux_user_setup
 
@@ -112,7 +112,7 @@ def test_budget_pool_on_a_text_to_image_pipeline(tmp_path):
 
 
 def test_from_refuses_a_file_without_curves(tmp_path):
-    from cachepilot.bench.budget_pool import main
+    from experiments.budget_pool import main
     from cachepilot.errors import InvalidInputError
 
     stale = tmp_path / "old.json"

@@ -5,8 +5,8 @@ digits model. `--seed-pool K`: one CachingVecEnv on any pipeline, its episodes d
 (a full-compute reference and a uniform-schedule run per sample and episode) or seeds from a pool of K (each
 pair's reference and uniform errors kept after its first episode), in alternating phases on the one env.
 
-    python -m cachepilot.bench.env_throughput --envs 16 --steps 50 --episodes 2
-    python -m cachepilot.bench.env_throughput --pipeline checkpoints/scenes-flux --prompts P.jsonl \\
+    python -m experiments.env_throughput --envs 16 --steps 50 --episodes 2
+    python -m experiments.env_throughput --pipeline checkpoints/scenes-flux --prompts P.jsonl \\
         --call-kwargs '{"height": 32, "width": 32}' --envs 16 --steps 50 --episodes 3 --seed-pool 1 --rounds 3
 """
 
@@ -24,9 +24,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from cachepilot.driver import unhooked_twin
 from cachepilot.envs.caching_env import CachingEnv
 from cachepilot.envs.vec_env import CachingVecEnv
-from cachepilot.train.policy import PolicyConfig
+from cachepilot.seeds import POLICY_TRAINING
 
-FRESH_SEEDS = PolicyConfig().seeds  # the training range PPO draws from
+FRESH_SEEDS = POLICY_TRAINING  # the training range PPO draws from
 
 
 def measure(env, masks_of, num_envs: int, steps: int, episodes: int, seed: int = 0, reset: bool = True) -> float:
@@ -69,14 +69,14 @@ def main() -> None:
     parser.add_argument("--predictor", default="taylor:1")
     args = parser.parse_args()
     if args.seed_pool is not None:
+        from cachepilot.conditions import pipeline_conditions
         from cachepilot.loading import load_pipeline
-        from cachepilot.train.fit import _conditions_for
 
         if args.seed_pool < 1 or args.rounds < 1 or args.episodes < 1:
             parser.error("--seed-pool, --rounds and --episodes must be >= 1")
         pipe = load_pipeline(args.pipeline)
         env = CachingVecEnv(args.envs, pipe, num_steps=args.steps, predictor=args.predictor, seed=0,
-                            conditions=_conditions_for(pipe, args.prompts), call_kwargs=args.call_kwargs)
+                            conditions=pipeline_conditions(pipe, args.prompts), call_kwargs=args.call_kwargs)
         rates = pooled_vs_fresh(env, args.seed_pool, args.steps, args.episodes, args.rounds)
         fresh, pooled = statistics.median(rates["fresh"]), statistics.median(rates["pooled"])
         store = env.episodes.references
@@ -86,9 +86,9 @@ def main() -> None:
               f"references kept {len(store.trajectories)} ({store.bytes / 2**20:.1f} MiB), sampled {store.computed} "
               f"(torch threads {torch.get_num_threads()})")
         return
-    from cachepilot.embedded.digits.loading import load_pipeline as load_digits
+    from cachepilot.loading import load_pipeline
 
-    base = load_digits()
+    base = load_pipeline()  # the embedded digits pipeline
     vec = CachingVecEnv(args.envs, unhooked_twin(base), num_steps=args.steps, seed=0)
     dummy = DummyVecEnv([lambda: CachingEnv(unhooked_twin(base), num_steps=args.steps) for _ in range(args.envs)])
     dummy.seed(0)

@@ -1,6 +1,6 @@
 """Host syncs per denoising step on CUDA: the same call unhooked and cached, counted by torch's sync debug mode.
 
-    python -m cachepilot.bench.syncs [--pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache
+    python -m experiments.syncs [--pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache
                                       --policy learned:0.4 --steps 20 --samples 16]
 
 The per-step cache path may add at most one host sync per step (the engine's one `.tolist()` of the step's
@@ -23,6 +23,7 @@ import torch
 
 import cachepilot
 from cachepilot.driver import unhooked_twin
+from cachepilot.embedded.base import call_kwargs_for, conditions_for
 from cachepilot.loading import load_pipeline
 
 
@@ -75,12 +76,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    from cachepilot.embedded.quality import default_call_kwargs, default_conditions
-
     base = load_pipeline(args.pipeline, device=args.device)
-    conditions = default_conditions(base, args.samples)
+    conditions = conditions_for(base, args.samples)
     inputs = [c["prompt"] for c in conditions] if conditions else [i % 10 for i in range(args.samples)]
-    call_kwargs = default_call_kwargs(base)
+    call_kwargs = call_kwargs_for(base)
     full, cached = unhooked_twin(base), unhooked_twin(base)
     if args.policy.startswith("learned"):
         speed = float(args.policy.split(":")[1]) if ":" in args.policy else 0.3

@@ -1,0 +1,187 @@
+"""`CacheCheckpoint`: the one owner of a cache checkpoint directory (what `cachepilot fit` writes, what ships).
+
+A directory holds the learned policy (`policy/`), the forecaster head with its calibrated gate (`predictors/`),
+the searched schedules (`searched_schedules.json`, and `searched_schedules_<N>.json` searched at other counts),
+the condition split (`conditions.json`) and the record with the backbone fingerprint (`cachepilot_config.json`).
+`enable(checkpoint=...)`, the bench and the tools resolve it here, so they all load the same policy and the same
+forecaster, by one rule: the gated head once calibrated, else the bare head, else Taylor-2 (`predictor_spec`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from cachepilot.conditions import ConditionSplit
+from cachepilot.core.predictor import Predictor
+from cachepilot.errors import CheckpointError
+from cachepilot.policies.learned import LearnedPolicy
+from cachepilot.policies.prior import SchedulePrior
+from cachepilot.predictors.gated import GATE_FILE
+from cachepilot.predictors.spec import make_predictor
+from cachepilot.records import read_json_object
+from cachepilot.runtime.fingerprint import check_fingerprint
+from cachepilot.searched import SCHEDULES_FILE, SearchedSchedules, schedules_file
+
+CONFIG_FILE = "cachepilot_config.json"
+CONDITIONS_FILE = "conditions.json"
+POLICY_DIR, PREDICTOR_DIR = "policy", "predictors"
+FALLBACK_PREDICTOR = "taylor:2"  # no head in the checkpoint: the best training-free forecaster on both models
+DEFAULT_TARGET = 0.3
+
+
+def head_spec(predictor_dir: str | Path) -> str:
+    """A head directory's predictor spec: `gated:` once `calibrate-forecaster` (or `fit`) wrote its gate."""
+    return f"{'gated' if (Path(predictor_dir) / GATE_FILE).is_file() else 'learned'}:{predictor_dir}"
+
+
+def _download(hub_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id))
+    except Exception as err:  # offline, unknown repo
+        raise CheckpointError(f"cache checkpoint {hub_id} is neither a directory nor a reachable hub id: "
+                              f"{err}".splitlines()[0]) from None
+
+
+class CacheCheckpoint:
+    """A cache checkpoint directory: a `fit` directory (policy/ + predictors/ + ...), or a bare policy directory
+    (config.json + model.safetensors, no head: Taylor-2 forecasts)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise CheckpointError(f"no cache checkpoint at {self.root} (not a directory)")
+        if (self.root / POLICY_DIR / "config.json").is_file():
+            self.policy_dir: Path | None = self.root / POLICY_DIR
+        elif (self.root / "config.json").is_file() and (self.root / "model.safetensors").is_file():
+            self.policy_dir = self.root  # a bare exported policy
+        else:
+            self.policy_dir = None
+        head = self.root / PREDICTOR_DIR
+        self.predictor_dir: Path | None = head if (head / "config.json").is_file() else None
+
+    # -- loading and saving ----------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path | None = None) -> CacheCheckpoint:
+        """A local directory, a hub id (`org/name`, downloaded with huggingface_hub, then read like a directory),
+        or None: the checkpoint shipped with cachepilot (`cachepilot.checkpoints.DEFAULT_CACHE`)."""
+        if path_or_hub_id is None:
+            from cachepilot.checkpoints import DEFAULT_CACHE
+
+            return cls(DEFAULT_CACHE)
+        path = Path(path_or_hub_id)
+        text = str(path_or_hub_id)
+        if not path.exists() and text.count("/") == 1 and not text.startswith((".", "/")):
+            path = _download(text)
+        if not path.exists():
+            raise CheckpointError(f"no cache checkpoint at {path_or_hub_id}")
+        return cls(path)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Copy the checkpoint's files (policy, head and gate, schedules, conditions, record, README) to
+        `directory`, laid out as `from_pretrained` reads them."""
+        out = Path(directory)
+        if out.resolve() == self.root.resolve():
+            return out
+        out.mkdir(parents=True, exist_ok=True)
+        if self.policy_dir == self.root:  # a bare policy: its two files
+            (out / POLICY_DIR).mkdir(exist_ok=True)
+            for name in ("config.json", "model.safetensors"):
+                shutil.copy2(self.root / name, out / POLICY_DIR / name)
+        elif self.policy_dir is not None:
+            shutil.copytree(self.policy_dir, out / POLICY_DIR, dirs_exist_ok=True)
+        if self.predictor_dir is not None:
+            shutil.copytree(self.predictor_dir, out / PREDICTOR_DIR, dirs_exist_ok=True)
+        for path in self.schedule_files() + [self.root / CONDITIONS_FILE, self.root / CONFIG_FILE,
+                                             self.root / "README.md"]:
+            if path.is_file():
+                shutil.copy2(path, out / path.name)
+        return out
+
+    # -- policy and predictor ----------------------------------------------------------------------------------
+    @property
+    def has_gate(self) -> bool:
+        return self.predictor_dir is not None and (self.predictor_dir / GATE_FILE).is_file()
+
+    def predictor_spec(self) -> str:
+        """The forecaster of this checkpoint, one rule everywhere: the gated head once calibrated, else the
+        bare head, else Taylor-2."""
+        return head_spec(self.predictor_dir) if self.predictor_dir is not None else FALLBACK_PREDICTOR
+
+    def predictor(self) -> Predictor:
+        return make_predictor(self.predictor_spec())
+
+    def policy(self, target: float = DEFAULT_TARGET, per_batch: bool = False,
+               actor_outside_range: bool = False) -> LearnedPolicy:
+        """The learned policy at a target compute fraction (see `LearnedPolicy`)."""
+        if self.policy_dir is None:
+            raise CheckpointError(f"no policy checkpoint at {self.root} (policy/config.json, or config.json and "
+                                  "model.safetensors, needed)")
+        return LearnedPolicy(self.policy_dir, target=target, per_batch=per_batch,
+                             actor_outside_range=actor_outside_range)
+
+    # -- schedules, conditions, record ---------------------------------------------------------------------------
+    def schedules_path(self, num_steps: int | None = None) -> Path:
+        """Where the schedules searched at `num_steps` live (`searched_schedules_<N>.json`); None: the main file."""
+        return self.root / schedules_file(num_steps)
+
+    def schedule_files(self) -> list[Path]:
+        """Every searched-schedules file of the checkpoint, the main one first."""
+        extra = sorted(p for p in self.root.glob("searched_schedules_*.json") if p.stem.rpartition("_")[2].isdigit())
+        main = self.root / SCHEDULES_FILE
+        return ([main] if main.is_file() else []) + extra
+
+    def schedules(self, num_steps: int | None = None) -> SearchedSchedules | None:
+        """The schedules searched at `num_steps` when the checkpoint has that count's file, else the main file's
+        (searched at its own count); None when there are none."""
+        for path in ([self.schedules_path(num_steps)] if num_steps is not None else []) + [self.schedules_path()]:
+            if path.is_file():
+                return SearchedSchedules.read(path)
+        return None
+
+    def write_schedules(self, schedules: SearchedSchedules, num_steps: int | None = None) -> Path:
+        """Write (atomically) the main schedules file, or with `num_steps` that count's own file."""
+        path = self.schedules_path(num_steps)
+        schedules.write(path)
+        return path
+
+    def schedule_predictor(self, schedules: SearchedSchedules) -> str:
+        """The forecaster a searched schedule runs with: the checkpoint's own (`predictor_spec`) when the search
+        scored with a learned head, wherever the directory moved; else the training-free one it named."""
+        return self.predictor_spec() if schedules.predictor.partition(":")[0] in ("learned", "gated") \
+            else schedules.predictor
+
+    def prior(self) -> SchedulePrior:
+        """Every searched count's masks together (the learned policy's prior); uniform when none were searched."""
+        files = self.schedule_files()
+        return SchedulePrior.from_files(files) if files else SchedulePrior()
+
+    def conditions(self) -> ConditionSplit | None:
+        """The train / validation / evaluation conditions the checkpoint was fitted on (None if not recorded)."""
+        path = self.root / CONDITIONS_FILE
+        return ConditionSplit.from_json(read_json_object(path, "the condition split")) if path.is_file() else None
+
+    def config(self) -> dict:
+        """`cachepilot_config.json` ({} for a checkpoint without one, e.g. a bare policy)."""
+        path = self.root / CONFIG_FILE
+        return read_json_object(path, "the cache checkpoint record") if path.is_file() else {}
+
+    def fingerprint(self) -> dict | None:
+        """The backbone the checkpoint was made for: the record's, else the policy's."""
+        found = self.config().get("backbone")
+        if found is None and self.policy_dir is not None:
+            found = read_json_object(self.policy_dir / "config.json", "the policy config").get("backbone")
+        return found
+
+    def check_backbone(self, transformer: torch.nn.Module) -> None:
+        """A `CheckpointError` naming the first fingerprint field where the checkpoint and `transformer` differ."""
+        fingerprint = self.fingerprint()
+        if fingerprint is not None:
+            check_fingerprint(fingerprint, transformer, f"the cache checkpoint {self.root}")
+
+    def __repr__(self) -> str:
+        return f"CacheCheckpoint({str(self.root)!r})"
