@@ -30,11 +30,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from cachepilot.bench.counting import StackCounter
 from cachepilot.conditions import ConditionSet, ConditionSplit, class_conditions, load_conditions, split_conditions
 from cachepilot.outputs import check_output_dir
 from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
 from cachepilot.runtime.fingerprint import backbone_fingerprint
+from cachepilot.train.budget import budget_evaluations, parse_budget, size_to_budget
+from cachepilot.train.plan import FitPlan, Probe, gate_counts, plan_fit, probe_pipeline
 
 CONFIG_FILE = "cachepilot_config.json"
 FORMAT_VERSION = 1
@@ -69,6 +72,8 @@ class FitConfig:
     bench_repeats: int = 3
     batch_size: int = 64
     seed: int = 0
+    budget: str | None = None          # transformer evaluations ("200000") or a duration ("1h", "90m"): every size
+                                       # scaled down to fit it (`train.budget`)
 
     @classmethod
     def smoke(cls, **overrides: Any) -> "FitConfig":
@@ -88,6 +93,8 @@ class FitConfig:
                 raise InvalidInputError(f"fit: {name} must be an integer >= 1, got {value!r}")
         if isinstance(self.select_samples, bool) or not isinstance(self.select_samples, int) or self.select_samples < 0:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
+        if self.budget is not None:
+            parse_budget(self.budget)  # a malformed budget: one line, before any work
         if self.policy_seed_pool is not None:  # before any stage runs, not at the policy stage
             from cachepilot.train.policy import PolicyConfig
 
@@ -107,6 +114,25 @@ class FitConfig:
             raise InvalidInputError(f"fit: gate_steps must be a list of step counts >= 4, got {self.gate_steps!r}")
         if not self.targets or not all(0 < t < 1 for t in self.targets):
             raise InvalidInputError(f"fit: targets must be compute fractions in (0, 1), got {self.targets}")
+
+
+def policy_config(config: FitConfig, predictor: str, prior: str):
+    """The policy stage's PPO settings (smoke sizes below 2,000 timesteps); the plan counts its episodes from it."""
+    from cachepilot.train.policy import PolicyConfig
+
+    low, high = min(config.targets), max(config.targets)
+    counts = tuple(config.policy_steps or [config.steps])
+    policy = PolicyConfig(num_envs=config.policy_envs, num_steps=counts[0] if len(counts) == 1 else counts,
+                          total_timesteps=config.policy_timesteps,
+                          targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
+                          predictor=predictor, prior=prior, warm_start=True, seed=config.seed,
+                          learning_rate=config.policy_lr, seed_pool=config.policy_seed_pool,
+                          eval_samples=min(16, max(2, config.bench_samples)), eval_targets=tuple(config.targets[:2]))
+    if config.policy_timesteps < 2_000:  # smoke sizes
+        policy = replace(policy, rollout_episodes=1, batch_size=max(counts), n_epochs=1,
+                         checkpoint_every=config.policy_timesteps, eval_every=config.policy_timesteps,
+                         warm_start_episodes=len(counts), warm_start_epochs=5)
+    return policy
 
 
 def _conditions_for(pipe, prompts: str | Path | ConditionSet | None) -> ConditionSet:
@@ -141,6 +167,33 @@ def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
                                     f"(first: {batch[0]}): {err}".splitlines()[0]) from None
 
 
+def _distinct(split: ConditionSplit) -> int:
+    """The distinct conditions of all parts (each checked with one 1-step call before any stage)."""
+    return len({json.dumps(c, sort_keys=True) for part in (split.train, split.validation, split.evaluation)
+                for c in part.conditions})
+
+
+def sized_config(config: FitConfig, probe: Probe, num_conditions: int) -> FitConfig:
+    """`config` with its sizes scaled to its budget (evaluations, or a duration at the probe's pace)."""
+    evaluations = budget_evaluations(config.budget, probe.seconds_per_evaluation)
+    return size_to_budget(config, evaluations, lambda c: plan_fit(c, probe=probe, num_conditions=num_conditions)
+                          .evaluations, config.budget)
+
+
+def plan(pipe, prompts: str | Path | ConditionSet | None = None, config: FitConfig | None = None) -> FitPlan:
+    """`cachepilot fit --plan`: what the fit would spend per stage (its budget applied), printed; writes nothing."""
+    config = config or FitConfig()
+    config.check()
+    split = split_conditions(_conditions_for(pipe, prompts), seed=config.seed)
+    with torch.inference_mode(False):
+        probe = probe_pipeline(pipe, config.call_kwargs, split.train.conditions[0])
+    if config.budget is not None:
+        config = sized_config(config, probe, _distinct(split))
+    result = plan_fit(config, probe=probe, num_conditions=_distinct(split))
+    console.print(result.table())
+    return result
+
+
 class Fit:
     """The stages of one fit; `run()` runs those whose output is not complete yet."""
 
@@ -152,9 +205,23 @@ class Fit:
         self.config.check()
         check_output_dir(self.out)
         self.work = self.out / "work"
+        self.requested = self.config
         self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
-        self.split = self._split(_conditions_for(pipe, prompts))
-        self.record = self._read_record()
+        tic = time.perf_counter()
+        with StackCounter(pipe.transformer) as counter:  # the conditions' check and the probe, before any stage
+            self.split = self._split(_conditions_for(pipe, prompts))
+            self.probe = probe_pipeline(pipe, self.config.call_kwargs, self.split.train.conditions[0])
+        stored = self._stored_record()
+        if self.config.budget is not None:  # resumed with the same budget: the sizes it chose then
+            self.config = (FitConfig(**stored["fit"]) if stored.get("budget") == self.config.budget
+                           and isinstance(stored.get("fit"), dict)
+                           else sized_config(self.config, self.probe, _distinct(self.split)))
+            self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
+        self.plan = plan_fit(self.config, probe=self.probe, num_conditions=_distinct(self.split))
+        console.print(self.plan.table())
+        self.record = self._read_record(stored)
+        self._add_cost("check", counter.evaluations, time.perf_counter() - tic)
+        self._save_record()
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _split(self, conditions: ConditionSet) -> ConditionSplit:
@@ -170,26 +237,40 @@ class Fit:
             path.write_text(json.dumps(split.to_json(), indent=2))
         return split
 
-    def _read_record(self) -> dict:
+    def _stored_record(self) -> dict:
         path = self.out / CONFIG_FILE
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        for key in ("fit", "requested"):  # settings added since that fit have their defaults there
+            if isinstance(stored.get(key), dict):
+                stored[key] = {**asdict(FitConfig()), **stored[key]}
+        return stored
+
+    def _read_record(self, stored: dict) -> dict:
         record = {
             "format_version": FORMAT_VERSION, "pipeline_class": type(self.pipe).__name__,
             "backbone": backbone_fingerprint(self.pipe.transformer), "num_steps": self.config.steps,
-            "call_kwargs": self.config.call_kwargs, "fit": asdict(self.config),
+            "call_kwargs": self.config.call_kwargs, "budget": self.config.budget,
+            "requested": asdict(self.requested), "fit": asdict(self.config),
             "conditions": {name: len(getattr(self.split, name)) for name in ("train", "validation", "evaluation")},
-            "split_by": self.split.by, "stage_seconds": {},
+            "split_by": self.split.by, "plan": self.plan.to_json(), "stage_seconds": {}, "cost": {},
         }
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if isinstance(stored.get("fit"), dict):  # settings added since that fit have their defaults there
-                stored["fit"] = {**asdict(FitConfig()), **stored["fit"]}
-            for key in ("backbone", "num_steps", "call_kwargs", "fit"):
+        if stored:
+            stored.setdefault("requested", stored.get("fit"))  # a fit written before budgets: as requested
+            # a budgeted fit compares the settings asked for: the sizes its budget chose are kept from then
+            for key in ("backbone", "num_steps", "call_kwargs", "budget", "requested" if self.config.budget else "fit"):
                 if stored.get(key) != record[key]:
                     raise InvalidInputError(f"{self.out} holds a fit with another {key}: use another --out, or the "
                                             "same settings to resume")
             record["stage_seconds"] = stored.get("stage_seconds", {})
-        path.write_text(json.dumps(record, indent=2))
+            record["cost"] = stored.get("cost", {})  # resumed stages keep what they spent
         return record
+
+    def _add_cost(self, stage: str, evaluations: float, seconds: float) -> None:
+        """A stage's block-stack evaluations of one sample (CFG copies included) and wall seconds, added to what
+        an interrupted run of it spent before."""
+        before = self.record["cost"].get(stage, {"evaluations": 0, "seconds": 0.0})
+        self.record["cost"][stage] = {"evaluations": round(before["evaluations"] + evaluations, 3),
+                                      "seconds": round(before["seconds"] + seconds, 2)}
 
     def _save_record(self) -> None:
         (self.out / CONFIG_FILE).write_text(json.dumps(self.record, indent=2))
@@ -214,11 +295,18 @@ class Fit:
                 continue
             console.print(f"[{index}/{len(self.STAGES)}] {stage} ...")
             tic = time.perf_counter()
-            getattr(self, f"_stage_{stage}")()
-            seconds = time.perf_counter() - tic
+            counter = StackCounter(self.pipe.transformer)
+            try:
+                with counter:
+                    getattr(self, f"_stage_{stage}")()
+            finally:  # an interrupted stage keeps what it spent: its resumed run adds to it
+                seconds = time.perf_counter() - tic
+                self._add_cost(stage, counter.evaluations, seconds)
+                self._save_record()
             self.record["stage_seconds"][stage] = round(seconds + self.record["stage_seconds"].get(stage, 0.0), 2)
             self._save_record()
-            console.print(f"[{index}/{len(self.STAGES)}] {stage}: done in {seconds:.1f} s")
+            console.print(f"[{index}/{len(self.STAGES)}] {stage}: done in {seconds:.1f} s, "
+                          f"{counter.evaluations:,.0f} transformer evaluations")
         if (self.out / "bench" / "results.json").exists():
             from cachepilot.bench.fit_report import write_readme
 
@@ -271,8 +359,7 @@ class Fit:
                          self.config.dagger_steps)
 
     def _gate_counts(self) -> list[int]:
-        config = self.config
-        return sorted(set(config.gate_steps or [config.steps, *(config.policy_steps or []), 20, 50, 100]))
+        return gate_counts(self.config)
 
     def _gate_left(self) -> list[int]:
         from cachepilot.predictors.gated import GATE_FILE
@@ -319,23 +406,10 @@ class Fit:
             path.write_text(json.dumps(record, indent=2))
 
     def _stage_policy(self) -> None:
-        from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy, train_policy
+        from cachepilot.train.policy import _last_checkpoint, export_policy, train_policy
 
         work = self.work / "policy"
-        low, high = min(self.config.targets), max(self.config.targets)
-        counts = tuple(self.config.policy_steps or [self.config.steps])
-        config = PolicyConfig(num_envs=self.config.policy_envs, num_steps=counts[0] if len(counts) == 1 else counts,
-                              total_timesteps=self.config.policy_timesteps,
-                              targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
-                              predictor=self._forecaster(), prior=str(self._schedules_path()),
-                              warm_start=True, seed=self.config.seed, learning_rate=self.config.policy_lr,
-                              seed_pool=self.config.policy_seed_pool,
-                              eval_samples=min(16, max(2, self.config.bench_samples)),
-                              eval_targets=tuple(self.config.targets[:2]))
-        if self.config.policy_timesteps < 2_000:  # smoke sizes
-            config = replace(config, rollout_episodes=1, batch_size=max(counts), n_epochs=1,
-                             checkpoint_every=self.config.policy_timesteps, eval_every=self.config.policy_timesteps,
-                             warm_start_episodes=len(counts), warm_start_epochs=5)
+        config = policy_config(self.config, self._forecaster(), str(self._schedules_path()))
         model = train_policy(config, work, resume=_last_checkpoint(work) is not None, progress=self.progress,
                              pipe=self.pipe, conditions=self.split.train, eval_conditions=self.split.validation,
                              call_kwargs=self.config.call_kwargs)

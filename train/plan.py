@@ -1,0 +1,278 @@
+"""What a `cachepilot fit` will spend, before it spends it: per stage, the transformer evaluations its settings
+imply and their wall time on the user's pipeline.
+
+An evaluation is one block-stack evaluation of one sample (classifier-free guidance copies count as samples, a
+partial stack by its blocks), the unit `bench.counting.StackCounter` measures while a stage runs. Each stage's
+count follows from the config and the stage's code; where it depends on the data (a search's sweeps stop when no
+move helps, a learned policy may compute less than its budget, PPO's random targets) the plan gives the upper bound
+and marks it. Wall time is the count times the seconds per evaluation of a timed probe call of the user's pipeline
+at the user's call kwargs (one sample, 2 steps, after a warm-up call of the same): the transformer's time only, at
+batch 1 (batched stages run faster per evaluation on a GPU); the training of the forecaster head and of PPO's
+networks is not in it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from cachepilot.errors import InvalidInputError
+from cachepilot.policies.budget import budget_computes
+
+PROBE_STEPS = 2
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    evaluations: float
+    bound: bool  # True: an upper bound (the stage's count depends on the data)
+    note: str = ""
+
+
+@dataclass
+class Probe:
+    """One timed call of the user's pipeline: per-evaluation seconds and evaluations per sample and step."""
+    evaluations: float
+    seconds: float
+    steps: int = PROBE_STEPS
+
+    @property
+    def seconds_per_evaluation(self) -> float:
+        return self.seconds / self.evaluations
+
+    @property
+    def copies(self) -> float:
+        """Stack evaluations per sample and step (2 under batched or true classifier-free guidance)."""
+        return self.evaluations / self.steps
+
+
+@dataclass
+class FitPlan:
+    stages: list[StagePlan]
+    seconds_per_evaluation: float | None
+    copies: float
+    assumed: bool = False  # True: the seconds per evaluation were given, not probed
+    probe: dict | None = field(default=None)
+
+    @property
+    def evaluations(self) -> float:
+        return sum(s.evaluations for s in self.stages)
+
+    def seconds(self, stage: StagePlan | None = None) -> float | None:
+        if self.seconds_per_evaluation is None:
+            return None
+        return (stage.evaluations if stage is not None else self.evaluations) * self.seconds_per_evaluation
+
+    def to_json(self) -> dict:
+        return {"seconds_per_evaluation": self.seconds_per_evaluation, "copies": self.copies, "assumed": self.assumed,
+                "probe": self.probe, "stages": {s.stage: {"evaluations": s.evaluations, "bound": s.bound,
+                                                          "seconds": self.seconds(s), "note": s.note}
+                                                for s in self.stages}}
+
+    def table(self) -> str:
+        """Plain text, one stage a line (`<=` marks an upper bound)."""
+        source = ("assumed" if self.assumed else "probed") if self.seconds_per_evaluation is not None else "no probe"
+        per = f"{self.seconds_per_evaluation:.4g} s per evaluation ({source})" if self.seconds_per_evaluation else source
+        lines = [f"fit plan: {per}, {self.copies:g} evaluation(s) per sample and step",
+                 f"{'stage':<12} {'evaluations':>14} {'wall time':>11}  note"]
+        for s in self.stages:
+            lines.append(f"{s.stage:<12} {('<=' if s.bound else '') + f'{s.evaluations:,.0f}':>14} "
+                         f"{format_duration(self.seconds(s)):>11}  {s.note}")
+        bound = any(s.bound for s in self.stages)
+        lines.append(f"{'total':<12} {('<=' if bound else '') + f'{self.evaluations:,.0f}':>14} "
+                     f"{format_duration(self.seconds()):>11}")
+        return "\n".join(lines)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# -- the probe --------------------------------------------------------------------------------------------------
+def probe_pipeline(pipe, call_kwargs: dict, condition: dict) -> Probe:
+    """Time one 2-step call of one sample after a warm-up call of the same, counting its evaluations. A call that
+    fails is an InvalidInputError with the pipeline's own message, before any stage runs."""
+    from cachepilot.bench.counting import StackCounter
+    from cachepilot.driver import SamplingDriver
+
+    driver = SamplingDriver(pipe, PROBE_STEPS, call_kwargs, batch_size=1)
+
+    def call() -> None:
+        driver.sample([condition], [0])
+        if pipe.device.type == "cuda":
+            torch.cuda.synchronize(pipe.device)
+
+    try:
+        call()  # warm-up: allocator, kernels, compilation
+        with StackCounter(pipe.transformer) as counter:
+            tic = time.perf_counter()
+            call()
+            seconds = time.perf_counter() - tic
+    except Exception as err:  # noqa: BLE001 - whatever the pipeline raises, in its own words, before any stage
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise InvalidInputError(f"{type(pipe).__name__} fails a {PROBE_STEPS}-step probe call at the fit's call "
+                                f"kwargs: {message}") from None
+    if counter.evaluations <= 0:
+        raise InvalidInputError(f"{type(pipe).__name__}'s probe call evaluated no transformer block")
+    return Probe(counter.evaluations, seconds)
+
+
+# -- per-stage counts, in sample-steps (times `copies` at the end) -----------------------------------------------
+def _computes(spec: str, steps: int) -> int | None:
+    """Stack evaluations per sample of a policy spec whose schedule is known in advance (None: data-dependent)."""
+    name, _, arg = spec.partition(":")
+    if name == "always":
+        return steps
+    if name == "fixed":
+        return math.ceil(steps / int(arg))  # steps 0, n, 2n, ...
+    if name == "schedule":
+        return arg.count("1")
+    return None
+
+
+def _collect(policies: list[str], samples: int, steps: int) -> tuple[float, bool]:
+    """Step-sensitivity weights (one perturbed run per step plus a clean one), then each policy's trajectories: a
+    cached one also runs every step bypassed for the true residual (collect's recorder)."""
+    from cachepilot.train.sensitivity import SENSITIVITY_SAMPLES
+
+    total, bound = SENSITIVITY_SAMPLES * steps * (steps + 1), False
+    for spec in policies:
+        computes = _computes(spec, steps)
+        if spec == "always":
+            total += samples * steps
+        elif computes is not None:
+            total += samples * (steps + computes)
+        else:
+            total, bound = total + samples * 2 * steps, True
+    return total, bound
+
+
+def _defaults(function, *names: str) -> list[Any]:
+    parameters = inspect.signature(function).parameters
+    return [parameters[name].default for name in names]
+
+
+def _search(config, steps: int) -> float:
+    """Per target: the reference, every start, at most `max_sweeps` sweeps of every single move of a compute by one
+    of the shifts (each with the budget's computes), and the selection's re-scoring (upper bound)."""
+    from cachepilot.train.schedule_search import search_schedule, start_masks
+
+    max_sweeps, shifts = _defaults(search_schedule, "max_sweeps", "shifts")
+    total = 0.0
+    for target in config.targets:
+        computes = budget_computes(target, steps)
+        starts = sum(sum(mask) for mask in start_masks(steps, computes, compute_last=False))
+        sweeps = max_sweeps * len(shifts) * (computes - 1) * computes
+        total += config.search_samples * (steps + starts + sweeps)
+        if config.select_samples:
+            total += config.select_samples * (steps + starts + max_sweeps * computes)
+    return total
+
+
+def _gate(config, counts: list[int]) -> float:
+    from cachepilot.predictors.gated import GATE_CHOICES
+    from cachepilot.train.calibrate_forecaster import calibrate_gate, calibration_schedule
+
+    (intervals,) = _defaults(calibrate_gate, "intervals")
+    return sum(config.search_samples * (n + len(GATE_CHOICES) * sum(
+        _computes(calibration_schedule(i, n), n) for i in sorted(set(intervals)))) for n in counts)
+
+
+def _policy_gate(config, counts: list[int]) -> float:
+    """Per policy step count: the reference, then each forecaster on the policy at each target and on the searched
+    masks (at the fit's count): at most each target's budget."""
+    from cachepilot.predictors.gated import SCHEDULE_CHOICES
+
+    total = 0.0
+    for n in counts:
+        budgets = sum(budget_computes(t, n) for t in config.targets)
+        total += config.search_samples * (n + len(SCHEDULE_CHOICES) * budgets * (2 if n == config.steps else 1))
+    return total
+
+
+def _policy(config) -> float:
+    """PPO (SB3 learns whole rollouts: the timesteps rounded up to rollouts of all envs), the episodes each started
+    with a full-compute reference, a uniform schedule at its budget and the episode itself at most at the highest
+    target's budget; the warm start's episodes likewise; the held-out evaluation's references and runs."""
+    from cachepilot.train.fit import policy_config
+
+    policy = policy_config(config, predictor="learned", prior="")
+    counts = policy.step_counts
+    longest, high = max(counts), max(policy.targets)
+    episode = longest + 2 * budget_computes(high, longest)
+    per_rollout = policy.rollout_steps * policy.num_envs
+    timesteps = math.ceil(policy.total_timesteps / per_rollout) * per_rollout
+    per_env = timesteps // policy.num_envs
+    episodes = policy.num_envs * (1 + per_env // min(counts))  # the first reset, then one per finished episode
+    warm = policy.warm_start_episodes * policy.num_envs if policy.warm_start else 0
+    evaluations, last = 0, 0
+    for n in range(policy.num_envs, timesteps + 1, policy.num_envs):
+        if n - last >= policy.eval_every:
+            evaluations, last = evaluations + 1, n
+    held_out = policy.eval_samples * sum(counts) + evaluations * policy.eval_samples * sum(
+        budget_computes(t, n) for t in policy.eval_targets for n in counts)
+    return (episodes + warm) * episode + held_out
+
+
+def _bench(config) -> float:
+    """The methods of `bench.fit_report.bench_checkpoint`, each timed `repeats` times beside full compute, after a
+    2-step warm-up of the hooked and the twin pipeline."""
+    steps, samples, targets = config.steps, config.bench_samples, sorted(config.targets)
+    intervals = sorted({max(2, round(1 / t)) for t in targets})
+    budgets = sum(budget_computes(t, steps) for t in targets)
+    fixed = sum(math.ceil(steps / n) for n in intervals)
+    # always, learned-policy and searched-schedule (at most their budgets), fixed with Taylor-2 / the learned
+    # head / the gated head, fewer steps
+    methods = steps + 2 * budgets + 3 * fixed + sum(max(1, round(t * steps)) for t in targets)
+    jobs = 1 + 2 * len(targets) + 3 * len(intervals) + len(targets)
+    warm_up = 2 * min(samples, config.batch_size) * 2
+    return warm_up + config.bench_repeats * samples * (2 * steps + jobs * steps + methods)
+
+
+def gate_counts(config) -> list[int]:
+    """The step counts the forecaster gate is calibrated at."""
+    return sorted(set(config.gate_steps or [config.steps, *(config.policy_steps or []), 20, 50, 100]))
+
+
+def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | None = None,
+             num_conditions: int = 0, seconds_per_evaluation: float | None = None,
+             copies: float | None = None) -> FitPlan:
+    """Per stage, the evaluations `config` will spend and their wall time. With `pipe` (and a `condition`) the
+    seconds per evaluation and the guidance copies come from a probe call; else from `probe`, or are given
+    (`seconds_per_evaluation`, an assumption, and `copies`, default 1). num_conditions: the distinct conditions
+    the fit checks with a 1-step call each before any stage."""
+    if probe is None and pipe is not None:
+        probe = probe_pipeline(pipe, config.call_kwargs, condition if condition is not None else {})
+    assumed = probe is None and seconds_per_evaluation is not None
+    if probe is not None:
+        seconds_per_evaluation, copies = probe.seconds_per_evaluation, probe.copies
+    copies = 1.0 if copies is None else copies
+    steps = config.steps
+    collect, collect_bound = _collect(config.collect_policies, config.collect_samples, steps)
+    dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps)
+    policy_counts = sorted(set(config.policy_steps or [steps]))
+    rows = [
+        ("check", num_conditions + 2 * PROBE_STEPS, False, "a 1-step call per condition, the probe"),
+        ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
+        ("predictors", dagger, dagger_bound, "the DAgger round's collection (its own step sensitivity)"),
+        ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),
+        ("schedules", _search(config, steps), True, "search sweeps stop early when no move helps"),
+        ("policy", _policy(config), True, "PPO episodes at the highest target's budget"),
+        ("policy_gate", _policy_gate(config, policy_counts), True, "a learned policy at most at its budget"),
+        ("bench", _bench(config), True, "learned / searched methods at most at their budgets"),
+    ]
+    stages = [StagePlan(name, float(count * copies), bound, note) for name, count, bound, note in rows]
+    return FitPlan(stages, seconds_per_evaluation, copies, assumed,
+                   asdict(probe) if probe is not None else None)
