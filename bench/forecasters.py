@@ -1,0 +1,81 @@
+"""Bench methods for the training-free forecaster families: each on the fixed-interval schedules `fixed+taylor2`
+uses (the same computes, only the forecast differs), plus Taylor 1.5 as the third Taylor baseline.
+
+`fixed+hyca` fits its per-channel table on the pipeline itself the first time it is applied: full-compute
+trajectories of the pipeline's default conditions at training noise seeds (disjoint from the bench's), at the
+bench's step count, scored on the same fixed intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import cachepilot
+from cachepilot.bench.methods import Method, ours_method
+from cachepilot.errors import InvalidInputError
+
+INTERVALS = (2, 3, 4, 5, 6)
+FORECASTERS = {  # bench name -> predictor spec
+    "taylor1.5": "taylor:1.5",
+    "foca": "foca",
+    "foca3": "foca:3",
+    "hermite2": "hermite:2",
+    "hermite2s0.7": "hermite:2:0.7",
+    "freq0.25": "freq:0.25",
+    "freq0.5": "freq:0.5",
+    "chebyshev2": "chebyshev:2",
+    "chebyshev2w6": "chebyshev:2:6",
+    "chebyshev1w4": "chebyshev:1:4",
+    "dmd1": "dmd:1",
+    "dmd2": "dmd:2",
+}
+HYCA_FIT_SAMPLES = 8
+HYCA_FIT_SEED = 100_000  # the training seed range (collect's), disjoint from the bench's 20_000+
+
+
+def record_trajectories(pipe: Any, steps: int, samples: int = HYCA_FIT_SAMPLES,
+                        seed: int = HYCA_FIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(steps (T,), residuals (T, rows, tokens, dim)): the block stack's true residual at every step of
+    full-compute calls of the pipeline's default conditions (several transformer calls per step, as true
+    CFG makes: stacked as extra rows)."""
+    from cachepilot.conditions import class_conditions
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.embedded.quality import default_call_kwargs, default_conditions
+    from cachepilot.train.collect import _per_step, _StackRecorder
+
+    conditions = default_conditions(pipe, samples)
+    if conditions is None and getattr(pipe, "num_classes", None):
+        conditions = list(class_conditions(int(pipe.num_classes)).conditions)
+    if not conditions:
+        raise InvalidInputError("fixed+hyca fits its table on the pipeline's default conditions (an embedded "
+                                "pipeline's, or a class-conditional one's classes); fit one with "
+                                "cachepilot.predictors.hyca.fit_hyca otherwise")
+    conditions = [conditions[i % len(conditions)] for i in range(samples)]
+    driver = SamplingDriver(pipe, steps, default_call_kwargs(pipe), batch_size=samples)
+    with _StackRecorder(pipe.transformer) as recorder:
+        driver.sample(conditions, [seed + i for i in range(samples)])
+    residuals = torch.from_numpy(_per_step(recorder.residuals, steps, type(pipe).__name__)).float()
+    return torch.arange(steps), residuals.transpose(0, 1)
+
+
+def hyca_method(steps: int, intervals: Sequence[int] = INTERVALS) -> Method:
+    from cachepilot.predictors.hyca import fit_hyca
+
+    tables: dict[int, Any] = {}
+
+    def apply(pipe, interval):
+        if id(pipe) not in tables:
+            tables[id(pipe)] = fit_hyca([record_trajectories(pipe, steps)], intervals=intervals)[0]
+        cachepilot.enable(pipe, f"fixed:{interval}", tables[id(pipe)])
+        return pipe
+
+    return Method("fixed+hyca", list(intervals), apply, cachepilot.disable)
+
+
+def forecaster_methods(steps: int = 50) -> list[Method]:
+    """fixed+<name> for every forecaster family (see FORECASTERS) and the fitted hybrid."""
+    return [ours_method(f"fixed+{name}", lambda n: f"fixed:{n}", spec, INTERVALS)
+            for name, spec in FORECASTERS.items()] + [hyca_method(steps)]
