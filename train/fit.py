@@ -211,6 +211,9 @@ class Fit:
         with StackCounter(pipe.transformer) as counter:  # the conditions' check and the probe, before any stage
             self.split = self._split(_conditions_for(pipe, prompts))
             self.probe = probe_pipeline(pipe, self.config.call_kwargs, self.split.train.conditions[0])
+        if not (self.out / "conditions.json").exists():  # a fit refused so far leaves nothing behind
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "conditions.json").write_text(json.dumps(self.split.to_json(), indent=2))
         stored = self._stored_record()
         if self.config.budget is not None:  # resumed with the same budget: the sizes it chose then
             self.config = (FitConfig(**stored["fit"]) if stored.get("budget") == self.config.budget
@@ -233,8 +236,7 @@ class Fit:
                 raise InvalidInputError(f"{self.out} was fitted on other conditions: use another --out, or the "
                                         "same prompts to resume")
         else:
-            _check_pipeline_call(self.driver, split)
-            path.write_text(json.dumps(split.to_json(), indent=2))
+            _check_pipeline_call(self.driver, split)  # written once the probe passed too (`__init__`)
         return split
 
     def _stored_record(self) -> dict:

@@ -6,8 +6,8 @@ partial stack by its blocks), the unit `bench.counting.StackCounter` measures wh
 count follows from the config and the stage's code; where it depends on the data (a search's sweeps stop when no
 move helps, a learned policy may compute less than its budget, PPO's random targets) the plan gives the upper bound
 and marks it. Wall time is the count times the seconds per evaluation of a timed probe call of the user's pipeline
-at the user's call kwargs (one sample, 2 steps, after a warm-up call of the same): the transformer's time only, at
-batch 1 (batched stages run faster per evaluation on a GPU); the training of the forecaster head and of PPO's
+at the user's call kwargs (one sample, 2 steps, after a warm-up call of the same; the transformer's calls timed):
+the transformer's time only, at batch 1 (batched stages run faster per evaluation on a GPU); the training of the forecaster head and of PPO's
 networks is not in it.
 """
 
@@ -108,18 +108,31 @@ def probe_pipeline(pipe, call_kwargs: dict, condition: dict) -> Probe:
     from cachepilot.driver import SamplingDriver
 
     driver = SamplingDriver(pipe, PROBE_STEPS, call_kwargs, batch_size=1)
+    cuda = pipe.device.type == "cuda"
+    spent = {"seconds": 0.0, "tic": 0.0}
 
-    def call() -> None:
-        driver.sample([condition], [0])
-        if pipe.device.type == "cuda":
+    def start(module, args, kwargs):
+        if cuda:
             torch.cuda.synchronize(pipe.device)
+        spent["tic"] = time.perf_counter()
+
+    def stop(module, args, kwargs, output):
+        if cuda:
+            torch.cuda.synchronize(pipe.device)
+        spent["seconds"] += time.perf_counter() - spent["tic"]
 
     try:
-        call()  # warm-up: allocator, kernels, compilation
-        with StackCounter(pipe.transformer) as counter:
-            tic = time.perf_counter()
-            call()
-            seconds = time.perf_counter() - tic
+        driver.sample([condition], [0])  # warm-up: allocator, kernels, compilation
+        # the transformer's calls only: text encoding and decoding run once per call, not per evaluation
+        handles = [pipe.transformer.register_forward_pre_hook(start, with_kwargs=True),
+                   pipe.transformer.register_forward_hook(stop, with_kwargs=True)]
+        try:
+            with StackCounter(pipe.transformer) as counter:
+                driver.sample([condition], [0])
+        finally:
+            for handle in handles:
+                handle.remove()
+        seconds = spent["seconds"]
     except Exception as err:  # noqa: BLE001 - whatever the pipeline raises, in its own words, before any stage
         message = f"{type(err).__name__}: {err}".splitlines()[0]
         raise InvalidInputError(f"{type(pipe).__name__} fails a {PROBE_STEPS}-step probe call at the fit's call "

@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--targets", type=float, nargs="+", default=None, help="compute fractions to fit and report")
     fit.add_argument("--smoke", action="store_true", help="every stage at toy sizes: check the plumbing in minutes")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--budget", default=None,
+                     help="transformer evaluations (e.g. 200000) or a duration (1h, 90m, 30s): every stage's sizes "
+                          "scaled down to fit it; refused below the fit's minimum")
+    fit.add_argument("--plan", action="store_true",
+                     help="print each stage's transformer evaluations and estimated wall time (from a timed probe "
+                          "call of the pipeline) and exit")
     fit.set_defaults(func=run)
 
 
@@ -43,9 +49,9 @@ def resolution(pipe, call_kwargs: dict) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from cachepilot.loading import load_pipeline
-    from cachepilot.train.fit import FitConfig, fit
+    from cachepilot.train.fit import FitConfig, fit, plan
 
-    overrides = {"call_kwargs": args.call_kwargs, "seed": args.seed}
+    overrides = {"call_kwargs": args.call_kwargs, "seed": args.seed, "budget": args.budget}
     if args.steps is not None:
         overrides["steps"] = args.steps
     if args.targets is not None:
@@ -64,6 +70,9 @@ def run(args: argparse.Namespace) -> None:
     call = {**default_call_kwargs(pipe), **config.call_kwargs}
     print(f"fit{' (smoke: toy sizes)' if args.smoke else ''}: {type(pipe).__name__} at {resolution(pipe, call)}, "
           f"{config.steps} steps, batch {config.batch_size} -> {args.out}")
+    if args.plan:  # the table is printed; nothing is written
+        plan(pipe, args.prompts, config)
+        return
     fresh = not args.out.exists()
     try:
         record = fit(pipe, args.out, args.prompts, config)

@@ -144,3 +144,23 @@ def test_fit_cli_passes_policy_steps(tmp_path, monkeypatch):
     assert seen[-1].steps == 8 and seen[-1].policy_steps == [6, 12]
     assert cli.main(base) == 0
     assert seen[-1].policy_steps is None
+
+
+def test_fit_cli_plan_and_budget(tmp_path, monkeypatch, capsys):
+    """--plan prints the plan and fits nothing; --budget reaches the config; a malformed one is one line."""
+    from cachepilot import cli
+    from cachepilot.train import fit as fit_module
+
+    fitted, planned = [], []
+    monkeypatch.setattr(fit_module, "fit", lambda pipe, out, prompts, config: fitted.append(config) or
+                        {"stage_seconds": {}})
+    monkeypatch.setattr(fit_module, "plan", lambda pipe, prompts, config: planned.append(config))
+    base = ["fit", "--out", str(tmp_path / "o"), "--smoke", "--steps", "8"]
+    assert cli.main(base + ["--plan", "--budget", "90m"]) == 0
+    assert planned[-1].budget == "90m" and not fitted and not (tmp_path / "o").exists()
+    assert cli.main(base + ["--budget", "200000"]) == 0
+    assert fitted[-1].budget == "200000"
+    capsys.readouterr()
+    assert cli.main(base + ["--budget", "90 minutes"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "budget '90 minutes'" in err and "\n" not in err and not fitted[1:]
