@@ -71,3 +71,16 @@ def test_enable_on_a_compiled_transformer_hooks_the_real_blocks(pipe):
     finally:
         cachepilot.disable(own)
     assert torch.equal(compiled, eager)
+
+
+def test_importing_cachepilot_loads_no_torch_and_the_public_names_load_on_use():
+    """`import cachepilot` stays light (PEP 562): torch, diffusers and the embedded models load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cachepilot\n"
+            "print(any(m in sys.modules for m in ('torch', 'diffusers', 'cachepilot.embedded.digits.pipeline')))\n"
+            "print(callable(cachepilot.enable), cachepilot.CacheCheckpoint.__name__, 'torch' in sys.modules)\n"
+            "print(hasattr(cachepilot, 'DigitsDiTPipeline'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split("\n")[:3] == ["False", "True CacheCheckpoint True", "False"], done.stderr[-800:]
