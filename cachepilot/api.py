@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from cachepilot.errors import CheckpointError
 from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.spec import make_policy
 from cachepilot.core.predictor import Predictor
@@ -51,50 +50,38 @@ def enable(
     predictor: what skipped steps use ('reuse' by default, 'taylor:1', 'taylor:2', 'taylor:1.5': their mean).
     For a bare transformer outside a pipeline pass num_inference_steps (and cfg_copies=2 when
     the batch holds [cond; uncond]). Enabling again replaces the previous configuration.
-    checkpoint / speed: a learned policy directory (default: the shipped one) and its target
-    compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the learned head, gated by its
-    calibration (Taylor where the head was measured to lose at this step count) when the checkpoint has one.
+    checkpoint / speed: a cache checkpoint (`CacheCheckpoint.from_pretrained`: a directory, a hub id, or the shipped
+    one by default) and its target compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the
+    checkpoint's forecaster (`CacheCheckpoint.predictor_spec`: the gated head once calibrated, else the head, else
+    Taylor-2). A checkpoint made for another backbone is refused, naming the field that differs.
     per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
     """
     transformer, pipeline = _split(pipe_or_model)
     if checkpoint is not None or speed is not None:  # a learned policy checkpoint at a compute target
-        from cachepilot.policies.learned import LearnedPolicy
+        from cachepilot.cache_checkpoint import DEFAULT_TARGET, CacheCheckpoint
 
-        policy_dir, predictor_dir = resolve_checkpoint(checkpoint)
-        policy = LearnedPolicy(policy_dir, target=0.3 if speed is None else speed, per_batch=per_batch)
-        predictor = predictor or (head_spec(predictor_dir) if predictor_dir is not None else "learned")
+        cache = CacheCheckpoint.from_pretrained(checkpoint)
+        cache.check_backbone(transformer)
+        policy = cache.policy(DEFAULT_TARGET if speed is None else speed, per_batch=per_batch)
+        predictor = predictor or cache.predictor_spec()
     return apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
 
 
 def head_spec(predictor_dir: Path) -> str:
-    """A head directory's predictor spec: `gated:` once `calibrate-forecaster` (or `fit`) wrote its gate."""
-    from cachepilot.predictors.gated import GATE_FILE
+    """A head directory's predictor spec (`cache_checkpoint.head_spec`): `gated:` once its gate is calibrated."""
+    from cachepilot.cache_checkpoint import head_spec as spec
 
-    return f"{'gated' if (Path(predictor_dir) / GATE_FILE).is_file() else 'learned'}:{predictor_dir}"
+    return spec(predictor_dir)
 
 
 def resolve_checkpoint(checkpoint: str | Path | None) -> tuple[Path, Path | None]:
-    """(policy directory, predictor directory or None) of a cache checkpoint: the shipped one by default, a
-    `cachepilot fit` directory (policy/ + predictors/), a bare policy directory, or a hub id (downloaded with
-    huggingface_hub, then read exactly like a directory)."""
-    from cachepilot.checkpoints import DEFAULT_POLICY, DEFAULT_PREDICTOR
+    """(policy directory, predictor directory or None) of a cache checkpoint (`CacheCheckpoint.from_pretrained`:
+    the shipped one by default, a `fit` directory, a bare policy directory or a hub id)."""
+    from cachepilot.cache_checkpoint import CacheCheckpoint
 
-    if checkpoint is None:
-        return DEFAULT_POLICY, DEFAULT_PREDICTOR
-    path = Path(checkpoint)
-    if not path.exists() and str(checkpoint).count("/") == 1 and not str(checkpoint).startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(snapshot_download(str(checkpoint)))
-        except Exception as err:  # offline, unknown repo
-            raise CheckpointError(f"cache checkpoint {checkpoint} is neither a directory nor a reachable hub id: "
-                                  f"{err}".splitlines()[0]) from None
-    if (path / "policy" / "config.json").is_file():
-        predictors = path / "predictors"
-        return path / "policy", predictors if (predictors / "config.json").is_file() else None
-    return path, None
+    cache = CacheCheckpoint.from_pretrained(checkpoint)
+    return cache.policy_dir if cache.policy_dir is not None else cache.root, cache.predictor_dir
 
 
 def disable(pipe_or_model: Any) -> None:
