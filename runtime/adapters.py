@@ -34,7 +34,7 @@ import torch
 
 from cachepilot.errors import CachepilotError
 from cachepilot.runtime.families import (
-    CHAINED_LISTS, EXTRA_BLOCKS, LAST_LIST, LAYOUT_OVERRIDES, REFUSED, TESTED_MODELS, BlockLayout,
+    CHAINED_LISTS, EXTRA_BLOCKS, LAST_LIST, LAYOUT_OVERRIDES, PER_BLOCK_ARGUMENTS, REFUSED, TESTED_MODELS, BlockLayout,
 )
 
 __all__ = ["CHAINED_LISTS", "EXTRA_BLOCKS", "BlockLayout", "StackAdapter", "UnsupportedModelError", "get_adapter"]
@@ -77,6 +77,7 @@ class StackAdapter:
     model_class: str
     block_lists: tuple[str, ...]
     layout: BlockLayout
+    native: bool = False  # blocks get per-block arguments: the model runs them itself (runtime/hooks.py)
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -161,6 +162,8 @@ class StackAdapter:
         (a block returning (encoder, hidden) read as (hidden, encoder) fails here, not in the engine)."""
         where = {"hidden_states": self.layout.hidden_index, "encoder_hidden_states": self.layout.encoder_index}
         tuple_out = isinstance(output, (tuple, list))
+        hidden = inputs.get("hidden_states")  # one text row for a whole batch comes back one per row
+        hidden_rows = hidden.shape[0] if isinstance(hidden, torch.Tensor) else None
         for name in self.streams:
             given, index = inputs.get(name), where[name]
             if not isinstance(given, torch.Tensor):
@@ -176,7 +179,7 @@ class StackAdapter:
             if not isinstance(got, torch.Tensor):
                 problem = (f"no tensor at position {index} of its output" if tuple_out
                            else f"one tensor, not a tuple holding {name}")
-            elif got.shape != given.shape:
+            elif got.shape[1:] != given.shape[1:] or got.shape[0] not in (given.shape[0], hidden_rows):
                 problem = f"a {name} of shape {tuple(got.shape)} for an input of shape {tuple(given.shape)}"
             elif got is other and other is not given:
                 problem = f"the other input stream where {name} should be"
@@ -296,7 +299,7 @@ def get_adapter(model: torch.nn.Module) -> StackAdapter:
     layouts = {found[n] for n in chosen}
     if len(layouts) != 1:
         raise _unsupported(name, f"its block lists {', '.join(chosen)} return their streams differently")
-    return StackAdapter(name, chosen, layouts.pop())
+    return StackAdapter(name, chosen, layouts.pop(), native=name in PER_BLOCK_ARGUMENTS)
 
 
 class _ExtraPositional(tuple):

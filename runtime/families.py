@@ -49,6 +49,8 @@ EXTRA_BLOCKS: dict[str, BlockLayout] = {
     "SanaVideoTransformerBlock": BlockLayout(0, None),
     "PRXBlock": BlockLayout(0, None),
     "OmniGenBlock": BlockLayout(0, None),
+    "ChromaTransformerBlock": BlockLayout(1, 0),
+    "ChromaSingleTransformerBlock": BlockLayout(0, None),
 }
 
 # Model classes whose block lists run back to back in `forward`, streams passed straight from one list to
@@ -74,12 +76,17 @@ LAST_LIST: dict[str, str] = {
     "Lumina2Transformer2DModel": "layers",  # noise_refiner, context_refiner run first
     "AuraFlowTransformer2DModel": "single_transformer_blocks",  # the joint blocks run first
     "Flux2Transformer2DModel": "single_transformer_blocks",  # the double-stream blocks run first
+    "ChromaTransformer2DModel": "single_transformer_blocks",  # the double-stream blocks run first
 }
+
+# Model classes whose blocks each get their own arguments (Chroma slices its modulation per block): the
+# engine cannot call the stack's blocks the way the model called the first, so when anyone computes the
+# model runs the blocks itself, on every row, and a step mixing computing and skipping samples computes
+# them all (recorded so: per-sample decisions save nothing there, per-batch ones do).
+PER_BLOCK_ARGUMENTS: frozenset[str] = frozenset({"ChromaTransformer2DModel"})
 
 # Families the engine cannot cache as one stack of identically called blocks, with the reason.
 REFUSED: dict[str, str] = {
-    "ChromaTransformer2DModel": "every block gets its own slice of the modulation (temb differs per block), "
-                                "so no block can be called the way the model called the first",
     "HiDreamImageTransformer2DModel": "every block gets its own Llama layer's text states, concatenated to "
                                       "the stream between blocks",
     "HunyuanDiT2DModel": "its blocks take long skip connections from earlier blocks' outputs",
@@ -94,7 +101,7 @@ REFUSED: dict[str, str] = {
 # blocks work the same way.
 TESTED_MODELS: tuple[str, ...] = (
     "AllegroTransformer3DModel", "AuraFlowTransformer2DModel", "BriaTransformer2DModel",
-    "CogVideoXTransformer3DModel", "CosmosTransformer3DModel", "DiTTransformer2DModel",
+    "ChromaTransformer2DModel", "CogVideoXTransformer3DModel", "CosmosTransformer3DModel", "DiTTransformer2DModel",
     "EasyAnimateTransformer3DModel", "Flux2Transformer2DModel", "FluxTransformer2DModel",
     "HunyuanImageTransformer2DModel", "HunyuanVideoFramepackTransformer3DModel", "HunyuanVideoTransformer3DModel",
     "LTXVideoTransformer3DModel", "Lumina2Transformer2DModel", "OmniGenTransformer2DModel",

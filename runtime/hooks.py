@@ -7,7 +7,11 @@ when it calls the block for real. Every block is called the way the model called
 positional layout: HunyuanVideo's two lists name an argument differently). A pass-through block checks
 that it gets the very `hidden_states` tensor the block before it returned: a model that changes the
 stream between blocks (ControlNet residuals, VACE hints) cannot be cached as one stack, and gets a clear
-error instead of wrong outputs. Pipelines that open `cache_context(...)` get per-context state and a
+error instead of wrong outputs. On the first stack call of each call signature every block's output is
+checked against the layout the adapter assumes (`StackAdapter.check_output`) before anything is cached.
+Stacks whose blocks each get their own arguments (`StackAdapter.native`: Chroma) are not run by the first
+block: when anyone computes, the model calls every block itself and the last block's hook completes the
+step. Pipelines that open `cache_context(...)` get per-context state and a
 per-call reset for free (diffusers' `StateManager`); without a context one named context is used and
 calls are counted.
 """
@@ -15,12 +19,14 @@ calls are counted.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import CacheContext, StateManager
 
+from cachepilot.core.actions import Action
 from cachepilot.core.policy import CachePolicy
 from cachepilot.core.predictor import Predictor
 from cachepilot.runtime.adapters import StackAdapter, UnsupportedModelError, get_adapter
@@ -68,6 +74,8 @@ class StackHook(ModelHook):
         self.pass_hooks: list[PassThroughHook] = []
         self._verified: set[tuple] = set()  # call signatures whose block outputs matched the layout
         self._verify = False
+        self.stats_sink: Callable[..., None] | None = None  # told when the engine records stats, and (True) on reset
+        self.native_step: tuple | None = None  # a natively run stack's (state, call, plan) until its last block
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:  # a bypassed call (`CacheEngine.bypassed`): the plain block
@@ -82,12 +90,56 @@ class StackHook(ModelHook):
         self._verify = signature not in self._verified  # checked on the stack's first full run of it
         if self._verify:
             self._pending_signature = signature
+        if adapter.native:
+            return self._native_first(args, kwargs, call, context)
+        recorded = self.engine.last_stats
         out = self.engine.execute(
             self.state_manager.get_state(), call, self._run_stack,
             step_index=context.step_index, num_steps=context.num_inference_steps, context=context.name,
         )
+        if self.stats_sink is not None and self.engine.last_stats is not recorded:
+            self.stats_sink(self.engine)
         self.handoff.give(out["hidden_states"])
         return adapter.make_output(out)
+
+    def _native_first(self, args: tuple, kwargs: dict[str, Any], call: dict[str, Any], context: CacheContext) -> Any:
+        """A stack whose blocks each get their own arguments (`StackAdapter.native`): when anyone computes,
+        the model runs every block itself, on every row (a step mixing computing and skipping samples
+        computes them all, and is recorded so), and the last block's hook completes the step."""
+        engine, adapter = self.engine, self.engine.adapter
+        state = self.state_manager.get_state()
+        plan = engine._plan(state, call, context.step_index, context.num_inference_steps, context.name)
+        if plan.sub_call is not None and plan.new_hidden is not None:
+            compute = int(Action.COMPUTE)
+            plan = engine._plan_actions(state, call, torch.full_like(plan.actions, compute),
+                                        torch.full_like(plan.actions_host, compute))
+        if plan.sub_call is None:  # nobody computes: the cached output, passed through by the other blocks
+            return self._complete(state, call, plan, None)
+        output = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
+        streams = {k: call[k] for k in adapter.streams if k in call}
+        if self._verify:
+            adapter.check_output(self.blocks[0], output, streams)
+        self.native_step = (state, call, plan)
+        return self.native_last(output) if not self.pass_hooks else output
+
+    def native_last(self, output: Any) -> Any:
+        """The last block of a natively run stack returned `output`: the step is recorded, as the engine
+        records a stack it ran itself."""
+        (state, call, plan), self.native_step = self.native_step, None
+        streams = {k: call[k] for k in self.engine.adapter.streams if k in call}
+        streams.update(self.engine.adapter.read_output(output, call))
+        if self._verify:
+            self._verified.add(self._pending_signature)
+            self._verify = False
+        return self._complete(state, call, plan, streams)
+
+    def _complete(self, state: EngineState, call: dict[str, Any], plan: Any, streams: dict[str, Any] | None) -> Any:
+        recorded = self.engine.last_stats
+        out = self.engine._finish(state, call, plan, streams)
+        if self.stats_sink is not None and self.engine.last_stats is not recorded:
+            self.stats_sink(self.engine)
+        self.handoff.give(out["hidden_states"])
+        return self.engine.adapter.make_output(out)
 
     def _run_stack(self, call: dict[str, Any]) -> dict[str, Any]:
         adapter = self.engine.adapter
@@ -114,6 +166,8 @@ class StackHook(ModelHook):
         return streams
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        if self.stats_sink is not None:  # states that never reached their step count are read first
+            self.stats_sink(self.engine, True)
         self.state_manager.reset()
         return module
 
@@ -125,11 +179,18 @@ class PassThroughHook(ModelHook):
         self.handoff = handoff
         self.index = index
         self.compiled: Any = None
+        self.stack: StackHook | None = None  # the stack's first hook (set by apply_cache)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.engine.running_stack:
             return self.fn_ref.original_forward(*args, **kwargs)
         adapter = self.engine.adapter
+        stack = self.stack
+        if stack is not None and stack.native_step is not None:  # a natively run stack: the block runs
+            output = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
+            if stack._verify:
+                adapter.check_output(module, output, adapter.streams_of(module, args, kwargs))
+            return stack.native_last(output) if self.index == len(stack.blocks) - 1 else output
         streams = adapter.streams_of(module, args, kwargs)
         if self.handoff is not None:
             self.handoff.check(streams["hidden_states"], self.index)
@@ -183,6 +244,7 @@ def apply_cache(
     for index, block in enumerate(blocks[1:], start=1):
         hook = PassThroughHook(engine, handoff, index)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PASS_HOOK)
+        hook.stack = stack_hook
         stack_hook.pass_hooks.append(hook)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.register_hook(CompiledBlocksHook(blocks, [stack_hook, *stack_hook.pass_hooks]), COMPILED_HOOK)
@@ -190,6 +252,15 @@ def apply_cache(
     engine.state_manager = HookRegistry.check_if_exists_or_initialize(blocks[0]).get_hook(STACK_HOOK).state_manager
     transformer._cachepilot_engine = engine
     return engine
+
+
+def stack_hook(transformer: torch.nn.Module) -> StackHook | None:
+    """The hook that runs `transformer`'s cached stack (None when not hooked)."""
+    engine = get_engine(transformer)
+    if engine is None:
+        return None
+    first = engine.adapter.blocks(transformer)[0]
+    return HookRegistry.check_if_exists_or_initialize(first).get_hook(STACK_HOOK)
 
 
 def get_engine(transformer: torch.nn.Module) -> CacheEngine | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +17,8 @@ class CacheStats:
     A call that runs its transformer in several cache contexts (Flux / Qwen-Image true CFG: "cond" and
     "uncond", one stack call each per step) has each context's stats in `contexts`, and is summed here:
     one column per (context, sample), so `compute_fraction` and `executed_steps` count every stack call.
+    A pipeline call that runs several stacks one after another (experts, phases) stacks their rows
+    (`of_phases`), each kept in `phases`.
     """
 
     decisions: torch.Tensor
@@ -24,6 +26,7 @@ class CacheStats:
     predictor_seconds: float
     stack_seconds: float
     contexts: Mapping[str, CacheStats] = field(default_factory=dict)
+    phases: tuple[CacheStats, ...] = ()
 
     @classmethod
     def of_contexts(cls, contexts: Mapping[str, CacheStats]) -> CacheStats:
@@ -35,6 +38,21 @@ class CacheStats:
         return cls(torch.cat([p.decisions[:steps] for p in parts], dim=1),
                    sum(p.policy_seconds for p in parts), sum(p.predictor_seconds for p in parts),
                    sum(p.stack_seconds for p in parts), dict(contexts))
+
+    @classmethod
+    def of_phases(cls, parts: Sequence[CacheStats]) -> CacheStats:
+        """One pipeline call's stats over the stack calls it ran one after another: the experts of a
+        mixture-of-experts pipeline (Wan 2.2's transformer then transformer_2) or the phases of a pipeline
+        that denoises twice (VisualCloze). Their step rows are stacked, so `compute_fraction` counts every
+        expert and phase; `phases` keeps each part. Parts of different widths (a phase with another batch or
+        context count) are stacked one decision per row, which keeps the counts and loses the columns."""
+        if len(parts) == 1:
+            return parts[0]
+        same = len({p.decisions.shape[1] for p in parts}) == 1
+        decisions = torch.cat([p.decisions if same else p.decisions.reshape(-1, 1) for p in parts])
+        contexts = parts[0].contexts if same and len({len(p.contexts) for p in parts}) == 1 else {}
+        return cls(decisions, sum(p.policy_seconds for p in parts), sum(p.predictor_seconds for p in parts),
+                   sum(p.stack_seconds for p in parts), contexts, tuple(parts))
 
     @property
     def num_steps(self) -> int:
@@ -76,4 +94,5 @@ class CacheStats:
             "policy_seconds": self.policy_seconds, "predictor_seconds": self.predictor_seconds,
             "stack_seconds": self.stack_seconds,
             **({"contexts": {name: c.summary() for name, c in self.contexts.items()}} if self.contexts else {}),
+            **({"phases": [p.summary() for p in self.phases]} if self.phases else {}),
         }

@@ -146,3 +146,52 @@ def test_cachepilot_explicit_cfg_copies(built, family):
     stats = cachepilot.last_stats(pipe)
     assert np.isfinite(images).all()
     assert stats is not None and stats.batch_size == BATCH and stats.num_steps == STEPS
+
+
+@pytest.fixture(scope="module")
+def wan22():
+    from .tiny_pipelines import wan22_pipeline
+
+    return wan22_pipeline()
+
+
+def _wan22_call(pipe) -> torch.Tensor:
+    from .tiny_pipelines import wan22_call_kwargs
+
+    return pipe(**wan22_call_kwargs(), num_inference_steps=4, generator=torch.Generator().manual_seed(0)).frames
+
+
+def test_wan22_caches_both_experts_and_reports_the_whole_call(wan22):
+    """Wan 2.2: `transformer` runs the two high-noise steps, `transformer_2` the two others (CFG: a cond and an
+    uncond call each). Both are cached, and last_stats counts both experts: fixed:2 computes half of them."""
+    import cachepilot
+    from cachepilot.runtime.hooks import get_engine
+
+    reference = _wan22_call(wan22)
+    cachepilot.enable(wan22, "always")
+    try:
+        assert get_engine(wan22.transformer) is not None and get_engine(wan22.transformer_2) is not None
+        assert torch.equal(_wan22_call(wan22), reference)
+        cachepilot.enable(wan22, "fixed:2", predictor="taylor:1")
+        cached = _wan22_call(wan22)
+        stats = cachepilot.last_stats(wan22)
+        assert stats is not None and len(stats.phases) == 2  # one part per expert
+        assert stats.num_steps == 4 and stats.batch_size == 1 and stats.compute_fraction == 0.5
+        assert [p.num_steps for p in stats.phases] == [2, 2]
+        assert not torch.equal(cached, reference)
+        assert torch.equal(_wan22_call(wan22), cached)
+    finally:
+        cachepilot.disable(wan22)
+    assert get_engine(wan22.transformer) is None and get_engine(wan22.transformer_2) is None
+    assert type(wan22).__name__ == "WanPipeline" and "_cachepilot_base" not in type(wan22).__dict__
+    assert torch.equal(_wan22_call(wan22), reference)
+
+
+def test_a_checkpoint_on_a_pipeline_of_several_transformers_is_refused_clearly(wan22):
+    import cachepilot
+    from cachepilot.runtime.adapters import UnsupportedModelError
+    from cachepilot.runtime.hooks import get_engine
+
+    with pytest.raises(UnsupportedModelError, match=r"runs several \(transformer, transformer_2\)"):
+        cachepilot.enable(wan22, checkpoint="unused", speed=0.3)
+    assert get_engine(wan22.transformer) is None

@@ -206,6 +206,47 @@ def _dit():
     return pipe
 
 
+def _wan_transformer():
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32)
+
+
+def wan22_pipeline(boundary_ratio: float = 0.875) -> Any:
+    """A tiny Wan 2.2 (mixture of experts) `WanPipeline`, in memory: `transformer` denoises the steps whose
+    timestep is at or above boundary_ratio x 1000, `transformer_2` the rest. Both transformers' weights are
+    perturbed (their output layers start at zero-like scales otherwise). Call with `wan22_call_kwargs()`;
+    CFG runs cond and uncond as two transformer calls per step (cache contexts "cond" / "uncond")."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+
+    torch.manual_seed(0)
+    tokenizer = _t5_tokenizer()
+    text_encoder = _t5_encoder(tokenizer, d_model=32)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    transformer, transformer_2 = _wan_transformer(), _wan_transformer()
+    with torch.no_grad():
+        for param in [*transformer.parameters(), *transformer_2.parameters()]:
+            param.add_(0.05 * torch.randn_like(param))
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer, transformer_2=transformer_2, boundary_ratio=boundary_ratio)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def wan22_call_kwargs() -> dict[str, Any]:
+    """A cheap Wan 2.2 call: 16 x 16, 5 frames, CFG on (add `num_inference_steps`, `generator`)."""
+    return dict(prompt="a red circle", negative_prompt="blue", height=16, width=16, num_frames=5,
+                guidance_scale=4.0, max_sequence_length=_T5_MAX_LENGTH, output_type="pt")
+
+
 _BUILDERS = {"flux": _flux, "sd3": _sd3, "pixart-sigma": _pixart_sigma, "dit": _dit}
 
 

@@ -66,6 +66,19 @@ def _ovis(batch: int, g: torch.Generator):
                                               timestep=torch.full((batch,), t / 1000)))
 
 
+def _chroma(batch: int, g: torch.Generator):
+    from diffusers import ChromaTransformer2DModel
+
+    model = ChromaTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=3,
+                                     attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                     axes_dims_rope=[4, 4, 8], approximator_num_channels=8, approximator_hidden_dim=16,
+                                     approximator_layers=1)
+    img_ids, txt_ids = _flux_ids(16, 12)
+    x, context = torch.randn(batch, 16, 4, generator=g), torch.randn(batch, 12, 32, generator=g)
+    return model, x, lambda m, x, t: _sample(m(x, encoder_hidden_states=context, img_ids=img_ids, txt_ids=txt_ids,
+                                              timestep=torch.full((batch,), t / 1000)))
+
+
 def _flux2(batch: int, g: torch.Generator):
     from diffusers import Flux2Transformer2DModel
 
@@ -249,7 +262,7 @@ def _hunyuanimage(batch: int, g: torch.Generator):
 
 
 BUILDERS: dict[str, Callable] = {
-    "bria": _bria, "ovis-image": _ovis, "flux2": _flux2, "auraflow": _auraflow, "lumina2": _lumina2,
+    "chroma": _chroma, "bria": _bria, "ovis-image": _ovis, "flux2": _flux2, "auraflow": _auraflow, "lumina2": _lumina2,
     "z-image": _zimage, "hunyuanimage-2.1": _hunyuanimage, "cosmos": _cosmos, "allegro": _allegro,
     "easyanimate": _easyanimate, "skyreels-v2": _skyreels, "sana-video": _sana_video, "prx": _prx,
     "omnigen": _omnigen, "hunyuanvideo-framepack": _framepack,
@@ -294,13 +307,14 @@ class FamilyResult:
 
 
 CHECKS = ("always bit-exact", "cached (fixed:2 + taylor:1: compute 0.5, output differs)", "clean repeat",
-          "disable restores")
+          "disable restores", "CFG layout (2 rows as one sample's copies)")
 
 
 def check_family(model: torch.nn.Module, x: torch.Tensor, step: Step, family: str = "") -> FamilyResult:
-    """Run the four checks on a fresh model: `always` bit-exact vs no cache; fixed:2 + taylor:1 computes half
-    the steps and changes the output; repeating the cached call gives the same output; `disable` restores
-    the plain model bit for bit."""
+    """Run the checks on a fresh model: `always` bit-exact vs no cache; fixed:2 + taylor:1 computes half the
+    steps and changes the output; repeating the cached call gives the same output; `disable` restores the
+    plain model bit for bit; with an even batch, the rows read as CFG copies of half as many samples get
+    one decision per sample (fixed:2 then decides as before: same output)."""
     from cachepilot.runtime.adapters import get_adapter
 
     result = FamilyResult(family, type(model).__name__)
@@ -317,4 +331,11 @@ def check_family(model: torch.nn.Module, x: torch.Tensor, step: Step, family: st
     result.checks[CHECKS[2]] = torch.equal(run(model, x, step), cached)
     cachepilot.disable(model)
     result.checks[CHECKS[3]] = torch.equal(run(model, x, step), reference)
+    if x.shape[0] % 2 == 0:  # the batch read as [cond; uncond] copies of batch / 2 samples: decided per sample
+        cachepilot.enable(model, "fixed:2", predictor="taylor:1", num_inference_steps=STEPS, cfg_copies=2)
+        copies = run(model, x, step)
+        stats = cachepilot.last_stats(model)
+        cachepilot.disable(model)
+        result.checks[CHECKS[4]] = (stats is not None and stats.batch_size == x.shape[0] // 2
+                                    and stats.compute_fraction == 0.5 and torch.equal(copies, cached))
     return result

@@ -24,6 +24,7 @@ def _one_thread():
 def test_family_is_cached_exactly(family):
     result = check_family(*build(family), family=family)
     assert result.checks == dict.fromkeys(CHECKS, True), result.checks
+    assert result.passed
 
 
 STACKS = {  # the lists each family's cached stack is made of (LAST_LIST: the earlier lists run every step)
@@ -32,6 +33,7 @@ STACKS = {  # the lists each family's cached stack is made of (LAST_LIST: the ea
     "hunyuanimage-2.1": ("transformer_blocks", "single_transformer_blocks"),
     "hunyuanvideo-framepack": ("transformer_blocks", "single_transformer_blocks"),
     "flux2": ("single_transformer_blocks",), "auraflow": ("single_transformer_blocks",),
+    "chroma": ("single_transformer_blocks",),
     "lumina2": ("layers",), "z-image": ("layers",), "skyreels-v2": ("blocks",), "omnigen": ("layers",),
     "prx": ("blocks",),
 }
@@ -118,3 +120,24 @@ def test_every_built_family_is_listed_as_tested():
     for family in BUILDERS:
         model, _, _ = build(family, batch=1)
         assert type(model).__name__ in TESTED_MODELS
+
+
+def test_per_block_argument_stacks_compute_every_row_of_a_mixed_step():
+    """Chroma's blocks each get their own modulation, so the model runs them itself: a step where one sample
+    computes computes both, and is recorded so (the compute fraction stays honest)."""
+    import cachepilot
+    from cachepilot.core.actions import Action
+    from cachepilot.policies.baselines import Schedule
+    from cachepilot.predictors.taylor import Taylor
+    from cachepilot.runtime.hooks import apply_cache
+
+    from .more_families import run
+
+    model, x, step = build("chroma")
+    assert get_adapter(model).native
+    mask = torch.tensor([[1, 0, 0, 1], [1, 0, 1, 1]], dtype=torch.bool)  # step 1: both skip; step 2: mixed
+    apply_cache(model, Schedule(mask), Taylor(1), num_inference_steps=4)
+    out = run(model, x, step)
+    computed = cachepilot.last_stats(model).decisions == Action.COMPUTE
+    assert computed.tolist() == [[True, True], [False, False], [True, True], [True, True]]
+    assert torch.isfinite(out).all()
