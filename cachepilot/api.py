@@ -6,6 +6,7 @@ transformer itself (cache-dit style) and leaves `_cache_config` alone.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from cachepilot.policies.spec import make_policy
 from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.runtime.engine import CacheEngine
+from cachepilot.runtime.adapters import UnsupportedModelError
 from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache
+from cachepilot.runtime.pipelines import PipelineCache, pipeline_transformers, track, tracker_of, warn_refused
 from cachepilot.runtime.stats import CacheStats
 
 
@@ -28,10 +31,30 @@ def _unwrap(model: Any) -> Any:
 
 
 def _split(pipe_or_model: Any) -> tuple[torch.nn.Module, Any]:
+    """(the pipeline's `transformer`, the pipeline), or (the model, None) for a bare transformer."""
     transformer = getattr(pipe_or_model, "transformer", None)
     if isinstance(transformer, torch.nn.Module):
         return _unwrap(transformer), pipe_or_model
     return _unwrap(pipe_or_model), None
+
+
+def _cached_transformers(transformer: torch.nn.Module, pipeline: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(the transformer to cache first, {component name: every transformer to cache}): all of a pipeline's
+    transformers the engine supports (Wan 2.2's transformer and transformer_2), with a warning naming those
+    it cannot cache; a bare transformer, or a pipeline none of whose transformers is supported, as given (so
+    `apply_cache` raises its clear error)."""
+    if pipeline is None:
+        return transformer, {"transformer": transformer}
+    found, refused = pipeline_transformers(pipeline)
+    if not found:
+        return transformer, {"transformer": transformer}
+    warn_refused(refused, found)
+    return next(iter(found.values())), found
+
+
+def _fresh(spec: Any) -> Any:
+    """A policy or predictor for one more engine: a spec string as is, an object copied (they hold state)."""
+    return spec if spec is None or isinstance(spec, str) else copy.deepcopy(spec)
 
 
 def enable(
@@ -44,7 +67,8 @@ def enable(
     speed: float | None = None,
     per_batch: bool = False,
 ) -> CacheEngine:
-    """Cache a pipeline's transformer (or a bare transformer) with `policy` and `predictor`.
+    """Cache a pipeline's transformers (every one the engine supports: Wan 2.2's transformer and transformer_2;
+    a warning names any it cannot cache) or a bare transformer, with `policy` and `predictor`.
 
     policy: a `CachePolicy` or a spec ('always', 'fixed:3', 'threshold:0.1', 'schedule:1101...');
     predictor: what skipped steps use ('reuse' by default, 'taylor:1', 'taylor:2', 'taylor:1.5': their mean).
@@ -57,6 +81,12 @@ def enable(
     per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
     """
     transformer, pipeline = _split(pipe_or_model)
+    transformer, cached = _cached_transformers(transformer, pipeline)
+    if len(cached) > 1 and (checkpoint is not None or speed is not None):
+        raise UnsupportedModelError(
+            f"a cache checkpoint holds one transformer's policy and forecaster, and this pipeline runs several "
+            f"({', '.join(cached)}): enable it with a training-free policy (e.g. 'fixed:2'), or pass one of its "
+            "transformers to enable() to use a checkpoint fitted on that transformer")
     if checkpoint is not None or speed is not None:  # a learned policy checkpoint at a compute target
         from cachepilot.cache_checkpoint import DEFAULT_TARGET, CacheCheckpoint
 
@@ -64,8 +94,15 @@ def enable(
         cache.check_backbone(transformer)
         policy = cache.policy(DEFAULT_TARGET if speed is None else speed, per_batch=per_batch)
         predictor = predictor or cache.predictor_spec()
-    return apply_cache(transformer, make_policy(policy), make_predictor(predictor),
-                       num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+    engine = apply_cache(transformer, make_policy(policy), make_predictor(predictor),
+                         num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+    for other in cached.values():
+        if other is not transformer:
+            apply_cache(other, make_policy(_fresh(policy)), make_predictor(_fresh(predictor)),
+                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+    if pipeline is not None:  # last_stats covers every transformer and phase of a whole pipeline call
+        track(pipeline, cached)
+    return engine
 
 
 def head_spec(predictor_dir: Path) -> str:
@@ -85,11 +122,23 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> tuple[Path, Path | None
 
 
 def disable(pipe_or_model: Any) -> None:
-    """Remove cachepilot's hooks; the model computes every step again."""
-    remove_cache(_split(pipe_or_model)[0])
+    """Remove cachepilot's hooks (from every transformer of a pipeline); the model computes every step again."""
+    transformer, pipeline = _split(pipe_or_model)
+    remove_cache(transformer)
+    tracker = tracker_of(pipeline)
+    if tracker is not None:
+        for other in tracker.transformers.values():
+            remove_cache(other)
+        PipelineCache.release(pipeline)
 
 
 def last_stats(pipe_or_model: Any) -> CacheStats | None:
-    """Statistics of the last completed cached call (None if not enabled or nothing ran)."""
-    engine = get_engine(_split(pipe_or_model)[0])
+    """Statistics of the last completed cached call (None if not enabled or nothing ran). For a pipeline: its
+    last whole `__call__`, over every transformer it caches and every denoising phase (rows stacked,
+    `CacheStats.of_phases`); the transformer's own last call when the pipeline was not called through."""
+    transformer, pipeline = _split(pipe_or_model)
+    tracker = tracker_of(pipeline)
+    if tracker is not None and tracker.last_stats is not None:
+        return tracker.last_stats
+    engine = get_engine(transformer)
     return engine.last_stats if engine is not None else None
