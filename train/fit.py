@@ -37,7 +37,7 @@ from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
 from cachepilot.runtime.fingerprint import backbone_fingerprint
 from cachepilot.train.budget import budget_evaluations, parse_budget, size_to_budget
-from cachepilot.train.plan import FitPlan, Probe, gate_counts, plan_fit, probe_pipeline
+from cachepilot.train.plan import PROBE_BATCH, FitPlan, Probe, gate_counts, plan_fit, probe_pipeline
 
 CONFIG_FILE = "cachepilot_config.json"
 FORMAT_VERSION = 1
@@ -186,11 +186,12 @@ def plan(pipe, prompts: str | Path | ConditionSet | None = None, config: FitConf
     config.check()
     split = split_conditions(_conditions_for(pipe, prompts), seed=config.seed)
     with torch.inference_mode(False):
-        probe = probe_pipeline(pipe, config.call_kwargs, split.train.conditions[0])
+        probe = probe_pipeline(pipe, config.call_kwargs, split.train.conditions[0],
+                               min(PROBE_BATCH, config.batch_size))
     if config.budget is not None:
         config = sized_config(config, probe, _distinct(split))
     result = plan_fit(config, probe=probe, num_conditions=_distinct(split))
-    console.print(result.table())
+    console.print(result.table(), soft_wrap=True, markup=False, highlight=False)
     return result
 
 
@@ -210,7 +211,8 @@ class Fit:
         tic = time.perf_counter()
         with StackCounter(pipe.transformer) as counter:  # the conditions' check and the probe, before any stage
             self.split = self._split(_conditions_for(pipe, prompts))
-            self.probe = probe_pipeline(pipe, self.config.call_kwargs, self.split.train.conditions[0])
+            self.probe = probe_pipeline(pipe, self.config.call_kwargs, self.split.train.conditions[0],
+                                        min(PROBE_BATCH, self.config.batch_size))
         if not (self.out / "conditions.json").exists():  # a fit refused so far leaves nothing behind
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "conditions.json").write_text(json.dumps(self.split.to_json(), indent=2))
@@ -221,7 +223,7 @@ class Fit:
                            else sized_config(self.config, self.probe, _distinct(self.split)))
             self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
         self.plan = plan_fit(self.config, probe=self.probe, num_conditions=_distinct(self.split))
-        console.print(self.plan.table())
+        console.print(self.plan.table(), soft_wrap=True, markup=False, highlight=False)
         self.record = self._read_record(stored)
         self._add_cost("check", counter.evaluations, time.perf_counter() - tic)
         self._save_record()

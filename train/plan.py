@@ -6,8 +6,8 @@ partial stack by its blocks), the unit `bench.counting.StackCounter` measures wh
 count follows from the config and the stage's code; where it depends on the data (a search's sweeps stop when no
 move helps, a learned policy may compute less than its budget, PPO's random targets) the plan gives the upper bound
 and marks it. Wall time is the count times the seconds per evaluation of a timed probe call of the user's pipeline
-at the user's call kwargs (one sample, 2 steps, after a warm-up call of the same; the transformer's calls timed):
-the transformer's time only, at batch 1 (batched stages run faster per evaluation on a GPU); the training of the forecaster head and of PPO's
+at the user's call kwargs (2 steps of a batch of 16, or the fit's batch size when smaller, after a warm-up call of the
+same; the transformer's calls timed): the transformer's time only, at the batch most stages sample at; the training of the forecaster head and of PPO's
 networks is not in it.
 """
 
@@ -25,6 +25,7 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.policies.budget import budget_computes
 
 PROBE_STEPS = 2
+PROBE_BATCH = 16  # the batch most stages sample at (search / gate samples, PPO envs, step sensitivity)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Probe:
     evaluations: float
     seconds: float
     steps: int = PROBE_STEPS
+    batch: int = 1
 
     @property
     def seconds_per_evaluation(self) -> float:
@@ -49,7 +51,7 @@ class Probe:
     @property
     def copies(self) -> float:
         """Stack evaluations per sample and step (2 under batched or true classifier-free guidance)."""
-        return self.evaluations / self.steps
+        return self.evaluations / (self.steps * self.batch)
 
 
 @dataclass
@@ -101,13 +103,15 @@ def format_duration(seconds: float | None) -> str:
 
 
 # -- the probe --------------------------------------------------------------------------------------------------
-def probe_pipeline(pipe, call_kwargs: dict, condition: dict) -> Probe:
-    """Time one 2-step call of one sample after a warm-up call of the same, counting its evaluations. A call that
-    fails is an InvalidInputError with the pipeline's own message, before any stage runs."""
+def probe_pipeline(pipe, call_kwargs: dict, condition: dict, batch: int = PROBE_BATCH) -> Probe:
+    """Time one 2-step call of `batch` samples after a warm-up call of the same, counting its evaluations. A call
+    that fails (out of memory at the batch the stages use) is an InvalidInputError with the pipeline's own message,
+    before any stage runs."""
     from cachepilot.bench.counting import StackCounter
     from cachepilot.driver import SamplingDriver
 
-    driver = SamplingDriver(pipe, PROBE_STEPS, call_kwargs, batch_size=1)
+    driver = SamplingDriver(pipe, PROBE_STEPS, call_kwargs, batch_size=batch)
+    conditions, seeds = [condition] * batch, list(range(batch))
     cuda = pipe.device.type == "cuda"
     spent = {"seconds": 0.0, "tic": 0.0}
 
@@ -122,13 +126,13 @@ def probe_pipeline(pipe, call_kwargs: dict, condition: dict) -> Probe:
         spent["seconds"] += time.perf_counter() - spent["tic"]
 
     try:
-        driver.sample([condition], [0])  # warm-up: allocator, kernels, compilation
+        driver.sample(conditions, seeds)  # warm-up: allocator, kernels, compilation
         # the transformer's calls only: text encoding and decoding run once per call, not per evaluation
         handles = [pipe.transformer.register_forward_pre_hook(start, with_kwargs=True),
                    pipe.transformer.register_forward_hook(stop, with_kwargs=True)]
         try:
             with StackCounter(pipe.transformer) as counter:
-                driver.sample([condition], [0])
+                driver.sample(conditions, seeds)
         finally:
             for handle in handles:
                 handle.remove()
@@ -139,7 +143,7 @@ def probe_pipeline(pipe, call_kwargs: dict, condition: dict) -> Probe:
                                 f"kwargs: {message}") from None
     if counter.evaluations <= 0:
         raise InvalidInputError(f"{type(pipe).__name__}'s probe call evaluated no transformer block")
-    return Probe(counter.evaluations, seconds)
+    return Probe(counter.evaluations, seconds, PROBE_STEPS, batch)
 
 
 # -- per-stage counts, in sample-steps (times `copies` at the end) -----------------------------------------------
@@ -267,7 +271,8 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     (`seconds_per_evaluation`, an assumption, and `copies`, default 1). num_conditions: the distinct conditions
     the fit checks with a 1-step call each before any stage."""
     if probe is None and pipe is not None:
-        probe = probe_pipeline(pipe, config.call_kwargs, condition if condition is not None else {})
+        probe = probe_pipeline(pipe, config.call_kwargs, condition if condition is not None else {},
+                               min(PROBE_BATCH, config.batch_size))
     assumed = probe is None and seconds_per_evaluation is not None
     if probe is not None:
         seconds_per_evaluation, copies = probe.seconds_per_evaluation, probe.copies
@@ -277,7 +282,8 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps)
     policy_counts = sorted(set(config.policy_steps or [steps]))
     rows = [
-        ("check", num_conditions + 2 * PROBE_STEPS, False, "a 1-step call per condition, the probe"),
+        ("check", num_conditions + 2 * PROBE_STEPS * (probe.batch if probe is not None else 1), False,
+         "a 1-step call per condition, the probe"),
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
         ("predictors", dagger, dagger_bound, "the DAgger round's collection (its own step sensitivity)"),
         ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),
