@@ -34,7 +34,8 @@ import torch
 
 from cachepilot.errors import CachepilotError
 from cachepilot.runtime.families import (
-    CHAINED_LISTS, EXTRA_BLOCKS, LAST_LIST, LAYOUT_OVERRIDES, PER_BLOCK_ARGUMENTS, REFUSED, TESTED_MODELS, BlockLayout,
+    CHAINED_LISTS, EXTRA_BLOCKS, LAST_LIST, LAYOUT_OVERRIDES, PER_BLOCK_ARGUMENTS, REFUSED, STREAM_REBUILT_BETWEEN_BLOCKS,
+    TESTED_MODELS, BlockLayout,
 )
 
 __all__ = ["CHAINED_LISTS", "EXTRA_BLOCKS", "BlockLayout", "StackAdapter", "UnsupportedModelError", "get_adapter"]
@@ -78,6 +79,7 @@ class StackAdapter:
     block_lists: tuple[str, ...]
     layout: BlockLayout
     native: bool = False  # blocks get per-block arguments: the model runs them itself (runtime/hooks.py)
+    checks_handoff: bool = True  # whether each block must get the very stream the block before returned
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -299,7 +301,8 @@ def get_adapter(model: torch.nn.Module) -> StackAdapter:
     layouts = {found[n] for n in chosen}
     if len(layouts) != 1:
         raise _unsupported(name, f"its block lists {', '.join(chosen)} return their streams differently")
-    return StackAdapter(name, chosen, layouts.pop(), native=name in PER_BLOCK_ARGUMENTS)
+    return StackAdapter(name, chosen, layouts.pop(), native=name in PER_BLOCK_ARGUMENTS,
+                        checks_handoff=name not in STREAM_REBUILT_BETWEEN_BLOCKS)
 
 
 class _ExtraPositional(tuple):

@@ -51,6 +51,8 @@ EXTRA_BLOCKS: dict[str, BlockLayout] = {
     "OmniGenBlock": BlockLayout(0, None),
     "ChromaTransformerBlock": BlockLayout(1, 0),
     "ChromaSingleTransformerBlock": BlockLayout(0, None),
+    "HiDreamBlock": BlockLayout(0, None),
+    "HunyuanDiTBlock": BlockLayout(0, None),  # the cached single-stream list's layout (the double list runs)
 }
 
 # Model classes whose block lists run back to back in `forward`, streams passed straight from one list to
@@ -77,19 +79,27 @@ LAST_LIST: dict[str, str] = {
     "AuraFlowTransformer2DModel": "single_transformer_blocks",  # the joint blocks run first
     "Flux2Transformer2DModel": "single_transformer_blocks",  # the double-stream blocks run first
     "ChromaTransformer2DModel": "single_transformer_blocks",  # the double-stream blocks run first
+    "HiDreamImageTransformer2DModel": "single_stream_blocks",  # the double-stream blocks run first
 }
 
-# Model classes whose blocks each get their own arguments (Chroma slices its modulation per block): the
+# Model classes whose blocks each get their own arguments (Chroma slices its modulation per block, HiDream
+# gives each block its own Llama layer's text states, HunyuanDiT its own skip connection): the
 # engine cannot call the stack's blocks the way the model called the first, so when anyone computes the
 # model runs the blocks itself, on every row, and a step mixing computing and skipping samples computes
 # them all (recorded so: per-sample decisions save nothing there, per-batch ones do).
-PER_BLOCK_ARGUMENTS: frozenset[str] = frozenset({"ChromaTransformer2DModel"})
+PER_BLOCK_ARGUMENTS: frozenset[str] = frozenset({
+    "ChromaTransformer2DModel", "HiDreamImageTransformer2DModel",
+    "HunyuanDiT2DModel",  # its later blocks take long skip connections from earlier blocks' outputs
+})
+
+# Of those, model classes that rebuild the stream between blocks and undo it after (HiDream appends each
+# block's own Llama text states to the stream and cuts them off after the block): a skipped step's cached
+# output still comes out right, but the stream a block gets is not the tensor the block before returned,
+# so the hooks do not check that hand-off (they do for every other stack, to catch ControlNet residuals).
+STREAM_REBUILT_BETWEEN_BLOCKS: frozenset[str] = frozenset({"HiDreamImageTransformer2DModel"})
 
 # Families the engine cannot cache as one stack of identically called blocks, with the reason.
 REFUSED: dict[str, str] = {
-    "HiDreamImageTransformer2DModel": "every block gets its own Llama layer's text states, concatenated to "
-                                      "the stream between blocks",
-    "HunyuanDiT2DModel": "its blocks take long skip connections from earlier blocks' outputs",
     "LatteTransformer3DModel": "its spatial and temporal blocks alternate with reshapes between them",
     "LTX2VideoTransformer3DModel": "its blocks carry a video and an audio stream, both read after the stack; "
                                    "the engine caches one stream's residual",
@@ -103,7 +113,7 @@ TESTED_MODELS: tuple[str, ...] = (
     "AllegroTransformer3DModel", "AuraFlowTransformer2DModel", "BriaTransformer2DModel",
     "ChromaTransformer2DModel", "CogVideoXTransformer3DModel", "CosmosTransformer3DModel", "DiTTransformer2DModel",
     "EasyAnimateTransformer3DModel", "Flux2Transformer2DModel", "FluxTransformer2DModel",
-    "HunyuanImageTransformer2DModel", "HunyuanVideoFramepackTransformer3DModel", "HunyuanVideoTransformer3DModel",
+    "HiDreamImageTransformer2DModel", "HunyuanDiT2DModel", "HunyuanImageTransformer2DModel", "HunyuanVideoFramepackTransformer3DModel", "HunyuanVideoTransformer3DModel",
     "LTXVideoTransformer3DModel", "Lumina2Transformer2DModel", "OmniGenTransformer2DModel",
     "OvisImageTransformer2DModel", "PRXTransformer2DModel", "PixArtTransformer2DModel",
     "QwenImageTransformer2DModel", "SD3Transformer2DModel", "SanaTransformer2DModel",

@@ -242,7 +242,7 @@ def apply_cache(
     with outside_split_hooks(blocks[0]):
         HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(stack_hook, STACK_HOOK)
     for index, block in enumerate(blocks[1:], start=1):
-        hook = PassThroughHook(engine, handoff, index)
+        hook = PassThroughHook(engine, handoff if adapter.checks_handoff else None, index)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PASS_HOOK)
         hook.stack = stack_hook
         stack_hook.pass_hooks.append(hook)

@@ -79,6 +79,37 @@ def _chroma(batch: int, g: torch.Generator):
                                               timestep=torch.full((batch,), t / 1000)))
 
 
+def _hidream(batch: int, g: torch.Generator):
+    from diffusers import HiDreamImageTransformer2DModel
+
+    model = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=2,
+                                           attention_head_dim=8, num_attention_heads=4, caption_channels=[8, 4],
+                                           text_emb_dim=8, num_routed_experts=2, num_activated_experts=2,
+                                           axes_dims_rope=(4, 2, 2), max_resolution=(32, 32), llama_layers=(0, 1, 2),
+                                           force_inference_output=True)
+    x = torch.randn(batch, 4, 8, 8, generator=g)
+    t5, pooled = torch.randn(batch, 6, 8, generator=g), torch.randn(batch, 8, generator=g)
+    llama = torch.randn(3, batch, 6, 4, generator=g)  # one text state per Llama layer the blocks read
+    return model, x, lambda m, x, t: _sample(m(x, timesteps=torch.full((batch,), int(t)), encoder_hidden_states_t5=t5,
+                                              encoder_hidden_states_llama3=llama, pooled_embeds=pooled))
+
+
+def _hunyuandit(batch: int, g: torch.Generator):
+    from diffusers import HunyuanDiT2DModel
+
+    model = HunyuanDiT2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=4, attention_head_dim=8,
+                              num_attention_heads=2, cross_attention_dim=8, cross_attention_dim_t5=8,
+                              pooled_projection_dim=4, hidden_size=16, text_len=4, text_len_t5=4,
+                              activation_fn="gelu-approximate")  # 4 layers: the last takes the first one's output
+    x = torch.randn(batch, 4, 8, 8, generator=g)
+    context, context_t5 = torch.randn(batch, 4, 8, generator=g), torch.randn(batch, 4, 8, generator=g)
+    kwargs = dict(encoder_hidden_states=context, text_embedding_mask=torch.ones(batch, 4),
+                  encoder_hidden_states_t5=context_t5, text_embedding_mask_t5=torch.ones(batch, 4),
+                  image_meta_size=torch.tensor([[1024.0, 1024, 16, 16, 0, 0]] * batch),
+                  style=torch.zeros(batch, dtype=torch.long), image_rotary_emb=(torch.ones(16, 8), torch.zeros(16, 8)))
+    return model, x, lambda m, x, t: _sample(m(x, timestep=torch.full((batch,), float(t)), **kwargs))[:, :4]
+
+
 def _flux2(batch: int, g: torch.Generator):
     from diffusers import Flux2Transformer2DModel
 
@@ -262,7 +293,7 @@ def _hunyuanimage(batch: int, g: torch.Generator):
 
 
 BUILDERS: dict[str, Callable] = {
-    "chroma": _chroma, "bria": _bria, "ovis-image": _ovis, "flux2": _flux2, "auraflow": _auraflow, "lumina2": _lumina2,
+    "chroma": _chroma, "hidream": _hidream, "hunyuandit": _hunyuandit, "bria": _bria, "ovis-image": _ovis, "flux2": _flux2, "auraflow": _auraflow, "lumina2": _lumina2,
     "z-image": _zimage, "hunyuanimage-2.1": _hunyuanimage, "cosmos": _cosmos, "allegro": _allegro,
     "easyanimate": _easyanimate, "skyreels-v2": _skyreels, "sana-video": _sana_video, "prx": _prx,
     "omnigen": _omnigen, "hunyuanvideo-framepack": _framepack,

@@ -33,7 +33,8 @@ STACKS = {  # the lists each family's cached stack is made of (LAST_LIST: the ea
     "hunyuanimage-2.1": ("transformer_blocks", "single_transformer_blocks"),
     "hunyuanvideo-framepack": ("transformer_blocks", "single_transformer_blocks"),
     "flux2": ("single_transformer_blocks",), "auraflow": ("single_transformer_blocks",),
-    "chroma": ("single_transformer_blocks",),
+    "chroma": ("single_transformer_blocks",), "hidream": ("single_stream_blocks",),
+    "hunyuandit": ("blocks",),
     "lumina2": ("layers",), "z-image": ("layers",), "skyreels-v2": ("blocks",), "omnigen": ("layers",),
     "prx": ("blocks",),
 }
