@@ -100,7 +100,8 @@ STREAM_REBUILT_BETWEEN_BLOCKS: frozenset[str] = frozenset({"HiDreamImageTransfor
 
 # Families the engine cannot cache as one stack of identically called blocks, with the reason.
 REFUSED: dict[str, str] = {
-    "LatteTransformer3DModel": "its spatial and temporal blocks alternate with reshapes between them",
+    "LatteTransformer3DModel": "its spatial and temporal blocks alternate with reshapes (and, after the first, "
+                               "a temporal position embedding) between them, and its stream's rows are frames",
     "LTX2VideoTransformer3DModel": "its blocks carry a video and an audio stream, both read after the stack; "
                                    "the engine caches one stream's residual",
     "ConsisIDTransformer3DModel": "face features are added to the stream between blocks",
