@@ -14,7 +14,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from cachepilot.train import lightning_run
 from cachepilot.train.checkpoints import resume_checkpoint
+from cachepilot.train.lightning_run import check_tensors_only, trainer_callbacks
 
 from cachepilot.errors import InvalidInputError
 import torch.nn.functional as F
@@ -165,6 +167,8 @@ def train_backbone(
     last = resume_checkpoint(work_dir) if resume and work_dir.is_dir() else None
     if resume and last is None:
         raise FileNotFoundError(f"--resume: no checkpoint to resume from at {work_dir / 'last.ckpt'}")
+    if last is not None:
+        check_same_settings(last, config)
     train_size = len(load_digits_split().train_images)
     if config.batch_size > train_size:  # drop_last: zero batches, zero optimisation steps, an untrained model
         raise InvalidInputError(f"batch size {config.batch_size} is larger than the {train_size} training digits: "
@@ -181,17 +185,33 @@ def train_backbone(
             EMAWeightAveraging(decay=config.ema_decay),
             ModelCheckpoint(dirpath=work_dir, every_n_train_steps=checkpoint_every, save_last=True,
                             enable_version_counter=False),  # --resume keeps updating last.ckpt
-        ],
+        ] + trainer_callbacks(work_dir, progress),
         enable_progress_bar=progress,
         enable_model_summary=progress,
-        log_every_n_steps=25,
+        log_every_n_steps=min(25, config.max_steps),
         gradient_clip_val=1.0,
     )
-    trainer.fit(module, datamodule=DigitsDataModule(config.batch_size, config.seed),
-                ckpt_path=str(last) if last is not None else None)
+    lightning_run.fit(trainer, module, DigitsDataModule(config.batch_size, config.seed), work_dir, last)
     if out_dir is not None:
         export_pipeline(module, config, Path(out_dir))
     return module
+
+
+ARCHITECTURE = ("num_layers", "num_attention_heads", "attention_head_dim", "patch_size", "scheduler")
+
+
+def check_same_settings(checkpoint: Path, config: BackboneConfig) -> None:
+    """--resume continues the run the checkpoint belongs to: a setting that differs (another --layers, ...) is
+    one line naming it, not a state-dict mismatch from deep inside Lightning."""
+    check_tensors_only(checkpoint)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("config")
+    if not isinstance(saved, dict):
+        return
+    flags = {"num_layers": "--layers"}  # the architecture: --train-steps may grow, to train on
+    for name, value in asdict(config).items():
+        if name in ARCHITECTURE and name in saved and saved[name] != value:
+            raise InvalidInputError(f"--resume: {checkpoint} was trained with {flags.get(name, name)} {saved[name]}, "
+                                    f"this run asks for {value}: use the same settings, or another --work-dir")
 
 
 def export_pipeline(module: BackboneModule, config: BackboneConfig, out_dir: Path) -> None:

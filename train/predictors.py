@@ -17,7 +17,9 @@ from types import SimpleNamespace
 import lightning.pytorch as pl
 import torch
 
+from cachepilot.train import lightning_run
 from cachepilot.train.checkpoints import resume_checkpoint
+from cachepilot.train.lightning_run import trainer_callbacks
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -229,6 +231,21 @@ class PredictorModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def check_finished(data_dirs: list[Path]) -> None:
+    """A shard still named *.partial is one a killed `collect` left unfinished: training on the rest would silently
+    drop its rows, so it is refused, named with its row count."""
+    from datasets import load_from_disk
+
+    for path in data_dirs:
+        for partial in sorted((path / "shards").glob("*.partial")) if (path / "shards").is_dir() else []:
+            try:
+                rows = f"{len(load_from_disk(str(partial)))} rows"
+            except Exception:  # killed mid-write: no readable record of its rows
+                rows = "its rows unreadable"
+            raise CachepilotError(f"the collection shard {partial} is unfinished ({rows}; a killed `cachepilot "
+                                  "collect`): rerun collect with the same settings to finish it, or delete it")
+
+
 def train_predictors(
     data_dir: Path | list[Path], out_dir: Path | None, work_dir: Path, config: PredictorConfig, resume: bool = False,
     devices: int = 1, strategy: str = "auto", accelerator: str = "auto", progress: bool = True,
@@ -247,6 +264,7 @@ def train_predictors(
         if not (path / "collect_config.json").exists():
             load_collection(path)  # raises the clear "no collection" error
         metas.append(collection_meta(path))
+    check_finished(data_dirs)
     meta = metas[0]
     for path, other in zip(data_dirs[1:], metas[1:]):
         for key in FINGERPRINT_KEYS:
@@ -276,11 +294,11 @@ def train_predictors(
         max_steps=config.max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
         default_root_dir=work_dir, logger=pl.loggers.CSVLogger(work_dir, name="logs"),
         callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, enable_version_counter=False,
-                                   every_n_train_steps=config.checkpoint_every)],
+                                   every_n_train_steps=config.checkpoint_every)] + trainer_callbacks(work_dir, progress),
         val_check_interval=config.val_every, check_val_every_n_epoch=None, enable_progress_bar=progress,
-        enable_model_summary=False, log_every_n_steps=25,
+        enable_model_summary=False, log_every_n_steps=min(25, config.max_steps),
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last is not None else None)
+    lightning_run.fit(trainer, module, data, work_dir, last)
     if out_dir is not None and trainer.is_global_zero:
         fingerprint = {k: meta[k] for k in FINGERPRINT_KEYS}
         fingerprint["num_steps_trained"] = steps if len(counts) == 1 else counts

@@ -28,6 +28,8 @@ def warmup_mask(num_steps: int, computes: int, warmup: int, open_end: bool = Fal
     """The first `warmup` steps computed, the other computes evenly spaced after them up to the last step, or
     (open_end) each centred in one of equal slices of the steps after the warm-up, the last half a slice before
     the end."""
+    if computes <= 1 or num_steps <= 1:  # no room for a warm-up and a spread: the first `computes` steps
+        return [s < max(computes, 1) for s in range(num_steps)]
     warmup = max(1, min(warmup, computes - 1))
     if open_end:
         slice_width = (num_steps - warmup) / (computes - warmup)

@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> None:
     from cachepilot.outputs import check_output_dir
     from cachepilot.train.policy import PolicyConfig, _last_checkpoint, export_policy, read_checkpoint
 
+    check_output_dir(args.out, create=False)
     config_path = args.work_dir / "policy_config.json"
     last = _last_checkpoint(args.work_dir) if args.work_dir.is_dir() else None
     if last is None or not config_path.exists():
         raise CachepilotError(f"no PPO checkpoint (ppo_*_steps.zip + policy_config.json) in {args.work_dir}")
-    check_output_dir(args.out, create=False)
     config = PolicyConfig.from_json(config_path)
     backbone_path = args.work_dir / "backbone.json"
     if backbone_path.exists() and args.pipeline is None:

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> None:
         if policy not in (None, "learned"):
             raise CachepilotError("--speed sets the learned policy's target: use it with --policy learned")
         policy = f"learned:{DEFAULT_TARGET if args.speed is None else args.speed}"
+    if policy is not None and policy.partition(":")[0] == "learned":
+        _check_target(policy.partition(":")[2], "--speed" if args.speed is not None else f"--policy {policy}")
     if policy is not None and policy.startswith("learned") and predictor is None and args.cache is None:
         predictor = "learned"
     if args.prompts is not None:
@@ -76,6 +78,19 @@ def run(args: argparse.Namespace) -> None:
     generate(conditions, args.out, pipeline=args.pipeline, steps=args.steps, call_kwargs=kwargs,
              seed=args.seed, batch_size=args.batch_size, device=args.device, dtype=args.dtype, policy=policy,
              predictor=predictor, cache=args.cache)
+
+
+def _check_target(text: str, flag: str) -> None:
+    """A learned policy's target compute fraction, refused with the value as given (the prior reads targets at
+    6 decimals, so 1e-9 would otherwise be reported as 0.0)."""
+    if not text:
+        return
+    try:
+        target = float(text)
+    except ValueError:
+        raise CachepilotError(f"{flag}: the target must be a number, got {text!r}") from None
+    if not 1e-6 <= target <= 1:
+        raise CachepilotError(f"{flag}: the target compute fraction must be in (0, 1] (at least 1e-06), got {text}")
 
 
 def check_image_path(out: str | Path) -> Path:
