@@ -79,3 +79,34 @@ def forecaster_methods(steps: int = 50) -> list[Method]:
     """fixed+<name> for every forecaster family (see FORECASTERS) and the fitted hybrid."""
     return [ours_method(f"fixed+{name}", lambda n: f"fixed:{n}", spec, INTERVALS)
             for name, spec in FORECASTERS.items()] + [hyca_method(steps)]
+
+
+TAYLORS = ("fixed+taylor1", "fixed+taylor1.5", "fixed+taylor2")
+
+
+def psnr_table(rows: list[dict]) -> str:
+    """Markdown: PSNR per fixed+ method and interval (the header gives taylor2's compute fraction), with each
+    method's mean difference from the best of Taylor 1 / 1.5 / 2 at each interval, and from reuse."""
+    table: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        if str(row["method"]).startswith("fixed+") and row.get("knob") is not None:
+            table.setdefault(row["method"], {})[int(row["knob"])] = row
+    intervals = sorted({k for entries in table.values() for k in entries})
+    best = {k: max(table[m][k]["psnr"] for m in TAYLORS if m in table) for k in intervals}
+    reference = table.get("fixed+taylor2") or next(iter(table.values()))
+    lines = ["| method | " + " | ".join(f"fixed:{k} ({reference[k]['compute_fraction']:.2f})" for k in intervals)
+             + " | mean Δ vs best Taylor | mean Δ vs reuse |", "|---" * (len(intervals) + 3) + "|"]
+    for method, entries in table.items():
+        vs_taylor = sum(entries[k]["psnr"] - best[k] for k in intervals) / len(intervals)
+        vs_reuse = (sum(entries[k]["psnr"] - table["fixed+reuse"][k]["psnr"] for k in intervals) / len(intervals)
+                    if "fixed+reuse" in table else float("nan"))
+        lines.append(f"| {method} | " + " | ".join(f"{entries[k]['psnr']:.2f}" for k in intervals)
+                     + f" | {vs_taylor:+.2f} | {vs_reuse:+.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m cachepilot.bench.forecasters OUT/results.json
+    import json
+    import sys
+
+    print(psnr_table(json.loads(open(sys.argv[1]).read())))
