@@ -106,3 +106,16 @@ def test_the_progress_bar_counts_epochs_without_a_bogus_total(collection, tmp_pa
                      progress=True, accelerator="cpu")
     printed = capsys.readouterr()
     assert "Epoch 0" in printed.out + printed.err and "/-2" not in printed.out + printed.err
+
+
+def test_a_head_resumed_after_an_interruption_equals_the_uninterrupted_one(collection, tmp_path, monkeypatch):
+    config = PredictorConfig(max_steps=6, batch_size=8, val_every=100, lr=3e-3)  # 18 train rows: 2 batches an epoch
+    whole = train_predictors(collection, None, tmp_path / "a", config, progress=False, accelerator="cpu")
+    _interrupt_at(monkeypatch, PredictorModule, 3)  # mid-epoch (epoch 1, its second batch)
+    with pytest.raises(Interrupted):
+        train_predictors(collection, None, tmp_path / "b", config, progress=False, accelerator="cpu")
+    monkeypatch.undo()
+    resumed = train_predictors(collection, None, tmp_path / "b", config, resume=True, progress=False,
+                               accelerator="cpu")
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, atol=0, rtol=0, msg=name)
