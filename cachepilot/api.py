@@ -19,22 +19,22 @@ from cachepilot.predictors.spec import make_predictor
 from cachepilot.runtime.engine import CacheEngine
 from cachepilot.runtime.adapters import UnsupportedModelError
 from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache
-from cachepilot.runtime.pipelines import PipelineCache, pipeline_transformers, track, tracker_of, warn_refused
+from cachepilot.runtime.pipelines import (
+    PipelineCache, pipeline_transformers, track, tracker_of, unwrap as _unwrap, warn_refused,
+)
 from cachepilot.runtime.stats import CacheStats
 
 
-def _unwrap(model: Any) -> Any:
-    """The module under `torch.compile`'s wrapper: hooks go on the real blocks, which the compiled wrapper
-    calls (so enabling before or after compiling both work)."""
-    original = getattr(model, "_orig_mod", None)
-    return original if isinstance(original, torch.nn.Module) else model
-
-
 def _split(pipe_or_model: Any) -> tuple[torch.nn.Module, Any]:
-    """(the pipeline's `transformer`, the pipeline), or (the model, None) for a bare transformer."""
+    """(the pipeline's `transformer`, or its first other transformer when it has none; the pipeline), or
+    (the model, None) for a bare transformer."""
     transformer = getattr(pipe_or_model, "transformer", None)
     if isinstance(transformer, torch.nn.Module):
         return _unwrap(transformer), pipe_or_model
+    if transformer is None and isinstance(getattr(pipe_or_model, "components", None), dict):
+        found = pipeline_transformers(pipe_or_model)[0]  # no `transformer` (Wan 2.2 low-noise only): the others
+        if found:
+            return next(iter(found.values())), pipe_or_model
     return _unwrap(pipe_or_model), None
 
 

@@ -59,8 +59,9 @@ def pipeline_transformers(pipe: Any) -> tuple[dict[str, torch.nn.Module], dict[s
 def warn_refused(refused: dict[str, str], cached: dict[str, torch.nn.Module]) -> None:
     """Tell which of a pipeline's transformers stay uncached while others are cached."""
     for name, why in refused.items():
-        warnings.warn(f"cachepilot caches {', '.join(cached)} but not the pipeline's {name}: {why.split('. Supported')[0]}",
-                      UserWarning, stacklevel=3)
+        reason = why.split(". Supported")[0]
+        warnings.warn(f"cachepilot caches {', '.join(cached)} but not the pipeline's {name}: {reason}", UserWarning,
+                      stacklevel=3)
 
 
 class PipelineCache:

@@ -49,7 +49,8 @@ def _bria(batch: int, g: torch.Generator):
                                    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=None,
                                    axes_dims_rope=[0, 4, 4])
     img_ids, txt_ids = _flux_ids(16, 12)
-    x, context = torch.randn(batch, 16, 4, generator=g), torch.randn(batch, 12, 32, generator=g)  # 12 text != 16 image tokens
+    # 12 text tokens, 16 image tokens: a swapped layout shows in the shapes
+    x, context = torch.randn(batch, 16, 4, generator=g), torch.randn(batch, 12, 32, generator=g)
     return model, x, lambda m, x, t: _sample(m(x, encoder_hidden_states=context, img_ids=img_ids, txt_ids=txt_ids,
                                               timestep=torch.full((batch,), t / 1000)))
 
@@ -82,7 +83,8 @@ def _chroma(batch: int, g: torch.Generator):
 def _hidream(batch: int, g: torch.Generator):
     from diffusers import HiDreamImageTransformer2DModel
 
-    model = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=2,
+    model = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                           num_single_layers=2,
                                            attention_head_dim=8, num_attention_heads=4, caption_channels=[8, 4],
                                            text_emb_dim=8, num_routed_experts=2, num_activated_experts=2,
                                            axes_dims_rope=(4, 2, 2), max_resolution=(32, 32), llama_layers=(0, 1, 2),
@@ -244,7 +246,7 @@ def _omnigen(batch: int, g: torch.Generator):
     model = OmniGenTransformer2DModel(hidden_size=16, num_attention_heads=4, num_key_value_heads=4,
                                       intermediate_size=32, num_layers=2, pad_token_id=0, vocab_size=100,
                                       in_channels=4, time_step_dim=4,
-                                      rope_scaling={"long_factor": list(range(1, 3)), "short_factor": list(range(1, 3))})
+                                      rope_scaling={"long_factor": [1, 2], "short_factor": [1, 2]})
     tokens = 6
     seq = tokens + 1 + 16  # text, time token, 4x4 latent patches
     x = torch.randn(batch, 4, 8, 8, generator=g)
@@ -272,8 +274,9 @@ def _framepack(batch: int, g: torch.Generator):
         "latents_history_4x": torch.randn(batch, 4, (f - 1) * 4, 4, 4, generator=g),
         "indices_latents_history_4x": torch.ones((f - 1) * 4)}
     return model, x, lambda m, x, t: _sample(m(
-        x, timestep=torch.full((batch,), int(t)), encoder_hidden_states=context, encoder_attention_mask=torch.ones(batch, 6),
-        pooled_projections=pooled, image_embeds=image, indices_latents=torch.ones(f), guidance=torch.full((batch,), 3.0),
+        x, timestep=torch.full((batch,), int(t)), encoder_hidden_states=context,
+        encoder_attention_mask=torch.ones(batch, 6), pooled_projections=pooled, image_embeds=image,
+        indices_latents=torch.ones(f), guidance=torch.full((batch,), 3.0),
         **history))
 
 
@@ -293,7 +296,8 @@ def _hunyuanimage(batch: int, g: torch.Generator):
 
 
 BUILDERS: dict[str, Callable] = {
-    "chroma": _chroma, "hidream": _hidream, "hunyuandit": _hunyuandit, "bria": _bria, "ovis-image": _ovis, "flux2": _flux2, "auraflow": _auraflow, "lumina2": _lumina2,
+    "chroma": _chroma, "hidream": _hidream, "hunyuandit": _hunyuandit, "bria": _bria, "ovis-image": _ovis,
+    "flux2": _flux2, "auraflow": _auraflow, "lumina2": _lumina2,
     "z-image": _zimage, "hunyuanimage-2.1": _hunyuanimage, "cosmos": _cosmos, "allegro": _allegro,
     "easyanimate": _easyanimate, "skyreels-v2": _skyreels, "sana-video": _sana_video, "prx": _prx,
     "omnigen": _omnigen, "hunyuanvideo-framepack": _framepack,

@@ -63,3 +63,20 @@ def test_an_uncacheable_transformer_beside_a_cacheable_one_is_named_and_the_rest
     assert cachepilot.last_stats(pipe).compute_fraction == 0.5
     cachepilot.disable(pipe)
     assert get_engine(model) is None and type(pipe) is _TwoPhasePipeline
+
+
+def test_a_pipeline_without_its_first_transformer_caches_the_other():
+    """Wan 2.2 with boundary_ratio 1.0 may hold transformer=None and only transformer_2."""
+    model, x, kwargs = build("dit", batch=1)
+    pipe = _TwoPhasePipeline(model)
+    pipe.transformer, pipe.components["transformer"] = None, None
+    pipe.components["transformer_2"] = model
+    cachepilot.enable(pipe, "fixed:2", num_inference_steps=4)
+    assert get_engine(model) is not None
+    for i, t in enumerate(torch.linspace(900, 100, 4)):
+        _set_cache_context(model, CacheContext("cond", step_index=i, num_inference_steps=4))
+        with torch.no_grad():
+            x = x - 0.1 * model(x, **kwargs(float(t))).sample
+    assert cachepilot.last_stats(pipe).compute_fraction == 0.5
+    cachepilot.disable(pipe)
+    assert get_engine(model) is None
