@@ -221,7 +221,14 @@ def export_pipeline(module: BackboneModule, config: BackboneConfig, out_dir: Pat
     """
     from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
 
-    transformer = module.transformer.to("cpu", torch.float16)
-    pipe = DigitsDiTPipeline(transformer=transformer, scheduler=build_scheduler(config))
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    module.transformer.to(torch.float32)
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # "modules that should be kept in float32: []": there are none
+    try:
+        transformer = module.transformer.to("cpu", torch.float16)
+        pipe = DigitsDiTPipeline(transformer=transformer, scheduler=build_scheduler(config))
+        pipe.save_pretrained(out_dir, safe_serialization=True)
+        module.transformer.to(torch.float32)
+    finally:
+        diffusers_logging.set_verbosity(level)
