@@ -10,7 +10,6 @@ import argparse
 import importlib
 import sys
 
-from cachepilot.cli.common import add_pipeline_args as _add_pipeline_args  # noqa: F401  (importers of the old module)
 from cachepilot.errors import CachepilotError
 
 COMMANDS = ("train", "generate", "evaluate", "bench", "collect", "search_schedule", "calibrate", "add_prior",
