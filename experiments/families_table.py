@@ -101,8 +101,11 @@ def render(rows: list[more_families.FamilyResult], seconds: float) -> str:
                                         "yes" if r.family in video else ""]) + " |")
     lines += [
         "",
-        "Stacks of one list after others (Flux.2, AuraFlow, Lumina2, Z-Image): only the last list is cached; the",
-        "earlier lists (refiners, or double-stream blocks whose streams are concatenated before it) run every step.",
+        "Stacks of one list after others (Flux.2, Chroma, HiDream, AuraFlow, Lumina2, Z-Image): only the last list",
+        "is cached; the earlier lists (refiners, or double-stream blocks whose streams are concatenated before it)",
+        "run every step. Chroma, HiDream and HunyuanDiT give each block its own arguments (modulation slice, Llama",
+        "text states, skip connection): the model runs their blocks itself, so a step where some samples compute",
+        "and others skip computes them all (and `last_stats` records it so); per-batch decisions lose nothing.",
         "Wan 2.2 runs through a whole `WanPipeline` call: both experts are cached and `last_stats` counts both.",
         "",
         f"## Refused ({len(REFUSED)})",
