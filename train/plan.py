@@ -283,7 +283,7 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     policy_counts = sorted(set(config.policy_steps or [steps]))
     rows = [
         ("check", num_conditions + 2 * PROBE_STEPS * (probe.batch if probe is not None else 1), False,
-         "a 1-step call per condition, the probe"),
+         "a 1-step call per condition (a fresh fit), the probe"),
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
         ("predictors", dagger, dagger_bound, "the DAgger round's collection (its own step sensitivity)"),
         ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),
