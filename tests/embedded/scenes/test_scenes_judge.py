@@ -12,15 +12,6 @@ from cachepilot.embedded.scenes.judge import (
 from cachepilot.errors import CheckpointError, InvalidInputError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batches here are tiny: on a busy 2-core machine a second thread costs more than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def judge():
     return load_judge()  # the shipped checkpoints/scenes-judge
