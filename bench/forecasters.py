@@ -41,20 +41,21 @@ def record_trajectories(pipe: Any, steps: int, samples: int = HYCA_FIT_SAMPLES,
     """(steps (T,), residuals (T, rows, tokens, dim)): the block stack's true residual at every step of
     full-compute calls of the pipeline's default conditions (several transformer calls per step, as true
     CFG makes: stacked as extra rows)."""
-    from cachepilot.conditions import class_conditions
+    from cachepilot.conditions import pipeline_conditions
     from cachepilot.driver import SamplingDriver
-    from cachepilot.embedded.quality import default_call_kwargs, default_conditions
+    from cachepilot.embedded.base import call_kwargs_for, conditions_for
     from cachepilot.train.collect import _per_step, _StackRecorder
 
-    conditions = default_conditions(pipe, samples)
-    if conditions is None and getattr(pipe, "num_classes", None):
-        conditions = list(class_conditions(int(pipe.num_classes)).conditions)
-    if not conditions:
-        raise InvalidInputError("fixed+hyca fits its table on the pipeline's default conditions (an embedded "
-                                "pipeline's, or a class-conditional one's classes); fit one with "
-                                "cachepilot.predictors.hyca.fit_hyca otherwise")
+    conditions = conditions_for(pipe, samples)
+    if conditions is None:  # not an embedded pipeline: every class of a class-conditional one
+        try:
+            conditions = list(pipeline_conditions(pipe).conditions)
+        except InvalidInputError:
+            raise InvalidInputError("fixed+hyca fits its table on the pipeline's default conditions (an embedded "
+                                    "pipeline's, or a class-conditional one's classes); fit one with "
+                                    "cachepilot.predictors.hyca.fit_hyca otherwise") from None
     conditions = [conditions[i % len(conditions)] for i in range(samples)]
-    driver = SamplingDriver(pipe, steps, default_call_kwargs(pipe), batch_size=samples)
+    driver = SamplingDriver(pipe, steps, call_kwargs_for(pipe), batch_size=samples)
     with _StackRecorder(pipe.transformer) as recorder:
         driver.sample(conditions, [seed + i for i in range(samples)])
     residuals = torch.from_numpy(_per_step(recorder.residuals, steps, type(pipe).__name__)).float()
