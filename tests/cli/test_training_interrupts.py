@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cachepilot.cli import main
-from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.errors import InvalidInputError
 from cachepilot.train.backbone import BackboneConfig, BackboneModule, train_backbone
 from cachepilot.train.collect import CollectConfig, collect
 from cachepilot.train.lightning_run import Interrupted
