@@ -23,6 +23,7 @@ from cachepilot.runtime.pipelines import (
     PipelineCache, pipeline_transformers, track, tracker_of, unwrap as _unwrap, warn_refused,
 )
 from cachepilot.runtime.stats import CacheStats
+from cachepilot.runtime.structure import Structure, make_structure
 
 
 def _split(pipe_or_model: Any) -> tuple[torch.nn.Module, Any]:
@@ -66,6 +67,7 @@ def enable(
     checkpoint: str | None = None,
     speed: float | None = None,
     per_batch: bool = False,
+    structure: str | Structure | None = None,
 ) -> CacheEngine:
     """Cache a pipeline's transformers (every one the engine supports: Wan 2.2's transformer and transformer_2;
     a warning names any it cannot cache) or a bare transformer, with `policy` and `predictor`.
@@ -79,7 +81,11 @@ def enable(
     checkpoint's forecaster (`CacheCheckpoint.predictor_spec`: the gated head once calibrated, else the head, else
     Taylor-2). A checkpoint made for another backbone is refused, naming the field that differs.
     per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
+    structure: which blocks the cache may skip: 'F1B0' computes the first block at every step (its output is
+    the probe the policy observes, and the forecast is applied on top of it) and caches the rest, DBCache style;
+    'F<n>B<m>' also computes the last m. Compute is then counted in block evaluations (`last_stats`).
     """
+    structure = make_structure(structure)  # a bad spec fails before any hook or load
     transformer, pipeline = _split(pipe_or_model)
     transformer, cached = _cached_transformers(transformer, pipeline)
     if len(cached) > 1 and (checkpoint is not None or speed is not None):
@@ -95,11 +101,13 @@ def enable(
         policy = cache.policy(DEFAULT_TARGET if speed is None else speed, per_batch=per_batch)
         predictor = predictor or cache.predictor_spec()
     engine = apply_cache(transformer, make_policy(policy), make_predictor(predictor),
-                         num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+                         num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
+                         structure=structure)
     for other in cached.values():
         if other is not transformer:
             apply_cache(other, make_policy(_fresh(policy)), make_predictor(_fresh(predictor)),
-                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline)
+                        num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
+                        structure=structure)
     if pipeline is not None:  # last_stats covers every transformer and phase of a whole pipeline call
         track(pipeline, cached)
     return engine

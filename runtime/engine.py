@@ -119,6 +119,10 @@ class CacheEngine:
         self.state_manager = None  # set by apply_cache: the stack hook's per-context states
         self.model_ref: Callable[[], torch.nn.Module | None] = lambda: None  # set by apply_cache (weakly)
         self.reducer: SequenceReducer | None = None  # context parallel: picked up per call by `_start`
+        # set by apply_cache: the structure, the indices of the cached blocks, the blocks computed every step
+        self.structure: Any = None
+        self.cached_blocks: range = range(0)
+        self.fixed_blocks = 0
 
     @contextmanager
     def bypassed(self):
@@ -450,4 +454,5 @@ class CacheEngine:
 
     def stats(self, state: EngineState) -> CacheStats:
         decisions = torch.stack(state.decisions).cpu() if state.decisions else torch.zeros(0, state.samples)
-        return CacheStats(decisions, state.seconds["policy"], state.seconds["predictor"], state.seconds["stack"])
+        return CacheStats(decisions, state.seconds["policy"], state.seconds["predictor"], state.seconds["stack"],
+                          fixed_blocks=self.fixed_blocks, stack_blocks=max(len(self.cached_blocks), 1))

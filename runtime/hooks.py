@@ -29,9 +29,11 @@ from diffusers.hooks.hooks import CacheContext, StateManager
 from cachepilot.core.actions import Action
 from cachepilot.core.policy import CachePolicy
 from cachepilot.core.predictor import Predictor
+from cachepilot.errors import InvalidInputError
 from cachepilot.runtime.adapters import StackAdapter, UnsupportedModelError, get_adapter
 from cachepilot.runtime.engine import CacheEngine, EngineState
 from cachepilot.runtime.parallel import outside_split_hooks
+from cachepilot.runtime.structure import Structure
 
 STACK_HOOK = "cachepilot_stack"
 PASS_HOOK = "cachepilot_pass"
@@ -228,15 +230,25 @@ def apply_cache(
     num_inference_steps: int | None = None,
     cfg_copies: int | None = None,
     pipeline: Any = None,
+    structure: Structure | None = None,
 ) -> CacheEngine:
-    """Hook `transformer`'s block stack; returns the engine (its `last_stats` after each call)."""
+    """Hook `transformer`'s block stack (the blocks `structure` leaves to the cache: all by default); returns the
+    engine (its `last_stats` after each call)."""
     adapter = get_adapter(transformer)
+    structure = structure or Structure()
+    all_blocks = adapter.blocks(transformer)
+    cached = structure.cached_range(len(all_blocks), adapter.model_class)
+    if adapter.native and not structure.is_whole_stack:
+        raise InvalidInputError(f"structure {structure.spec()} is not supported on {adapter.model_class}: its blocks "
+                                "take per-block arguments that the model computes itself; cache its whole stack")
     policy.bind(transformer)
     predictor.bind(transformer)
     remove_cache(transformer)
     engine = CacheEngine(adapter, policy, predictor, num_inference_steps, cfg_copies, pipeline)
     engine.model_ref = weakref.ref(transformer)  # its context-parallel config, read at every call's start
-    blocks = adapter.blocks(transformer)
+    engine.structure, engine.cached_blocks = structure, cached
+    engine.fixed_blocks = len(all_blocks) - len(cached)
+    blocks = all_blocks[cached.start:cached.stop]
     handoff = _Handoff(adapter.model_class)
     stack_hook = StackHook(engine, blocks, handoff)
     with outside_split_hooks(blocks[0]):
@@ -259,7 +271,7 @@ def stack_hook(transformer: torch.nn.Module) -> StackHook | None:
     engine = get_engine(transformer)
     if engine is None:
         return None
-    first = engine.adapter.blocks(transformer)[0]
+    first = engine.adapter.blocks(transformer)[engine.cached_blocks.start]
     return HookRegistry.check_if_exists_or_initialize(first).get_hook(STACK_HOOK)
 
 

@@ -27,6 +27,8 @@ class CacheStats:
     stack_seconds: float
     contexts: Mapping[str, CacheStats] = field(default_factory=dict)
     phases: tuple[CacheStats, ...] = ()
+    fixed_blocks: int = 0  # blocks computed at every step outside the cached stack (a structure's Fn + Bn)
+    stack_blocks: int = 1  # blocks of the cached stack
 
     @classmethod
     def of_contexts(cls, contexts: Mapping[str, CacheStats]) -> CacheStats:
@@ -37,7 +39,8 @@ class CacheStats:
         steps = min(p.num_steps for p in parts)
         return cls(torch.cat([p.decisions[:steps] for p in parts], dim=1),
                    sum(p.policy_seconds for p in parts), sum(p.predictor_seconds for p in parts),
-                   sum(p.stack_seconds for p in parts), dict(contexts))
+                   sum(p.stack_seconds for p in parts), dict(contexts),
+                   fixed_blocks=parts[0].fixed_blocks, stack_blocks=parts[0].stack_blocks)
 
     @classmethod
     def of_phases(cls, parts: Sequence[CacheStats]) -> CacheStats:
@@ -82,7 +85,27 @@ class CacheStats:
         return int((self.decisions == Action.FORECAST).sum())
 
     @property
+    def block_evaluations(self) -> int:
+        """Blocks run, summed over samples: the cached stack's at each compute, the structure's at every step."""
+        if self.phases:
+            return sum(p.block_evaluations for p in self.phases)
+        return self.executed_steps * self.stack_blocks + self.decisions.numel() * self.fixed_blocks
+
+    @property
+    def full_block_evaluations(self) -> int:
+        """Blocks full compute would have run in the same call."""
+        if self.phases:
+            return sum(p.full_block_evaluations for p in self.phases)
+        return self.decisions.numel() * (self.stack_blocks + self.fixed_blocks)
+
+    @property
     def compute_fraction(self) -> float:
+        """Block evaluations / those of full compute: a structure's always-computed blocks are paid here."""
+        return self.block_evaluations / max(self.full_block_evaluations, 1)
+
+    @property
+    def stack_compute_fraction(self) -> float:
+        """Decisions that computed the cached stack / all decisions (the policy's budget is counted in these)."""
         return self.executed_steps / max(self.decisions.numel(), 1)
 
     def summary(self) -> dict:
@@ -90,6 +113,7 @@ class CacheStats:
             "num_steps": self.num_steps, "batch_size": self.batch_size,
             "executed_steps": self.executed_steps, "cached_steps": self.cached_steps,
             "forecast_steps": self.forecast_steps, "compute_fraction": self.compute_fraction,
+            "stack_compute_fraction": self.stack_compute_fraction, "block_evaluations": self.block_evaluations,
             "computes_per_sample": self.computes_per_sample.tolist(),
             "policy_seconds": self.policy_seconds, "predictor_seconds": self.predictor_seconds,
             "stack_seconds": self.stack_seconds,
