@@ -129,7 +129,9 @@ class PipelineCache:
         base = type(pipeline)
 
         def __call__(self_: Any, *args: Any, **kwargs: Any) -> Any:
-            tracker = getattr(self_, _TRACKER)
+            tracker = vars(self_).get(_TRACKER)
+            if tracker is None:  # another pipeline of the tracked class (built from this one's components)
+                return base.__call__(self_, *args, **kwargs)
             tracker.start()
             completed = False
             try:

@@ -80,3 +80,15 @@ def test_a_pipeline_without_its_first_transformer_caches_the_other():
     assert cachepilot.last_stats(pipe).compute_fraction == 0.5
     cachepilot.disable(pipe)
     assert get_engine(model) is None
+
+
+def test_a_pipeline_built_from_an_enabled_ones_class_runs():
+    """`type(pipe).from_pipe(pipe, ...)` (the driver's unhooked twin) builds another pipeline of the class
+    enable() swapped in: it runs as its base class does."""
+    model, x, kwargs = build("dit", batch=1)
+    pipe = _TwoPhasePipeline(model)
+    cachepilot.enable(pipe, "always")
+    plain, _, _ = build("dit", batch=1)
+    twin = type(pipe)(plain)
+    assert torch.equal(twin(x, kwargs), pipe(x, kwargs))
+    cachepilot.disable(pipe)
