@@ -76,7 +76,9 @@ def cost_table(record: dict) -> str:
 
 
 def _readme(pipe, out: Path, record: dict, rows: list[dict], bench: dict) -> str:
-    return f"""# cachepilot cache for a {type(pipe).__name__} ({record['backbone']['backbone_class']})
+    smoke = ("# SMOKE FIT (`cachepilot fit --smoke`: every stage at toy sizes to check the plumbing; not a usable "
+             "cache, its figures mean nothing)\n\n" if record.get("fit", {}).get("smoke") else "")
+    return smoke + f"""# cachepilot cache for a {type(pipe).__name__} ({record['backbone']['backbone_class']})
 
 Fitted by `cachepilot fit` ({record['num_steps']} steps, call kwargs {json.dumps(record['call_kwargs'])}).
 Conditions: {record['conditions']['train']} train / {record['conditions']['validation']} validation /

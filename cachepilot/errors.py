@@ -11,3 +11,9 @@ class CheckpointError(CachepilotError):
 
 class InvalidInputError(CachepilotError, ValueError):
     """An argument is out of range (unknown class id, steps < 1, guidance < 0, ...)."""
+
+
+class Interrupted(CachepilotError):
+    """Work stopped by the user (SIGINT) after saving what it had; the CLI exits 130 with how to continue."""
+
+    exit_code = 130

@@ -74,6 +74,7 @@ class FitConfig:
     seed: int = 0
     budget: str | None = None          # transformer evaluations ("200000") or a duration ("1h", "90m"): every size
                                        # scaled down to fit it (`train.budget`)
+    smoke: bool = False                # toy sizes (`smoke()`): the checkpoint's README says so first
 
     @classmethod
     def smoke(cls, **overrides: Any) -> "FitConfig":
@@ -83,7 +84,7 @@ class FitConfig:
                         search_samples=4, select_samples=4, policy_timesteps=80,
                         policy_envs=4, bench_samples=4, bench_repeats=1, batch_size=8), **overrides}
         sizes.setdefault("gate_steps", [sizes["steps"]])  # the gate at the fit's own count only
-        return cls(**sizes)
+        return cls(**{"smoke": True, **sizes})
 
     def check(self) -> None:
         for name in ("steps", "collect_samples", "collect_shards", "predictor_steps", "dagger_steps", "search_samples",

@@ -12,15 +12,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 
-from cachepilot.errors import CachepilotError, CheckpointError
+from cachepilot.errors import CheckpointError, Interrupted
 
 INTERRUPT_FILE = "last.ckpt"  # --resume reads it first
-
-
-class Interrupted(CachepilotError):
-    """Training stopped by the user (SIGINT) after saving a checkpoint; the CLI exits 130."""
-
-    exit_code = 130
 
 
 class _SaveOnInterrupt(Callback):

@@ -31,7 +31,7 @@ from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.records import read_json_object
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
 from cachepilot.finite import check_finite_weights
-from cachepilot.train.lightning_run import Interrupted
+from cachepilot.errors import Interrupted
 from cachepilot.embedded.digits.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION

@@ -11,7 +11,7 @@ from cachepilot.cli import main
 from cachepilot.errors import InvalidInputError
 from cachepilot.train.backbone import BackboneConfig, BackboneModule, train_backbone
 from cachepilot.train.collect import CollectConfig, collect
-from cachepilot.train.lightning_run import Interrupted
+from cachepilot.errors import Interrupted
 from cachepilot.train.predictors import PredictorConfig, PredictorModule, train_predictors
 
 TINY = dict(num_layers=1, num_attention_heads=2, attention_head_dim=8, batch_size=64, warmup_steps=2)

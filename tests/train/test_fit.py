@@ -40,6 +40,7 @@ def test_fit_end_to_end_then_enable_the_checkpoint(family, tmp_path):
                  "searched_schedules.json", "conditions.json",
                  "bench/results.json", "README.md", "cachepilot_config.json"):
         assert (out / path).exists(), path
+    assert (out / "README.md").read_text().startswith("# SMOKE FIT")  # a toy fit never reads as a broken product
     split = json.loads((out / "conditions.json").read_text())
     if family != "dit":  # prompts: evaluation prompts were never trained on
         train = {json.dumps(c, sort_keys=True) for c in split["train"]["conditions"]}
