@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "digits one) (default: no cache, or learned with --cache)")
     gen.add_argument("--predictor", default=None,
                      help="what skipped steps use: reuse (default; learned with a learned policy) | taylor:1 | "
-                          "taylor:2 | taylor:1.5 (their mean) | learned")
+                          "taylor:2 | taylor:1.5 (their mean) | learned[:PATH] | gated:PATH | foca | hermite:ORDER | "
+                          "freq:CUTOFF | chebyshev:DEGREE | dmd:RANK | hyca:PATH (docs/forecasters.md)")
+    gen.add_argument("--structure", default=None,
+                     help="F<n>B<m>: compute the first n and last m blocks at every step and cache the rest "
+                          "(DBCache style; default: the whole stack; docs/structures.md)")
     gen.add_argument("--speed", type=float, default=None,
                      help="target compute fraction of the learned policy (--policy learned --speed 0.3)")
     add_sampling_args(gen)
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
         kwargs["guidance_scale"] = args.guidance
     generate(conditions, args.out, pipeline=args.pipeline, steps=args.steps, call_kwargs=kwargs,
              seed=args.seed, batch_size=args.batch_size, device=args.device, dtype=args.dtype, policy=policy,
-             predictor=predictor, cache=args.cache)
+             predictor=predictor, cache=args.cache, structure=args.structure)
 
 
 def _check_target(text: str, flag: str) -> None:
@@ -122,6 +126,7 @@ def generate(
     conditions: Sequence[dict], out: Path, pipeline: str | Path | None = None, steps: int = 50,
     call_kwargs: dict | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
     dtype: str | None = None, policy: str | None = None, predictor: str | None = None, cache: str | Path | None = None,
+    structure: str | None = None,
 ) -> dict:
     """Sample one image per condition (seed + i for image i) on any supported pipeline and write the grid;
     print and return wall times.
@@ -147,8 +152,19 @@ def generate(
     if not conditions:
         raise InvalidInputError("nothing to generate: give at least one class or prompt")
     policy_obj, predictor_obj = _cache_policy(policy, predictor, cache)
+    if structure is not None:
+        from cachepilot.runtime.structure import make_structure
+
+        if policy_obj is None:
+            raise InvalidInputError("--structure says which blocks a cache may skip: give it with --policy or --cache")
+        structure = make_structure(structure)  # a bad spec: one line before any load
     out = check_image_path(out)
     pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
+    if structure is not None:  # Fn + Bn against the model's blocks, before any sampling
+        from cachepilot.runtime.adapters import get_adapter
+
+        blocks = get_adapter(pipe.transformer).blocks(pipe.transformer)
+        structure.cached_range(len(blocks), type(pipe.transformer).__name__)
     labelled = any("class_labels" in c for c in conditions)
     if labelled and not takes_class_labels(pipe):
         raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE (class ids "
@@ -181,7 +197,7 @@ def generate(
     line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step{_quality_text(result, 'full')})"
     if policy_obj is not None:
         reference = images
-        cachepilot.enable(pipe, policy_obj, predictor_obj)
+        cachepilot.enable(pipe, policy_obj, predictor_obj, structure=structure)
         try:
             images, cached_wall = timed()
             stats = cachepilot.last_stats(pipe)
