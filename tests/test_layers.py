@@ -40,9 +40,6 @@ PACKAGES = ("cachepilot", "cachepilot.core", "cachepilot.embedded", "cachepilot.
 EMBEDDED_DEBT = {
     "cachepilot.train.backbone": "digits backbone training (moves to cachepilot.embedded.digits)",
     "cachepilot.train.classifier": "digits classifier training (moves to cachepilot.embedded.digits)",
-    "cachepilot.train.policy": "defaults to the digits pipeline (should take `loading.load_pipeline()`)",
-    "cachepilot.bench.forecasters": "embedded.quality's defaults (should ask embedded.base.call_kwargs_for / "
-                                    "conditions_for)",
 }
 
 

@@ -32,7 +32,7 @@ from cachepilot.records import read_json_object
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
 from cachepilot.finite import check_finite_weights
 from cachepilot.errors import Interrupted
-from cachepilot.embedded.digits.loading import load_pipeline
+from cachepilot.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION
 from cachepilot.policies.prior import SchedulePrior

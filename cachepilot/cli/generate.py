@@ -141,7 +141,7 @@ def generate(
     import cachepilot
     from cachepilot.driver import SamplingDriver
     from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
-    from cachepilot.embedded.digits.sampling import image_grid
+    from cachepilot.embedded.digits.sampling import digits_grid as image_grid
     from cachepilot.embedded.quality import default_call_kwargs, embedded_quality
     from cachepilot.finite import check_finite
     from cachepilot.images import image_grid as any_image_grid

@@ -64,3 +64,11 @@ def test_nan_images_from_the_cli_are_one_line_exit_2(argv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "generated images" in err and "non-finite" in err and "Traceback" not in err
     assert not (tmp_path / "g.png").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_sample_images_with_diverging_guidance_is_an_error_not_nan_images(pipe):
+    from cachepilot.embedded.digits.sampling import sample_images
+    from cachepilot.finite import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match="guidance 1e\\+38"):
+        sample_images(pipe, [1], guidance_scale=1e38, num_inference_steps=4)

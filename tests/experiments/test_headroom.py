@@ -96,7 +96,7 @@ def test_headroom_on_a_text_to_image_pipeline_with_true_cfg(tmp_path):
                     "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     assert figures["pipeline_class"] == "FluxPipeline" and figures["steps"] == 8 and figures["samples"] == 6
-    assert figures["predictor"] == "taylor:1" and figures["call_kwargs"]["true_cfg_scale"] == 2.0
+    assert figures["predictor"] == "taylor:2" and figures["call_kwargs"]["true_cfg_scale"] == 2.0
     assert figures["conditions"].endswith("[evaluation]")
     assert figures["oracle_gain_db"] >= 0  # the oracle only keeps moves that bring a sample closer
     assert 0 < figures["decisions_differing_from_prior"] < 1

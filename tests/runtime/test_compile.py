@@ -2,7 +2,7 @@
 only around the engine's decision and bookkeeping (`torch.compiler.disable`, as diffusers' cache hooks do).
 
 Backends: a counting wrapper of dynamo's eager backend (the plumbing and the graph breaks, without a C++
-compiler in the test). Inductor's outputs are compared with eager ones by `python -m cachepilot.bench.compiled`.
+compiler in the test). Inductor's outputs are compared with eager ones by `python -m experiments.compiled`.
 """
 
 import pytest
@@ -10,7 +10,7 @@ import torch
 import torch._dynamo as dynamo
 
 import cachepilot
-from cachepilot.bench.compiled import compile_blocks
+from cachepilot.compile import compile_blocks
 from cachepilot.runtime.adapters import get_adapter
 
 from .tiny_models import FAMILIES, build, run

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
+from cachepilot.finite import check_finite
 from cachepilot.images import image_grid as tile
 
 
@@ -28,12 +29,13 @@ def sample_images(
 
     labels = [int(c) for c in class_labels]
     driver = SamplingDriver(pipe, num_inference_steps, {"guidance_scale": guidance_scale}, batch_size=batch_size)
-    return driver.sample([{"class_labels": c} for c in labels], [seed + i for i in range(len(labels))]).images
+    images = driver.sample([{"class_labels": c} for c in labels], [seed + i for i in range(len(labels))]).images
+    # as the CLI: diverged samples (e.g. guidance 1e38) are an error here, not all-NaN images returned quietly
+    check_finite(images, f"the generated images (guidance {guidance_scale:g}, {num_inference_steps} steps)")
+    return images
 
 
 def digits_grid(images: torch.Tensor, ncols: int = 10, scale: int = 16, pad: int = 2) -> Image.Image:
     """The digits' grid: `cachepilot.images.image_grid` with dark ink on white, upscaled 16x (8x8 images)."""
     return tile(images, ncols=ncols, scale=scale, pad=pad, invert=True)
 
-
-image_grid = digits_grid  # the name `cachepilot generate` imports
