@@ -11,7 +11,7 @@ Layers, bottom up (a module may import its own layer and those below):
                 `cachepilot` package itself, and cachepilot.embedded.base (the embedded models' interface + registry)
   4 envs        cachepilot.envs
   5 tools       cachepilot.train, cachepilot.bench, and the embedded models (cachepilot.embedded.<model>)
-  6 cli         cachepilot.cli, cachepilot.commands
+  6 cli         cachepilot.cli
 Besides the ranks: cachepilot.core and cachepilot.errors import nothing of cachepilot but errors and core; no
 generic module (everything outside cachepilot.embedded and the CLI) imports an embedded model except through
 cachepilot.embedded.base, and an embedded model never imports another one.
@@ -32,7 +32,7 @@ PRODUCT = ("cachepilot.conditions", "cachepilot.driver", "cachepilot.quality", "
            "cachepilot.api", "cachepilot.compile", "cachepilot.embedded.base", "cachepilot.embedded")
 LAYERS = [(0, FOUNDATION), (1, ("cachepilot.runtime",)), (2, ("cachepilot.policies", "cachepilot.predictors")),
           (3, PRODUCT), (4, ("cachepilot.envs",)), (5, ("cachepilot.train", "cachepilot.bench", "cachepilot.embedded.")),
-          (6, ("cachepilot.cli", "cachepilot.commands"))]
+          (6, ("cachepilot.cli",))]
 PACKAGES = ("cachepilot", "cachepilot.core", "cachepilot.embedded", "cachepilot.bench", "cachepilot.checkpoints",
             "cachepilot.envs", "cachepilot.policies", "cachepilot.predictors", "cachepilot.runtime", "cachepilot.train")
 # Digits *training* still lives in train/ (to move beside its model); until then these generic-layer modules may
@@ -145,10 +145,10 @@ def embedded_rule(source: str, target: str) -> bool:
         return True
     if _matches(source, "cachepilot.embedded"):  # within one model: its own modules (and the interface)
         return _model_of(source) == _model_of(target) or source == "cachepilot.embedded.quality"
-    return _matches(source, "cachepilot.cli") or source == "cachepilot.commands" or source in EMBEDDED_DEBT
+    return _matches(source, "cachepilot.cli") or source in EMBEDDED_DEBT
 
 
-_TOOLS = ("cachepilot.cli", "cachepilot.commands")
+_TOOLS = ("cachepilot.cli",)
 FORBIDDEN = {"cachepilot.policies": ("cachepilot.envs", "cachepilot.train", "cachepilot.bench", *_TOOLS,
                                      "cachepilot.embedded"),
              "cachepilot.predictors": ("cachepilot.envs", "cachepilot.train", "cachepilot.bench", *_TOOLS,

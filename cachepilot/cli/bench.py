@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from cachepilot import seeds
 from cachepilot.cli.common import OUT, add_pipeline_alias, add_pipeline_args
 from cachepilot.errors import InvalidInputError
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_p.add_argument("--guidance", type=float, default=None)
     bench_p.add_argument("--batch-size", type=int, default=64)
     bench_p.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
-    bench_p.add_argument("--seed", type=int, default=20_000)
+    bench_p.add_argument("--seed", type=int, default=seeds.BENCH)
     bench_p.add_argument("--methods", nargs="+", default=None, help="only these method names (default: all)")
     bench_p.add_argument("--cache", type=Path, default=None,
                          help="a cache checkpoint directory (`cachepilot fit` output) whose learned methods join the "
@@ -35,28 +36,9 @@ def run(args: argparse.Namespace) -> None:
           cache=args.cache, call_kwargs=args.call_kwargs, device=args.device, dtype=args.dtype)
 
 
-def bench_conditions(pipe, prompts: str | Path | None, cache: Path | None) -> tuple[list[dict], str]:
-    """What the bench samples: the evaluation split of --prompts, else the scenes pipeline's held-out prompts,
-    else the evaluation split of the cache's recorded conditions, else every class of a class-conditional
-    pipeline (with held-out seeds)."""
-    from cachepilot.conditions import ConditionSplit, load_conditions, split_conditions
-    from cachepilot.embedded.quality import default_conditions
-    from cachepilot.cli.common import conditions_of
-
-    if prompts is not None:
-        evaluation = split_conditions(load_conditions(prompts)).evaluation
-    elif default_conditions(pipe) is not None:  # the scenes pipeline: prompts of colour/shape pairs never trained on
-        return default_conditions(pipe), "scenes held-out prompts (evaluation_prompts(256, seed=0))"
-    elif cache is not None and (Path(cache) / "conditions.json").exists():
-        evaluation = ConditionSplit.from_json(json.loads((Path(cache) / "conditions.json").read_text())).evaluation
-    else:
-        evaluation = conditions_of(pipe, None)
-    return list(evaluation.conditions), evaluation.source
-
-
 def bench(
     out: Path, samples: int = 64, steps: int = 50, guidance: float | None = None, batch_size: int = 64,
-    repeats: int = 3, seed: int = 20_000, methods: Sequence[str] | None = None, pipeline: str | Path | None = None,
+    repeats: int = 3, seed: int = seeds.BENCH, methods: Sequence[str] | None = None, pipeline: str | Path | None = None,
     prompts: str | Path | None = None, cache: str | Path | None = None, call_kwargs: dict | None = None,
     device: str = "cpu", dtype: str | None = None,
 ) -> list[dict]:
@@ -68,9 +50,9 @@ def bench(
 
     from cachepilot.bench.methods import all_methods
     from cachepilot.bench.report import markdown_table, write_report
-    from cachepilot.bench.runner import BenchConfig, overhead_fraction, run_bench
+    from cachepilot.bench.runner import BenchConfig, evaluation_conditions, overhead_fraction, run_bench
     from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
-    from cachepilot.embedded.quality import default_call_kwargs, embedded_quality
+    from cachepilot.embedded.base import call_kwargs_for, quality_for
     from cachepilot.loading import load_pipeline as load_any_pipeline
     from cachepilot.outputs import check_output_dir
 
@@ -91,9 +73,9 @@ def bench(
         if unknown:
             raise InvalidInputError(f"unknown bench method(s) {unknown}; available: {[m.name for m in available]}")
         available = [m for m in available if m.name in methods]
-    conditions, source = bench_conditions(pipe, prompts, cache)
+    conditions, source = evaluation_conditions(pipe, prompts, cache)
     config = BenchConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
-                         repeats=repeats, call_kwargs=dict(call_kwargs or default_call_kwargs(pipe)))
+                         repeats=repeats, call_kwargs=dict(call_kwargs or call_kwargs_for(pipe)))
     partial = Path(out) / "results.partial.json"  # the rows so far: an interrupted sweep keeps what it measured
 
     def keep(rows_so_far: list[dict]) -> None:
@@ -101,7 +83,7 @@ def bench(
         partial.with_suffix(".tmp").write_text(json.dumps(rows_so_far, indent=2))
         partial.with_suffix(".tmp").replace(partial)
 
-    rows = run_bench(pipe, available, config, conditions=conditions, quality=embedded_quality(pipe), on_row=keep)
+    rows = run_bench(pipe, available, config, conditions=conditions, quality=quality_for(pipe), on_row=keep)
     partial.unlink(missing_ok=True)
     meta = {"pipeline": type(pipe).__name__, "conditions": source, "samples": samples, "steps": steps,
             "guidance": guidance, "batch": batch_size, "repeats": repeats, "threads": torch.get_num_threads()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cachepilot import seeds
 from cachepilot.cli.common import OUT, add_pipeline_alias, add_pipeline_args, call_kwargs, train_conditions
 from cachepilot.errors import CachepilotError
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     col.add_argument("--predictor", default="taylor:1", help="what cached trajectories forecast with")
     col.add_argument("--steps", type=int, default=50, help="denoising steps")
     col.add_argument("--guidance", type=float, default=None, help="guidance_scale of every call (default: the pipeline's)")
-    col.add_argument("--seed", type=int, default=100_000)
+    col.add_argument("--seed", type=int, default=seeds.COLLECT)
     col.add_argument("--num-shards", type=int, default=6)
     col.add_argument("--shard-index", type=int, nargs="*", default=None,
                      help="write only these shards (one worker per shard); default all")

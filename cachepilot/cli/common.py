@@ -88,10 +88,7 @@ def takes_class_labels(pipe) -> bool:
 def conditions_of(pipe, prompts, class_flag: str = "--prompts classes:0-N"):
     """The ConditionSet of --prompts, else every class of a class-conditional pipeline; a class-conditional
     pipeline that does not list its classes is told to pass them (not that it is conditioned on text)."""
-    try:
-        from cachepilot.conditions import pipeline_conditions as _conditions_for
-    except ImportError:  # its older home
-        from cachepilot.train.fit import _conditions_for
+    from cachepilot.conditions import pipeline_conditions
 
     if prompts is None and not takes_class_labels(pipe):
         raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE "
@@ -100,7 +97,7 @@ def conditions_of(pipe, prompts, class_flag: str = "--prompts classes:0-N"):
             and not isinstance(getattr(pipe, "labels", None), dict)):
         raise InvalidInputError(f"{type(pipe).__name__} takes class labels but does not list its classes: pass "
                                 f"{class_flag}")
-    return _conditions_for(pipe, prompts)
+    return pipeline_conditions(pipe, prompts)
 
 
 def train_conditions(args: argparse.Namespace, pipe) -> list[dict]:

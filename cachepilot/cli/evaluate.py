@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from cachepilot import seeds
 from cachepilot.cli.generate import add_sampling_args, check_batch_size
 from cachepilot.errors import InvalidInputError
 
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--samples-per-class", type=int, default=50)
     ev.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     add_sampling_args(ev)
-    ev.set_defaults(func=run, seed=10_000)
+    ev.set_defaults(func=run, seed=seeds.EVALUATE)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> None:
 
 def evaluate(
     samples_per_class: int = 50, pipeline: Path | None = None, steps: int = 50,
-    guidance: float | None = None, seed: int = 10_000, batch_size: int = 256, device: str = "cpu",
+    guidance: float | None = None, seed: int = seeds.EVALUATE, batch_size: int = 256, device: str = "cpu",
     json_path: Path | None = None, checkpoint: Path | None = None,
 ) -> dict:
     """Class accuracy and Fréchet distance (vs. held-out real digits) of balanced generated samples of a digits

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> None:
 
         load_conditions(args.prompts)
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
-    from cachepilot.embedded.quality import default_call_kwargs
+    from cachepilot.embedded.base import call_kwargs_for
 
-    call = {**default_call_kwargs(pipe), **config.call_kwargs}
+    call = {**call_kwargs_for(pipe), **config.call_kwargs}
     print(f"fit{' (smoke: toy sizes)' if args.smoke else ''}: {type(pipe).__name__} at {resolution(pipe, call)}, "
           f"{config.steps} steps, batch {config.batch_size} -> {args.out}")
     if args.plan:  # the table is printed; nothing is written

@@ -142,7 +142,7 @@ def generate(
     from cachepilot.driver import SamplingDriver
     from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
     from cachepilot.embedded.digits.sampling import digits_grid as image_grid
-    from cachepilot.embedded.quality import default_call_kwargs, embedded_quality
+    from cachepilot.embedded.base import call_kwargs_for, quality_for
     from cachepilot.finite import check_finite
     from cachepilot.images import image_grid as any_image_grid
     from cachepilot.loading import load_pipeline as load_any_pipeline
@@ -171,7 +171,7 @@ def generate(
                                 "are for class-conditional pipelines)")
     if not labelled and takes_class_labels(pipe) and not any("prompt" in c for c in conditions):
         raise InvalidInputError(f"{type(pipe).__name__} takes class labels: pass --classes")
-    kwargs = dict(call_kwargs or default_call_kwargs(pipe))
+    kwargs = dict(call_kwargs or call_kwargs_for(pipe))
     digits = isinstance(pipe, DigitsDiTPipeline)
     if digits:
         kwargs.setdefault("guidance_scale", DEFAULT_GUIDANCE_SCALE)
@@ -191,7 +191,7 @@ def generate(
     result = {"images": len(conditions), "steps": steps, "call_kwargs": kwargs, "full_wall_s": wall,
               "full_ms_per_step": 1000 * wall / steps}
     # the scenes' judge (digits: `evaluate` measures the model); a Fréchet distance needs two images
-    quality = embedded_quality(pipe) if not digits and len(conditions) >= 2 else None
+    quality = quality_for(pipe) if not digits and len(conditions) >= 2 else None
     if quality is not None:
         result["full_quality"] = quality(images, list(conditions))
     line = f"full compute: {wall:.3f} s wall ({result['full_ms_per_step']:.2f} ms/step{_quality_text(result, 'full')})"
@@ -235,12 +235,11 @@ def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path |
         return None, make_predictor(predictor)
     name, _, arg = policy.partition(":")
     if name == "learned" and cache is not None:
-        from cachepilot.api import head_spec, resolve_checkpoint
-        from cachepilot.policies.learned import LearnedPolicy
+        from cachepilot.cache_checkpoint import CacheCheckpoint
 
-        policy_dir, predictor_dir = resolve_checkpoint(cache)
+        checkpoint = CacheCheckpoint.from_pretrained(cache)
         target = float(arg) if arg else DEFAULT_TARGET
-        if predictor is None or predictor == "learned":  # the cache's head, gated once calibrated (as `enable` loads it)
-            predictor = head_spec(predictor_dir) if predictor_dir is not None else "taylor:2"
-        return LearnedPolicy(policy_dir, target=target), make_predictor(predictor)
+        if predictor is None or predictor == "learned":  # the cache's forecaster, by the one rule `enable` loads it
+            predictor = checkpoint.predictor_spec()
+        return checkpoint.policy(target), make_predictor(predictor)
     return make_policy(policy), make_predictor(predictor)

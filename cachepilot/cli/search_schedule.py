@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from cachepilot import seeds
 from cachepilot.cli.common import OUT, add_pipeline_args, call_kwargs, check_at_least, train_conditions
 from cachepilot.errors import CachepilotError
 
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> None:
     from cachepilot.driver import SamplingDriver
     from cachepilot.loading import load_pipeline
     from cachepilot.outputs import check_output_file
+    from cachepilot.searched import SearchedSchedules, mask_string
     from cachepilot.train import schedule_search
 
     bad = [t for t in args.targets if not 0 < t <= 1]
@@ -49,19 +50,16 @@ def run(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     driver = SamplingDriver(pipe, args.steps, call_kwargs(args))
     conditions = train_conditions(args, pipe)
-    found = {}
+    found = SearchedSchedules(args.steps, args.predictor, settings={
+        "samples": args.samples, "seed": seeds.SEARCH, "select_samples": args.select_samples})
     for target in args.targets:  # each schedule is written as soon as it is found: an interruption keeps them
         mask, score = schedule_search.search_schedule(
             driver, conditions, target, args.samples, predictor=args.predictor, max_sweeps=args.max_sweeps,
             compute_last=args.compute_last, select_samples=args.select_samples,
             extra_starts=earlier.get(f"{target:g}", []))
-        found[f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
-        print(f"target {target:g}: {found[f'{target:g}']['mask']} (training PSNR {score:.2f} dB)")
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps({"num_steps": args.steps, "predictor": args.predictor, "samples": args.samples,
-                                   "seed": 300_000, "select_samples": args.select_samples,
-                                   "schedules": found}, indent=2))
-        tmp.replace(args.out)
+        found.add(target, mask, score)
+        print(f"target {target:g}: {mask_string(mask)} (training PSNR {score:.2f} dB)")
+        found.write(args.out)
 
 
 def _earlier_masks(paths: list[Path], steps: int) -> dict[str, list[list[bool]]]:

@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> None:
     config.warm_start = args.warm_start
     config.check()  # --seed -1, --lr nan, ...: before loading anything
     if args.prior is None and args.pipeline is None:
-        from cachepilot.checkpoints import DEFAULT_CACHE
+        from cachepilot.cache_checkpoint import CacheCheckpoint
 
-        config.prior = str(DEFAULT_CACHE / "searched_schedules.json")
+        config.prior = str(CacheCheckpoint.from_pretrained().schedules_path())
     else:
         none = args.prior is None or (len(args.prior) == 1 and args.prior[0].lower() == "none")
         config.prior = None if none else (args.prior[0] if len(args.prior) == 1 else list(args.prior))

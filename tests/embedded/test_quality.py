@@ -42,7 +42,7 @@ def test_scenes_quality_scores_rendered_scenes_above_noise():
 
 
 def test_generate_reports_adherence_on_the_scenes_pipeline(tmp_path):
-    from cachepilot.commands import generate
+    from cachepilot.cli.generate import generate
 
     prompts = ["a large red circle", "a small blue square above a large yellow cross"]
     result = generate([{"prompt": p} for p in prompts], tmp_path / "grid.png", pipeline=SCENES_DIR, steps=4,
