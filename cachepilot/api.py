@@ -7,6 +7,7 @@ transformer itself (cache-dit style) and leaves `_cache_config` alone.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from cachepilot.policies.spec import make_policy
 from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.runtime.engine import CacheEngine
+from cachepilot.runtime.fingerprint import scheduler_fingerprint
 from cachepilot.runtime.adapters import UnsupportedModelError
 from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache
 from cachepilot.runtime.pipelines import (
@@ -53,6 +55,24 @@ def _cached_transformers(transformer: torch.nn.Module, pipeline: Any) -> tuple[t
     return next(iter(found.values())), found
 
 
+def _checkpoint_predictor(cache: Any, scheduler: Any) -> str:
+    """The checkpoint's forecaster (`CacheCheckpoint.predictor_spec`), or Taylor-2 with one warning when the
+    pipeline's scheduler differs from the one the checkpoint was fitted with: the head learned the residuals of
+    that trajectory, and is not trusted on another."""
+    from cachepilot.cache_checkpoint import FALLBACK_PREDICTOR
+
+    differs = cache.scheduler_differences(scheduler)
+    if not differs:
+        return cache.predictor_spec()
+    fitted, here = cache.config()["scheduler"], scheduler_fingerprint(scheduler)
+    detail = "; ".join(f"{k} {fitted[k]!r} when fitted, {here[k]!r} here" for k in differs)
+    warnings.warn(f"the cache checkpoint {cache.root} was fitted with another scheduler ({detail}): its learned "
+                  f"forecaster is not used out of the trajectory it learned, skipped steps forecast with "
+                  f"Taylor-2 ({FALLBACK_PREDICTOR}) instead; refit on this pipeline (`cachepilot fit`) to use a "
+                  "learned forecaster with this scheduler", UserWarning, stacklevel=3)
+    return FALLBACK_PREDICTOR
+
+
 def _fresh(spec: Any) -> Any:
     """A policy or predictor for one more engine: a spec string as is, an object copied (they hold state)."""
     return spec if spec is None or isinstance(spec, str) else copy.deepcopy(spec)
@@ -79,7 +99,9 @@ def enable(
     checkpoint / speed: a cache checkpoint (`CacheCheckpoint.from_pretrained`: a directory, a hub id, or the shipped
     one by default) and its target compute fraction (e.g. 0.3 = compute 30 % of the steps); FORECAST then uses the
     checkpoint's forecaster (`CacheCheckpoint.predictor_spec`: the gated head once calibrated, else the head, else
-    Taylor-2). A checkpoint made for another backbone is refused, naming the field that differs.
+    Taylor-2). A checkpoint made for another backbone is refused, naming the field that differs; on a pipeline
+    whose scheduler differs from the one it was fitted with (class, shift, solver order, prediction type, ...)
+    FORECAST uses Taylor-2 instead of its head, with a warning naming the fields.
     per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
     structure: which blocks the cache may skip: 'F1B0' computes the first block at every step (its output is
     the probe the policy observes, and the forecast is applied on top of it) and caches the rest, DBCache style;
@@ -99,7 +121,7 @@ def enable(
         cache = CacheCheckpoint.from_pretrained(checkpoint)
         cache.check_backbone(transformer)
         policy = cache.policy(DEFAULT_TARGET if speed is None else speed, per_batch=per_batch)
-        predictor = predictor or cache.predictor_spec()
+        predictor = predictor or _checkpoint_predictor(cache, getattr(pipeline, "scheduler", None))
     engine = apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                          num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
                          structure=structure)

@@ -22,7 +22,7 @@ from cachepilot.policies.prior import SchedulePrior
 from cachepilot.predictors.gated import GATE_FILE
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.records import read_json_object
-from cachepilot.runtime.fingerprint import check_fingerprint
+from cachepilot.runtime.fingerprint import check_fingerprint, scheduler_differences
 from cachepilot.searched import SCHEDULES_FILE, SearchedSchedules, schedules_file
 
 CONFIG_FILE = "cachepilot_config.json"
@@ -182,6 +182,12 @@ class CacheCheckpoint:
         fingerprint = self.fingerprint()
         if fingerprint is not None:
             check_fingerprint(fingerprint, transformer, f"the cache checkpoint {self.root}")
+
+    def scheduler_differences(self, scheduler: object) -> list[str]:
+        """The scheduler fields (class, shift, solver order, prediction type, spacing...) where `scheduler` differs
+        from the one the checkpoint was fitted with; [] when the same, or when the checkpoint recorded none
+        (fitted before schedulers were recorded: trusted as it was)."""
+        return scheduler_differences(self.config().get("scheduler"), scheduler)
 
     def __repr__(self) -> str:
         return f"CacheCheckpoint({str(self.root)!r})"
