@@ -74,6 +74,7 @@ class PipelineCache:
         self._seen: dict[int, tuple[int, Any]] = {}
         self._partial: dict[int, dict[str, CacheStats]] = {}
         self._depth = 0
+        self._warned: set[tuple[str, int]] = set()  # replaced components already warned about
         for transformer in transformers.values():
             stack_hook(transformer).stats_sink = self._record
         self._swap_class(pipeline)
@@ -107,6 +108,19 @@ class PipelineCache:
                 self._partial.setdefault(id(engine), {})[state.context] = engine.stats(state)
                 self._seen[id(state)] = (len(state.decisions), state.timesteps_ref)
 
+    def check_components(self, pipeline: Any) -> None:
+        """Warn (once per replacement) when a cached transformer was replaced after `enable` (`pipe.transformer_2
+        = other`): the new module is not the one hooked, so it would run uncached and silently out of the stats."""
+        for name, cached in self.transformers.items():
+            current = unwrap(getattr(pipeline, name, None))
+            if not isinstance(current, torch.nn.Module) or current is cached or (name, id(current)) in self._warned:
+                continue
+            self._warned.add((name, id(current)))
+            warnings.warn(f"the pipeline's {name} was replaced after cachepilot.enable by another "
+                          f"{type(current).__name__}: the cache enable set up for {name} does not reach it (it runs "
+                          f"uncached, and last_stats leaves it out); call cachepilot.enable(pipe, ...) again to "
+                          "cache it", UserWarning, stacklevel=4)
+
     def start(self) -> None:
         if self._depth == 0:
             self._log, self._partial = {}, {}
@@ -132,6 +146,8 @@ class PipelineCache:
             tracker = vars(self_).get(_TRACKER)
             if tracker is None:  # another pipeline of the tracked class (built from this one's components)
                 return base.__call__(self_, *args, **kwargs)
+            if not tracker._depth:
+                tracker.check_components(self_)
             tracker.start()
             completed = False
             try:
