@@ -3,7 +3,6 @@ component and telling to enable again, and runs (no shape error from the engine)
 
 import warnings
 
-import pytest
 import torch
 
 import cachepilot
@@ -17,14 +16,6 @@ def _call(pipe):
         warnings.simplefilter("always")
         frames = pipe(**wan22_call_kwargs(), num_inference_steps=4, generator=torch.Generator().manual_seed(0)).frames
     return frames, [str(w.message) for w in caught if "was replaced after cachepilot.enable" in str(w.message)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_swapped_expert_warns_once_then_enable_caches_it():
