@@ -30,12 +30,15 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from cachepilot import seeds
 from cachepilot.bench.counting import StackCounter
-from cachepilot.conditions import ConditionSet, ConditionSplit, class_conditions, load_conditions, split_conditions
+from cachepilot.cache_checkpoint import CacheCheckpoint
+from cachepilot.conditions import ConditionSet, ConditionSplit, pipeline_conditions, split_conditions
 from cachepilot.outputs import check_output_dir
 from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
 from cachepilot.runtime.fingerprint import backbone_fingerprint
+from cachepilot.searched import SearchedSchedules
 from cachepilot.train.budget import budget_evaluations, parse_budget, size_to_budget
 from cachepilot.train.plan import PROBE_BATCH, FitPlan, Probe, gate_counts, plan_fit, probe_pipeline
 
@@ -136,22 +139,6 @@ def policy_config(config: FitConfig, predictor: str, prior: str):
     return policy
 
 
-def _conditions_for(pipe, prompts: str | Path | ConditionSet | None) -> ConditionSet:
-    if isinstance(prompts, ConditionSet):
-        return prompts
-    if prompts is not None:
-        return load_conditions(prompts)
-    num_classes = getattr(pipe, "num_classes", None)
-    labels = getattr(pipe, "labels", None)  # diffusers' DiTPipeline: class name -> id, from id2label
-    if num_classes is None and isinstance(labels, dict) and labels:
-        ids = sorted({int(i) for i in labels.values()})
-        return ConditionSet(tuple({"class_labels": i} for i in ids), f"{type(pipe).__name__} classes")
-    if num_classes is None:
-        raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE "
-                                "(one prompt per line, or a JSONL of call kwargs)")
-    return class_conditions(int(num_classes))
-
-
 def _check_pipeline_call(driver: SamplingDriver, split: ConditionSplit) -> None:
     """Every condition through a 1-step call (batched): a condition the pipeline rejects fails here, with the
     pipeline's own message, before any work."""
@@ -185,7 +172,7 @@ def plan(pipe, prompts: str | Path | ConditionSet | None = None, config: FitConf
     """`cachepilot fit --plan`: what the fit would spend per stage (its budget applied), printed; writes nothing."""
     config = config or FitConfig()
     config.check()
-    split = split_conditions(_conditions_for(pipe, prompts), seed=config.seed)
+    split = split_conditions(pipeline_conditions(pipe, prompts), seed=config.seed)
     with torch.inference_mode(False):
         probe = probe_pipeline(pipe, config.call_kwargs, split.train.conditions[0],
                                min(PROBE_BATCH, config.batch_size))
@@ -211,7 +198,7 @@ class Fit:
         self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
         tic = time.perf_counter()
         with StackCounter(pipe.transformer) as counter:  # the conditions' check and the probe, before any stage
-            self.split = self._split(_conditions_for(pipe, prompts))
+            self.split = self._split(pipeline_conditions(pipe, prompts))
             self.probe = probe_pipeline(pipe, self.config.call_kwargs, self.split.train.conditions[0],
                                         min(PROBE_BATCH, self.config.batch_size))
         if not (self.out / "conditions.json").exists():  # a fit refused so far leaves nothing behind
@@ -381,34 +368,32 @@ class Fit:
                        out=self.out / "predictors", progress=self.progress)
 
     def _forecaster(self) -> str:
-        """The head with its gate once calibrated (what `enable` loads), else the bare head."""
-        from cachepilot.api import head_spec
-
-        return head_spec(self.out / "predictors")
+        """The head with its gate once calibrated (what `enable` loads), by the checkpoint's one rule."""
+        return CacheCheckpoint(self.out).predictor_spec()
 
     def _schedules_path(self) -> Path:
-        return self.out / "searched_schedules.json"
+        return CacheCheckpoint(self.out).schedules_path()
 
     def _schedules_left(self) -> list[float]:
         path = self._schedules_path()
-        found = json.loads(path.read_text())["schedules"] if path.exists() else {}
+        found = SearchedSchedules.read(path).schedules if path.exists() else {}
         return [t for t in self.config.targets if f"{t:g}" not in found]
 
     def _stage_schedules(self) -> None:
         from cachepilot.train.schedule_search import search_schedule
 
         path = self._schedules_path()
-        record = json.loads(path.read_text()) if path.exists() else {
-            "num_steps": self.config.steps, "predictor": self._forecaster(),
-            "samples": self.config.search_samples, "select_samples": self.config.select_samples, "seed": 300_000,
-            "schedules": {}}
+        record = SearchedSchedules.read(path) if path.exists() else SearchedSchedules(
+            self.config.steps, self._forecaster(), settings={
+                "samples": self.config.search_samples, "select_samples": self.config.select_samples,
+                "seed": seeds.SEARCH})
         for target in self._schedules_left():  # one target at a time: an interruption keeps the ones found
             mask, score = search_schedule(self.driver, list(self.split.train.conditions), target,
-                                          samples=self.config.search_samples, predictor=record["predictor"],
+                                          samples=self.config.search_samples, predictor=record.predictor,
                                           select_samples=self.config.select_samples,
                                           progress=self.progress)
-            record["schedules"][f"{target:g}"] = {"mask": "".join("1" if m else "0" for m in mask), "train_psnr": score}
-            path.write_text(json.dumps(record, indent=2))
+            record.add(target, mask, score)
+            record.write(path)
 
     def _stage_policy(self) -> None:
         from cachepilot.train.policy import _last_checkpoint, export_policy, train_policy
