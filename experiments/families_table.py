@@ -5,8 +5,9 @@ the tests run.
 
 Every family of tests/runtime/tiny_models.py and tests/runtime/more_families.py is built tiny, perturbed
 and offline, and goes through `more_families.check_family` (the checks tests/runtime/test_more_families.py
-asserts); the Wan 2.2 pipeline (two transformers) goes through a whole tiny pipeline call; refused
-families are listed with the reason `get_adapter` gives. Nothing is downloaded; ~1 min on 2 CPU cores.
+asserts, the failed-call check included), flux and sd3 also through their tiny img2img pipelines
+(`check_img2img`), the Wan 2.2 pipeline (two transformers) through whole tiny pipeline calls; refused
+families are listed with the reason `get_adapter` gives. Nothing is downloaded; under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
 import time
 
 import torch
@@ -27,50 +29,21 @@ import tiny_models  # noqa: E402
 from cachepilot.runtime.families import REFUSED  # noqa: E402
 
 
-def _tiny_models_family(family: str, batch: int = 2):
-    """A tiny_models family as (perturbed model, latents, step function), like more_families.build."""
-    model, x, kwargs = tiny_models.build(family, batch)
-    return more_families.perturb(model), x, lambda m, x, t: m(x, **kwargs(t)).sample
-
-
-def _wan22_row() -> more_families.FamilyResult:
-    """Wan 2.2 (transformer + transformer_2) through a whole tiny WanPipeline call, 4 steps, CFG."""
-    import cachepilot
-    from tiny_pipelines import wan22_call_kwargs, wan22_pipeline
-
-    pipe = wan22_pipeline()
-    result = more_families.FamilyResult("wan-2.2 (pipeline, 2 experts)", "WanPipeline")
-    result.stack = ("transformer.blocks", "transformer_2.blocks")
-
-    def call():
-        return pipe(**wan22_call_kwargs(), num_inference_steps=4, generator=torch.Generator().manual_seed(0)).frames
-
-    reference = call()
-    cachepilot.enable(pipe, "always")
-    checks = result.checks
-    checks[more_families.CHECKS[0]] = torch.equal(call(), reference)
-    cachepilot.enable(pipe, "fixed:2", predictor="taylor:1")
-    cached = call()
-    stats = cachepilot.last_stats(pipe)
-    result.compute_fraction = stats.compute_fraction if stats is not None else None
-    checks[more_families.CHECKS[1]] = result.compute_fraction == 0.5 and not torch.equal(cached, reference)
-    checks[more_families.CHECKS[2]] = torch.equal(call(), cached)
-    cachepilot.disable(pipe)
-    checks[more_families.CHECKS[3]] = torch.equal(call(), reference)
-    return result
-
-
 def collect() -> list[more_families.FamilyResult]:
     torch.set_num_threads(1)
     rows = []
-    builders = {**{f: _tiny_models_family for f in tiny_models.FAMILIES},
+    builders = {**{f: more_families.build_tiny_models_family for f in tiny_models.FAMILIES},
                 **{f: more_families.build for f in more_families.BUILDERS}}
-    for family, builder in builders.items():
-        try:
-            rows.append(more_families.check_family(*builder(family), family=family))
-        except Exception as err:  # a failing family is a row, not a crash
-            rows.append(more_families.FamilyResult(family, error=f"{type(err).__name__}: {err}"[:300]))
-    rows.append(_wan22_row())
+    with tempfile.TemporaryDirectory() as root:
+        for family, builder in builders.items():
+            try:
+                row = more_families.check_family(*builder(family), family=family)
+                if family in more_families.IMG2IMG:
+                    row.img2img = all(more_families.check_img2img(family, pathlib.Path(root)).values())
+                rows.append(row)
+            except Exception as err:  # a failing family is a row, not a crash
+                rows.append(more_families.FamilyResult(family, error=f"{type(err).__name__}: {err}"[:300]))
+    rows.append(more_families.check_wan22_pipeline())
     return rows
 
 
@@ -78,7 +51,7 @@ def render(rows: list[more_families.FamilyResult], seconds: float) -> str:
     video = set(tiny_models.VIDEO_FAMILIES) | set(more_families.VIDEO)
     passing = sum(r.passed for r in rows)
     mark = {True: "yes", False: "**no**"}
-    head = ["family", "model class", "cached stack (block lists)", *more_families.CHECKS, "video"]
+    head = ["family", "model class", "cached stack (block lists)", *more_families.CHECKS, "img2img", "video"]
     lines = [
         "# Transformer families",
         "",
@@ -87,7 +60,12 @@ def render(rows: list[more_families.FamilyResult], seconds: float) -> str:
         "their modulation), 4 steps, batch 2, diffusers 0.42.1, CPU. Per family: `always` is bit-exact against",
         "the unhooked model; `fixed:2` with `taylor:1` computes half of the steps (`last_stats`) and changes the",
         "output; a repeat of the cached call is identical; `disable` restores the unhooked output bit for bit;",
-        "the batch read as [cond; uncond] copies (`cfg_copies=2`) gets one decision per sample.",
+        "the batch read as [cond; uncond] copies (`cfg_copies=2`) gets one decision per sample; failed-call",
+        "recovery: a call that raises once step 2's model call returned (a step-end callback that raises, in the",
+        "Wan 2.2 pipeline) leaves nothing that changes the next call, which equals the first cached call bit for",
+        "bit. img2img: the family's img2img pipeline built from the same tiny components (strength 0.5 of 8",
+        "steps) passes the first four checks, `fixed:2` computing 2 of the 4 steps it runs; \"—\": no img2img",
+        "pipeline is built for the family here.",
         "",
         f"**{passing} of {len(rows)} families pass every check; {len(REFUSED)} are refused with their reason.**",
         "",
@@ -97,8 +75,9 @@ def render(rows: list[more_families.FamilyResult], seconds: float) -> str:
     for r in rows:
         checks = [mark[r.checks[c]] if c in r.checks else "n/a" for c in more_families.CHECKS]
         stack = " + ".join(r.stack) if r.stack else (r.error or "-")
+        img2img = "—" if r.img2img is None else mark[r.img2img]
         lines.append("| " + " | ".join([r.family, f"`{r.model_class}`" if r.model_class else "-", stack, *checks,
-                                        "yes" if r.family in video else ""]) + " |")
+                                        img2img, "yes" if r.family in video else ""]) + " |")
     lines += [
         "",
         "Stacks of one list after others (Flux.2, Chroma, HiDream, AuraFlow, Lumina2, Z-Image): only the last list",

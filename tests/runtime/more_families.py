@@ -312,13 +312,21 @@ def build(family: str, batch: int = 2, seed: int = 0):
     return perturb(model), x, step
 
 
+class Interrupted(Exception):
+    """Raised by `run(..., fail_at=i)` after step i's model call, as a step-end callback that raises would."""
+
+
 @torch.no_grad()
-def run(model: torch.nn.Module, x: torch.Tensor, step: Step, steps: int = STEPS) -> torch.Tensor:
-    """A sampler-shaped loop in one cache context: the output feeds the next step's input."""
+def run(model: torch.nn.Module, x: torch.Tensor, step: Step, steps: int = STEPS,
+        fail_at: int | None = None) -> torch.Tensor:
+    """A sampler-shaped loop in one cache context: the output feeds the next step's input (`fail_at`: raise
+    `Interrupted` once that step's model call returned)."""
     outputs = []
     for i in range(steps):
         _set_cache_context(model, CacheContext("cond", step_index=i, num_inference_steps=steps))
         out = step(model, x, 900.0 - 150 * i)
+        if i == fail_at:
+            raise Interrupted(f"step {i}")
         out = out[:, : x.shape[1]] if out.shape != x.shape else out
         x = x - 0.1 * out
         outputs.append(out)
@@ -335,20 +343,24 @@ class FamilyResult:
     checks: dict[str, bool] = field(default_factory=dict)
     compute_fraction: float | None = None
     error: str = ""
+    img2img: bool | None = None  # every `check_img2img` check held (None: no cheap img2img pipeline)
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(self.checks.values()) and not self.error
+        return bool(self.checks) and all(self.checks.values()) and not self.error and self.img2img is not False
 
 
 CHECKS = ("always bit-exact", "cached (fixed:2 + taylor:1: compute 0.5, output differs)", "clean repeat",
-          "disable restores", "CFG layout (2 rows as one sample's copies)")
+          "disable restores", "CFG layout (2 rows as one sample's copies)", "failed-call recovery")
+FAILED_CALL = CHECKS[5]
+FAIL_AT = 2  # the interrupted call raises once step 2's model call returned
 
 
 def check_family(model: torch.nn.Module, x: torch.Tensor, step: Step, family: str = "") -> FamilyResult:
     """Run the checks on a fresh model: `always` bit-exact vs no cache; fixed:2 + taylor:1 computes half the
     steps and changes the output; repeating the cached call gives the same output; `disable` restores the
-    plain model bit for bit; with an even batch, the rows read as CFG copies of half as many samples get
+    plain model bit for bit; a call interrupted after step 2 leaves nothing that changes the next call (it
+    equals the first cached one); with an even batch, the rows read as CFG copies of half as many samples get
     one decision per sample (fixed:2 then decides as before: same output)."""
     from cachepilot.runtime.adapters import get_adapter
 
@@ -364,6 +376,10 @@ def check_family(model: torch.nn.Module, x: torch.Tensor, step: Step, family: st
     result.checks[CHECKS[1]] = (result.compute_fraction == 0.5 and bool(torch.isfinite(cached).all())
                                 and not torch.allclose(cached, reference))
     result.checks[CHECKS[2]] = torch.equal(run(model, x, step), cached)
+    try:  # an interrupted call leaves nothing that changes the next one
+        run(model, x, step, fail_at=FAIL_AT)
+    except Interrupted:
+        result.checks[FAILED_CALL] = torch.equal(run(model, x, step), cached)
     cachepilot.disable(model)
     result.checks[CHECKS[3]] = torch.equal(run(model, x, step), reference)
     if x.shape[0] % 2 == 0:  # the batch read as [cond; uncond] copies of batch / 2 samples: decided per sample
@@ -373,4 +389,97 @@ def check_family(model: torch.nn.Module, x: torch.Tensor, step: Step, family: st
         cachepilot.disable(model)
         result.checks[CHECKS[4]] = (stats is not None and stats.batch_size == x.shape[0] // 2
                                     and stats.compute_fraction == 0.5 and torch.equal(copies, cached))
+    return result
+
+
+# Families whose tiny pipeline (tests/tiny_pipelines.py) has an img2img twin built from the same components.
+IMG2IMG = {"flux": "FluxImg2ImgPipeline", "sd3": "StableDiffusion3Img2ImgPipeline"}
+IMG2IMG_CHECKS = ("always bit-exact", "cached (fixed:2 + taylor:1: compute 0.5 of the steps strength leaves, "
+                  "output differs)", "clean repeat", "disable restores")
+
+
+def _tiny_pipelines():
+    try:
+        from .. import tiny_pipelines  # imported as tests.runtime.more_families (pytest)
+    except ImportError:
+        import tiny_pipelines  # imported top-level (experiments/families_table.py puts tests/ on the path)
+    return tiny_pipelines
+
+
+def build_tiny_models_family(family: str, batch: int = 2):
+    """A tiny_models.FAMILIES family as `build` gives the others: (perturbed model, latents, step function)."""
+    try:
+        from . import tiny_models
+    except ImportError:
+        import tiny_models
+    model, x, kwargs = tiny_models.build(family, batch)
+    return perturb(model), x, lambda m, x, t: m(x, **kwargs(t)).sample
+
+
+@torch.no_grad()
+def check_img2img(family: str, root) -> dict[str, bool]:
+    """The family checks on its tiny img2img pipeline (saved under `root`): strength 0.5 of 8 steps runs 4, and
+    fixed:2 computes 2 of them."""
+    import diffusers
+
+    tiny = _tiny_pipelines()
+    path = tiny.build_tiny_pipeline(family, root / family)
+    pipe = getattr(diffusers, IMG2IMG[family]).from_pretrained(path, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {**tiny.call_kwargs(family), "height": 32, "width": 32}
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def call() -> torch.Tensor:
+        return pipe(prompt=["a red circle", "a blue square"], image=image, strength=0.5, num_inference_steps=8,
+                    output_type="pt", generator=[torch.Generator().manual_seed(s) for s in (1, 2)], **kwargs).images
+
+    reference, checks = call(), {}
+    cachepilot.enable(pipe, "always")
+    checks[IMG2IMG_CHECKS[0]] = torch.equal(call(), reference)
+    cachepilot.enable(pipe, "fixed:2", predictor="taylor:1")
+    cached = call()
+    stats = cachepilot.last_stats(pipe)
+    checks[IMG2IMG_CHECKS[1]] = (stats is not None and stats.num_steps == 4 and stats.compute_fraction == 0.5
+                                 and not torch.equal(cached, reference))
+    checks[IMG2IMG_CHECKS[2]] = torch.equal(call(), cached)
+    cachepilot.disable(pipe)
+    checks[IMG2IMG_CHECKS[3]] = torch.equal(call(), reference)
+    return checks
+
+
+def check_wan22_pipeline() -> FamilyResult:
+    """The checks on Wan 2.2 (transformer + transformer_2) through whole tiny WanPipeline calls, 4 steps, CFG
+    (the failed call: a step-end callback raises at step 2)."""
+    tiny = _tiny_pipelines()
+    wan22_call_kwargs = tiny.wan22_call_kwargs
+    pipe = tiny.wan22_pipeline()
+    result = FamilyResult("wan-2.2 (pipeline, 2 experts)", "WanPipeline")
+    result.stack = ("transformer.blocks", "transformer_2.blocks")
+
+    def call():
+        return pipe(**wan22_call_kwargs(), num_inference_steps=4, generator=torch.Generator().manual_seed(0)).frames
+
+    reference = call()
+    cachepilot.enable(pipe, "always")
+    checks = result.checks
+    checks[CHECKS[0]] = torch.equal(call(), reference)
+    cachepilot.enable(pipe, "fixed:2", predictor="taylor:1")
+    cached = call()
+    stats = cachepilot.last_stats(pipe)
+    result.compute_fraction = stats.compute_fraction if stats is not None else None
+    checks[CHECKS[1]] = result.compute_fraction == 0.5 and not torch.equal(cached, reference)
+    checks[CHECKS[2]] = torch.equal(call(), cached)
+
+    def interrupt(pipeline, i, t, kwargs):  # a step-end callback that raises mid-loop
+        if i == FAIL_AT:
+            raise Interrupted(f"step {i}")
+        return kwargs
+
+    try:
+        pipe(**wan22_call_kwargs(), num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+             callback_on_step_end=interrupt)
+    except Interrupted:
+        checks[FAILED_CALL] = torch.equal(call(), cached)
+    cachepilot.disable(pipe)
+    checks[CHECKS[3]] = torch.equal(call(), reference)
     return result

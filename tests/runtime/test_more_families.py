@@ -9,7 +9,7 @@ import torch
 from cachepilot.runtime.adapters import UnsupportedModelError, get_adapter
 from cachepilot.runtime.families import REFUSED
 
-from .more_families import BUILDERS, CHECKS, build, check_family
+from .more_families import BUILDERS, CHECKS, IMG2IMG, IMG2IMG_CHECKS, build, check_family, check_img2img
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -25,6 +25,21 @@ def test_family_is_cached_exactly(family):
     result = check_family(*build(family), family=family)
     assert result.checks == dict.fromkeys(CHECKS, True), result.checks
     assert result.passed
+
+
+@pytest.mark.parametrize("family", ["dit", "flux", "wan"])
+def test_tiny_models_family_passes_the_table_checks(family):
+    """docs/families.md runs `check_family` on tiny_models' families too (their own tests check them otherwise):
+    a few of them here, the failed-call recovery column included."""
+    from .more_families import build_tiny_models_family
+
+    result = check_family(*build_tiny_models_family(family), family=family)
+    assert result.checks == dict.fromkeys(CHECKS, True), result.checks
+
+
+@pytest.mark.parametrize("family", IMG2IMG)
+def test_img2img_pipeline_is_cached_exactly(family, tmp_path):
+    assert check_img2img(family, tmp_path) == dict.fromkeys(IMG2IMG_CHECKS, True)
 
 
 STACKS = {  # the lists each family's cached stack is made of (LAST_LIST: the earlier lists run every step)
@@ -142,3 +157,13 @@ def test_per_block_argument_stacks_compute_every_row_of_a_mixed_step():
     computed = cachepilot.last_stats(model).decisions == Action.COMPUTE
     assert computed.tolist() == [[True, True], [False, False], [True, True], [True, True]]
     assert torch.isfinite(out).all()
+
+
+def test_wan22_pipeline_passes_the_table_checks():
+    """The Wan 2.2 row of docs/families.md: both experts cached through whole pipeline calls, a call interrupted
+    by a step-end callback leaves nothing that changes the next one."""
+    from .more_families import FAILED_CALL, check_wan22_pipeline
+
+    result = check_wan22_pipeline()
+    assert result.checks == dict.fromkeys([*CHECKS[:4], FAILED_CALL], True), result.checks
+    assert result.passed
