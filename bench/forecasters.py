@@ -16,6 +16,7 @@ import torch
 import cachepilot
 from cachepilot.bench.methods import Method, ours_method
 from cachepilot.errors import InvalidInputError
+from cachepilot.seeds import COLLECT
 
 INTERVALS = (2, 3, 4, 5, 6)
 FORECASTERS = {  # bench name -> predictor spec
@@ -33,7 +34,7 @@ FORECASTERS = {  # bench name -> predictor spec
     "dmd2": "dmd:2",
 }
 HYCA_FIT_SAMPLES = 8
-HYCA_FIT_SEED = 100_000  # the training seed range (collect's), disjoint from the bench's 20_000+
+HYCA_FIT_SEED = COLLECT  # the training seed range (collect's), disjoint from the bench's
 
 
 def record_trajectories(pipe: Any, steps: int, samples: int = HYCA_FIT_SAMPLES,

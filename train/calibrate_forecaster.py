@@ -28,10 +28,12 @@ from cachepilot.predictors.gated import GATE_CHOICES, GATE_FILE, SCHEDULE_CHOICE
 from cachepilot.predictors.learned import Learned
 from cachepilot.quality import psnr
 from cachepilot.records import read_json_object
+from cachepilot.searched import SearchedSchedules
+from cachepilot.seeds import SEARCH
 
 TIE_ORDER = ("taylor:1", "taylor:2", "learned")  # a tie goes to the cheaper forecaster
 WHOLE_TIE_ORDER = ("taylor:1", "taylor:2", "taylor:1.5", "learned", "table")  # the table runs all it mixes
-CALIBRATION_SEED = 300_000  # the schedule search's training seeds; the bench's are 20,000+
+CALIBRATION_SEED = SEARCH  # the schedule search's training seeds, apart from the bench's
 
 
 def calibration_schedule(interval: int, steps: int) -> str:
@@ -67,10 +69,10 @@ def schedule_policies(spec: str, steps: int, policy_dir: Path | None = None) -> 
 
             return [LearnedPolicy(policy_dir, target=float(arg))]
         if name == "searched":
-            found = read_json_object(Path(arg), "searched schedules")
-            if found.get("num_steps") != steps:
+            found = SearchedSchedules.read(arg)
+            if found.num_steps != steps:
                 return []
-            return [Schedule([c == "1" for c in entry["mask"]]) for _, entry in sorted(found["schedules"].items())]
+            return [Schedule([c == "1" for c in entry["mask"]]) for _, entry in sorted(found.schedules.items())]
         if name == "schedule" and len(arg) != steps:
             return []
         return [make_policy(spec)]

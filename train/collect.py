@@ -35,6 +35,7 @@ from cachepilot.predictors.spec import make_predictor
 from cachepilot.runtime.adapters import get_adapter
 from cachepilot.runtime.hooks import get_engine
 from cachepilot.runtime.fingerprint import backbone_fingerprint, check_fingerprint
+from cachepilot.seeds import COLLECT
 
 CONFIG_FILE = "collect_config.json"
 WEIGHTS_FILE = "step_weights.json"
@@ -46,7 +47,7 @@ class CollectConfig:
     steps: int = 50
     call_kwargs: dict = field(default_factory=dict)  # every call's kwargs (guidance_scale, height, ...)
     conditions: list = field(default_factory=list)    # per-sample call kwargs (default: the digits classes)
-    seed: int = 100_000  # training seeds: disjoint from the bench's (20_000+) and evaluate's (10_000+)
+    seed: int = COLLECT  # training seeds: disjoint from the bench's and evaluate's
     policies: list[str] = field(default_factory=lambda: ["always", "fixed:3", "fixed:5"])
     predictor: str = "taylor:1"  # what the cached trajectories forecast with
     num_shards: int = 6

@@ -29,6 +29,7 @@ from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.envs.caching_env import step_counts
 from cachepilot.envs.vec_env import CachingVecEnv
 from cachepilot.records import read_json_object
+from cachepilot.seeds import POLICY_EVALUATION, POLICY_TRAINING
 from cachepilot.errors import CachepilotError, CheckpointError, InvalidInputError
 from cachepilot.finite import check_finite_weights
 from cachepilot.errors import Interrupted
@@ -49,7 +50,7 @@ class PolicyConfig:
     total_timesteps: int = 200_000
     targets: tuple[float, float] = (0.15, 0.55)
     predictor: str = "learned"
-    seeds: tuple[int, int] = (200_000, 300_000)  # training noise seeds: disjoint from bench and evaluate
+    seeds: tuple[int, int] = POLICY_TRAINING  # training noise seeds: disjoint from bench and evaluate
     seed_pool: int | None = None                   # draw noise seeds from the first K only: references kept, reused
     rollout_episodes: int = 2                      # PPO n_steps = rollout_episodes x max(num_steps) per env
     batch_size: int = 400
@@ -63,7 +64,7 @@ class PolicyConfig:
     eval_every: int = 25_000
     eval_targets: tuple[float, ...] = (0.2, 0.4)
     eval_samples: int = 16
-    eval_seed: int = 400_000                        # held-out seeds: neither training (200k+) nor bench (20k+)
+    eval_seed: int = POLICY_EVALUATION              # held-out seeds: neither training nor bench
     prior: str | list[str] | None = None            # searched_schedules.json(s) the policy observes (None: uniform)
     warm_start: bool = False                        # behaviour-clone the prior schedule before PPO
     warm_start_episodes: int = 8

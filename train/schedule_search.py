@@ -22,6 +22,7 @@ from cachepilot.policies.baselines import Schedule, taylorseer_mask
 from cachepilot.policies.budget import budget_computes
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.quality import psnr
+from cachepilot.seeds import SEARCH, SEARCH_SELECT_OFFSET
 
 
 def warmup_mask(num_steps: int, computes: int, warmup: int, open_end: bool = False) -> list[bool]:
@@ -72,7 +73,7 @@ def training_free_masks(num_steps: int, computes: int) -> list[list[bool]]:
 
 
 def search_schedule(
-    driver: SamplingDriver, conditions: list[dict], target: float, samples: int = 16, seed: int = 300_000,
+    driver: SamplingDriver, conditions: list[dict], target: float, samples: int = 16, seed: int = SEARCH,
     predictor: str = "learned", max_sweeps: int = 6, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True,
     compute_last: bool = False, extra_starts: list[list[bool]] | tuple = (), select_samples: int = 0,
 ) -> tuple[list[bool], float]:
@@ -128,6 +129,6 @@ def search_schedule(
         best, best_score = top, top_score
         path.append(best)
     if select_samples > 0:
-        select = scorer(samples, select_samples, seed + 50_000)
+        select = scorer(samples, select_samples, seed + SEARCH_SELECT_OFFSET)
         best_score, best = max(((select(mask), mask) for mask in path), key=lambda pair: pair[0])
     return best, best_score

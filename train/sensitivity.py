@@ -14,12 +14,13 @@ import torch
 from cachepilot.conditions import group_by_shared
 from cachepilot.driver import SamplingDriver
 from cachepilot.runtime.adapters import get_adapter
+from cachepilot.seeds import SENSITIVITY
 
 SENSITIVITY_SAMPLES = 16  # one batched run per step: the weights cost samples x steps x (steps + 1) evaluations
 
 
 @torch.no_grad()
-def step_sensitivity(driver: SamplingDriver, conditions: list[dict], samples: int = SENSITIVITY_SAMPLES, seed: int = 90_000,
+def step_sensitivity(driver: SamplingDriver, conditions: list[dict], samples: int = SENSITIVITY_SAMPLES, seed: int = SENSITIVITY,
                      scale: float = 1e-2) -> torch.Tensor:
     """(steps,) mean-one weights: final-image change per unit of stack-output perturbation at each step.
     The driver's pipeline must not be cached (every call of the last block is one step)."""
