@@ -17,10 +17,11 @@ from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.spec import make_policy
 from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.spec import make_predictor
+from cachepilot.predictors.taylor import Taylor
 from cachepilot.runtime.engine import CacheEngine
-from cachepilot.runtime.fingerprint import scheduler_fingerprint
+from cachepilot.runtime.fingerprint import scheduler_differences, scheduler_fingerprint
 from cachepilot.runtime.adapters import UnsupportedModelError
-from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache
+from cachepilot.runtime.hooks import apply_cache, get_engine, remove_cache, reset_cache
 from cachepilot.runtime.pipelines import (
     PipelineCache, pipeline_transformers, track, tracker_of, unwrap as _unwrap, warn_refused,
 )
@@ -59,18 +60,42 @@ def _checkpoint_predictor(cache: Any, scheduler: Any) -> str:
     """The checkpoint's forecaster (`CacheCheckpoint.predictor_spec`), or Taylor-2 with one warning when the
     pipeline's scheduler differs from the one the checkpoint was fitted with: the head learned the residuals of
     that trajectory, and is not trusted on another."""
-    from cachepilot.cache_checkpoint import FALLBACK_PREDICTOR
-
     differs = cache.scheduler_differences(scheduler)
     if not differs:
         return cache.predictor_spec()
+    return _fall_back(cache, scheduler, differs, stacklevel=4)
+
+
+def _fall_back(cache: Any, scheduler: Any, differs: list[str], stacklevel: int) -> str:
+    """Warn that `scheduler` differs from the checkpoint's in the fields `differs`; the forecaster used instead."""
+    from cachepilot.cache_checkpoint import FALLBACK_PREDICTOR
+
     fitted, here = cache.config()["scheduler"], scheduler_fingerprint(scheduler)
     detail = "; ".join(f"{k} {fitted[k]!r} when fitted, {here[k]!r} here" for k in differs)
     warnings.warn(f"the cache checkpoint {cache.root} was fitted with another scheduler ({detail}): its learned "
                   f"forecaster is not used out of the trajectory it learned, skipped steps forecast with "
                   f"Taylor-2 ({FALLBACK_PREDICTOR}) instead; refit on this pipeline (`cachepilot fit`) to use a "
-                  "learned forecaster with this scheduler", UserWarning, stacklevel=3)
+                  "learned forecaster with this scheduler", UserWarning, stacklevel=stacklevel)
     return FALLBACK_PREDICTOR
+
+
+class _SchedulerWatch:
+    """Before each pipeline call: a scheduler replaced after `enable` by one the checkpoint was not fitted with
+    gets the same warning and fallback as at `enable` (once; `enable` again restores the head)."""
+
+    def __init__(self, cache: Any, transformer: torch.nn.Module):
+        self.cache, self.transformer = cache, transformer
+        self.fitted = cache.config().get("scheduler")
+
+    def __call__(self, pipeline: Any) -> None:
+        engine = get_engine(self.transformer)
+        if engine is None or isinstance(engine.predictor, Taylor):
+            return
+        differs = scheduler_differences(self.fitted, getattr(pipeline, "scheduler", None))
+        if differs:
+            engine.predictor = make_predictor(_fall_back(self.cache, pipeline.scheduler, differs, stacklevel=4))
+            engine.predictor.bind(self.transformer)
+            reset_cache(self.transformer)  # states hold the head's history layout: the next call starts fresh
 
 
 def _fresh(spec: Any) -> Any:
@@ -115,13 +140,16 @@ def enable(
             f"a cache checkpoint holds one transformer's policy and forecaster, and this pipeline runs several "
             f"({', '.join(cached)}): enable it with a training-free policy (e.g. 'fixed:2'), or pass one of its "
             "transformers to enable() to use a checkpoint fitted on that transformer")
+    watch = None
     if checkpoint is not None or speed is not None:  # a learned policy checkpoint at a compute target
         from cachepilot.cache_checkpoint import DEFAULT_TARGET, CacheCheckpoint
 
         cache = CacheCheckpoint.from_pretrained(checkpoint)
         cache.check_backbone(transformer)
         policy = cache.policy(DEFAULT_TARGET if speed is None else speed, per_batch=per_batch)
-        predictor = predictor or _checkpoint_predictor(cache, getattr(pipeline, "scheduler", None))
+        if predictor is None:  # the checkpoint's own forecaster, watched for a scheduler it was not fitted with
+            predictor = _checkpoint_predictor(cache, getattr(pipeline, "scheduler", None))
+            watch = _SchedulerWatch(cache, transformer) if pipeline is not None else None
     engine = apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                          num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
                          structure=structure)
@@ -131,7 +159,9 @@ def enable(
                         num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
                         structure=structure)
     if pipeline is not None:  # last_stats covers every transformer and phase of a whole pipeline call
-        track(pipeline, cached)
+        tracker = track(pipeline, cached)
+        if watch is not None:
+            tracker.before_call.append(watch)
     return engine
 
 

@@ -11,6 +11,7 @@ never reaches its step count: its stats are read from its states when the call e
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,6 +76,7 @@ class PipelineCache:
         self._partial: dict[int, dict[str, CacheStats]] = {}
         self._depth = 0
         self._warned: set[tuple[str, int]] = set()  # replaced components already warned about
+        self.before_call: list[Callable[[Any], None]] = []  # checks of the pipeline before each outer call
         for transformer in transformers.values():
             stack_hook(transformer).stats_sink = self._record
         self._swap_class(pipeline)
@@ -148,6 +150,8 @@ class PipelineCache:
                 return base.__call__(self_, *args, **kwargs)
             if not tracker._depth:
                 tracker.check_components(self_)
+                for check in tracker.before_call:
+                    check(self_)
             tracker.start()
             completed = False
             try:

@@ -71,3 +71,18 @@ def test_only_trajectory_fields_count():
     assert scheduler_differences(fitted, DDIMScheduler(dynamic_thresholding_ratio=0.9)) == []
     assert scheduler_differences(fitted, DDIMScheduler(beta_schedule="scaled_linear")) == ["beta_schedule"]
     assert scheduler_differences(None, DDIMScheduler()) == [] and scheduler_differences(fitted, None) == []
+
+
+def test_a_scheduler_replaced_after_enable_warns_once_at_the_next_call(pipe, checkpoint):
+    twin = unhooked_twin(pipe)
+    engine, warned = _enable(twin, checkpoint)
+    assert warned == [] and not isinstance(engine.predictor, Taylor)
+    twin.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="leading")
+    for expected in (1, 0):  # the first call after the swap warns, the next does not
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sample_images(twin, [1, 2], seed=0, num_inference_steps=6)
+        warned = [w for w in caught if "fitted with another scheduler" in str(w.message)]
+        assert len(warned) == expected and (not warned or "timestep_spacing" in str(warned[0].message))
+        assert isinstance(engine.predictor, Taylor) and engine.predictor.order == 2
+    assert cachepilot.last_stats(twin).num_steps == 6
