@@ -7,7 +7,8 @@ import shutil
 import warnings
 
 import pytest
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
+                       UniPCMultistepScheduler)
 
 import cachepilot
 from cachepilot.checkpoints import CHECKPOINTS_DIR
@@ -71,6 +72,13 @@ def test_only_trajectory_fields_count():
     assert scheduler_differences(fitted, DDIMScheduler(dynamic_thresholding_ratio=0.9)) == []
     assert scheduler_differences(fitted, DDIMScheduler(beta_schedule="scaled_linear")) == ["beta_schedule"]
     assert scheduler_differences(None, DDIMScheduler()) == [] and scheduler_differences(fitted, None) == []
+    flow = scheduler_fingerprint(FlowMatchEulerDiscreteScheduler(shift=3.0))
+    assert scheduler_differences(flow, FlowMatchEulerDiscreteScheduler(shift=1.0)) == ["shift"]
+    unipc = scheduler_fingerprint(UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                          flow_shift=3.0))
+    assert scheduler_differences(unipc, UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                                                use_flow_sigmas=True, flow_shift=5.0,
+                                                                solver_order=3)) == ["flow_shift", "solver_order"]
 
 
 def test_a_scheduler_replaced_after_enable_warns_once_at_the_next_call(pipe, checkpoint):
