@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cachepilot.cli.common import OUT, add_pipeline_alias, json_object, takes_class_labels
 from cachepilot.errors import CachepilotError, InvalidInputError
+from cachepilot.seeds import GENERATE
 
 DEFAULT_TARGET = 0.3  # the learned policy's target when only --cache (or --policy learned) is given
 
@@ -21,7 +22,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     add_pipeline_alias(p)
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--seed", type=int, default=GENERATE, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
 
@@ -124,7 +125,7 @@ def check_batch_size(batch_size: int) -> None:
 
 def generate(
     conditions: Sequence[dict], out: Path, pipeline: str | Path | None = None, steps: int = 50,
-    call_kwargs: dict | None = None, seed: int = 0, batch_size: int = 256, device: str = "cpu",
+    call_kwargs: dict | None = None, seed: int = GENERATE, batch_size: int = 256, device: str = "cpu",
     dtype: str | None = None, policy: str | None = None, predictor: str | None = None, cache: str | Path | None = None,
     structure: str | None = None,
 ) -> dict:
