@@ -118,10 +118,11 @@ class PipelineCache:
             if not isinstance(current, torch.nn.Module) or current is cached or (name, id(current)) in self._warned:
                 continue
             self._warned.add((name, id(current)))
+            runs = "with its own engine" if get_engine(current) is not None else "uncached"
             warnings.warn(f"the pipeline's {name} was replaced after cachepilot.enable by another "
                           f"{type(current).__name__}: the cache enable set up for {name} does not reach it (it runs "
-                          f"uncached, and last_stats leaves it out); call cachepilot.enable(pipe, ...) again to "
-                          "cache it", UserWarning, stacklevel=4)
+                          f"{runs}, and this pipeline's last_stats leaves it out); call cachepilot.enable(pipe, ...) "
+                          "again to cache it with the pipeline", UserWarning, stacklevel=3)
 
     def start(self) -> None:
         if self._depth == 0:

@@ -48,3 +48,16 @@ def test_swapping_the_first_transformer_warns_too():
     pipe.transformer = WanTransformer3DModel.from_config(pipe.transformer.config).eval()
     _, warned = _call(pipe)
     assert len(warned) == 1 and "pipeline's transformer was replaced" in warned[0]
+
+
+def test_the_warning_points_at_the_callers_line():
+    from diffusers import WanTransformer3DModel
+
+    pipe = wan22_pipeline()
+    cachepilot.enable(pipe, "fixed:2", predictor="taylor:1")
+    pipe.transformer_2 = WanTransformer3DModel.from_config(pipe.transformer_2.config).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe(**wan22_call_kwargs(), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    warned = [w for w in caught if "was replaced after cachepilot.enable" in str(w.message)]
+    assert len(warned) == 1 and warned[0].filename == __file__ and "runs uncached" in str(warned[0].message)
