@@ -113,6 +113,10 @@ def quiet() -> None:
     import warnings
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # diffusers' / transformers' loading chatter ("accelerate was not found", "kept in float32: []", torchvision
+    # fallbacks of image processors), read from the environment at their import; download progress bars stay
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for message in (
         r".*does not have many workers.*",                   # Lightning: tiny in-memory datasets load fast
         r".*GPU available but not used.*",
