@@ -4,7 +4,7 @@ conditions -> collect -> predictors -> forecaster gate -> schedule search -> pol
 forecaster choice -> bench report, written to one
 cache checkpoint directory that `cachepilot.enable(pipe, checkpoint=DIR, speed=0.3)` loads:
 
-    DIR/cachepilot_config.json   backbone fingerprint, steps, call kwargs, condition split, stage timings
+    DIR/cachepilot_config.json   backbone and scheduler fingerprints, steps, call kwargs, condition split, stage timings
     DIR/conditions.json          train / validation / evaluation conditions (figures are on evaluation only)
     DIR/predictors/              the learned forecaster head, and its gate (learned vs. Taylor per step count
                                  and spacing, and for the policy's and searched schedules as a whole, measured
@@ -37,7 +37,7 @@ from cachepilot.conditions import ConditionSet, ConditionSplit, pipeline_conditi
 from cachepilot.outputs import check_output_dir
 from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
-from cachepilot.runtime.fingerprint import backbone_fingerprint
+from cachepilot.runtime.fingerprint import backbone_fingerprint, scheduler_fingerprint
 from cachepilot.searched import SearchedSchedules
 from cachepilot.train.budget import budget_evaluations, parse_budget, size_to_budget
 from cachepilot.train.plan import PROBE_BATCH, FitPlan, Probe, gate_counts, plan_fit, probe_pipeline
@@ -241,6 +241,7 @@ class Fit:
         record = {
             "format_version": FORMAT_VERSION, "pipeline_class": type(self.pipe).__name__,
             "backbone": backbone_fingerprint(self.pipe.transformer), "num_steps": self.config.steps,
+            "scheduler": scheduler_fingerprint(getattr(self.pipe, "scheduler", None)),
             "call_kwargs": self.config.call_kwargs, "budget": self.config.budget,
             "requested": asdict(self.requested), "fit": asdict(self.config),
             "conditions": {name: len(getattr(self.split, name)) for name in ("train", "validation", "evaluation")},
