@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -163,22 +162,6 @@ def enable(
         if watch is not None:
             tracker.before_call.append(watch)
     return engine
-
-
-def head_spec(predictor_dir: Path) -> str:
-    """A head directory's predictor spec (`cache_checkpoint.head_spec`): `gated:` once its gate is calibrated."""
-    from cachepilot.cache_checkpoint import head_spec as spec
-
-    return spec(predictor_dir)
-
-
-def resolve_checkpoint(checkpoint: str | Path | None) -> tuple[Path, Path | None]:
-    """(policy directory, predictor directory or None) of a cache checkpoint (`CacheCheckpoint.from_pretrained`:
-    the shipped one by default, a `fit` directory, a bare policy directory or a hub id)."""
-    from cachepilot.cache_checkpoint import CacheCheckpoint
-
-    cache = CacheCheckpoint.from_pretrained(checkpoint)
-    return cache.policy_dir if cache.policy_dir is not None else cache.root, cache.predictor_dir
 
 
 def disable(pipe_or_model: Any) -> None:
