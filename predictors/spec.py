@@ -8,7 +8,8 @@ from cachepilot.predictors.taylor import Reuse, Taylor
 from cachepilot.predictors.families import FAMILIES, FAMILY_SPECS, make_family
 
 PREDICTOR_SPECS = ("reuse | taylor:ORDER (ORDER in 0, 1, 2; 1.5: the mean of 1 and 2) | learned (the embedded head) | "
-                   "learned:PATH | gated:PATH (a head with its calibrated Taylor fallback) | " + FAMILY_SPECS)
+                   "learned:PATH | gated:PATH (a head with its calibrated Taylor fallback) | combo:PATH (forecasters "
+                   "combined with per-step weights, cachepilot fit-combination) | " + FAMILY_SPECS)
 
 
 def make_predictor(spec: str | Predictor | None) -> Predictor:
@@ -36,6 +37,10 @@ def make_predictor(spec: str | Predictor | None) -> Predictor:
         if not arg:
             learned.source = "learned"
         return learned
+    if name == "combo" and arg:
+        from cachepilot.predictors.combination import Combination
+
+        return Combination.from_pretrained(arg)
     if name == "gated" and arg:
         from cachepilot.predictors.gated import Gated
 
