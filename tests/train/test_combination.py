@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from cachepilot import InvalidInputError
+from cachepilot.core.history import ResidualHistory
+from cachepilot.core.predictor import ForecastContext
+from cachepilot.predictors.taylor import Reuse, Taylor
+from cachepilot.train.combination import fit_combination, fit_on_pipeline, schedule_mask, uniform_schedule
+
+MASK = "1110101010"  # computes 0, 1, 2, 4, 6, 8; forecasts 3, 5, 7, 9 with three computes in the history
+SHAPE = (3, 5, 4)  # rows, tokens, channels
+
+
+def _exact_trajectory(weights: dict[int, tuple[float, float]], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random residuals at the computed steps; at each forecast step t exactly a_t * reuse + b_t * Taylor 1 of
+    the history the schedule leaves, so the fit must recover (a_t, b_t, 0) and forecast without error."""
+    g = torch.Generator().manual_seed(seed)
+    history = ResidualHistory(3)
+    history.allocate(torch.zeros(SHAPE))
+    rows = torch.arange(SHAPE[0])
+    residuals = []
+    for step, compute in enumerate(MASK):
+        if compute == "1":
+            residual = torch.randn(SHAPE, generator=g)
+            history.update(rows, step, residual)
+        else:
+            a, b = weights[step]
+            residual = a * Reuse().predict(history, step) + b * Taylor(1).predict(history, step)
+        residuals.append(residual)
+    return torch.arange(len(MASK)), torch.stack(residuals)
+
+
+def test_fit_recovers_exact_weights_and_forecasts_exactly():
+    true = {3: (0.3, 0.7), 5: (-0.2, 1.1), 7: (1.0, 0.0), 9: (0.5, 0.25)}
+    trajectories = {len(MASK): [_exact_trajectory(true, 0), _exact_trajectory(true, 1)]}
+    combo, report = fit_combination(trajectories, [f"schedule:{MASK}"], ["reuse", "taylor:1", "taylor:2"], ridge=0)
+    weights = combo.tables[(len(MASK), f"schedule:{MASK}")]
+    for step, (a, b) in true.items():
+        torch.testing.assert_close(weights[step], torch.tensor([a, b, 0.0]), atol=1e-4, rtol=0)
+    entry = report[f"{len(MASK)}|schedule:{MASK}"]
+    assert entry["relative_error"] < 1e-8 and min(entry["base_relative_error"].values()) > 1e-3
+    # run as the engine runs it: the forecasts equal the recorded residuals
+    steps, residuals = _exact_trajectory(true, 2)
+    history = combo.new_history()
+    history.allocate(residuals[0])
+    context = ForecastContext(len(MASK), residuals[0], residuals[0], f"schedule:{MASK}")
+    for step, compute in enumerate(MASK):
+        if compute == "1":
+            history.update(torch.arange(SHAPE[0]), step, residuals[step])
+        else:
+            torch.testing.assert_close(combo.predict(history, step, None, context), residuals[step],
+                                       atol=1e-4, rtol=1e-4)
+
+
+def test_ridge_pulls_collinear_bases_to_the_best_single_one():
+    true = {3: (0.3, 0.7), 5: (-0.2, 1.1), 7: (1.0, 0.0), 9: (0.5, 0.25)}
+    # Taylor 1.5 is the mean of Taylor 1 and 2: the least-squares solution is not unique, the ridge picks one
+    combo, report = fit_combination({len(MASK): [_exact_trajectory(true, 0)]}, [f"schedule:{MASK}"],
+                                    ["reuse", "taylor:1", "taylor:2", "taylor:1.5"], ridge=1e-6)
+    weights = combo.tables[(len(MASK), f"schedule:{MASK}")]
+    assert torch.isfinite(weights).all()
+    assert report[f"{len(MASK)}|schedule:{MASK}"]["relative_error"] < 1e-6
+    assert weights[0].tolist() in ([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])  # computed: the prior
+
+
+def test_schedules():
+    assert schedule_mask("fixed:3", 7) == ("fixed:3", [True, False, False, True, False, False, True])
+    spec, mask = schedule_mask("uniform:0.4", 10)
+    assert spec == uniform_schedule(0.4, 10) and sum(mask) == 4 and mask[0] and mask[-1]
+    assert schedule_mask(spec, 10) == (spec, mask)
+    with pytest.raises(InvalidInputError, match="per sample"):
+        schedule_mask("threshold:0.1", 10)
+    with pytest.raises(InvalidInputError, match="not 12"):
+        schedule_mask("schedule:1010", 12)
+    with pytest.raises(InvalidInputError, match="first step"):
+        fit_combination({4: [(torch.arange(4), torch.zeros(4, 1, 2, 2))]}, ["schedule:0101"], ["reuse"])
+
+
+def test_fit_on_the_digits_pipeline(pipe):
+    combo, record = fit_on_pipeline(pipe, [6], ["fixed:2", "uniform:0.5"], [{"class_labels": c} for c in range(10)],
+                                    samples=2, bases=["reuse", "taylor:1"])
+    assert record["stack_evaluations"] == 2 * 6  # no guidance given: one row per sample and step
+    assert set(combo.tables) == {(6, "fixed:2"), (6, uniform_schedule(0.5, 6))}
+    entry = record["fit"]["6|fixed:2"]
+    assert entry["relative_error"] <= min(entry["base_relative_error"].values()) + 1e-6
+    combo.check(6, "fixed:2")

@@ -1,0 +1,229 @@
+"""Fit the combination forecaster (`cachepilot.predictors.combination`) in closed form, L2P-style.
+
+Where the data comes from: full-compute trajectories, as L2P fits its per-timestep weights (teacher forcing:
+every past feature the predictor reads is the true one). One recording per step count serves every schedule of
+that count (each schedule is simulated on it: its computes fill the history, its skipped steps are forecast by
+every base forecaster), so the fit costs one full-compute sampling of the training samples and no extra stack
+evaluation per schedule. Fitting along the cached trajectory instead would need, per schedule, a sampling run
+whose skipped steps also evaluate the stack (for the true residual), and its states depend on the forecaster
+being fitted; the closed-loop bench measures what the full-trajectory fit gives on the cached trajectory.
+
+Per forecast step t the weights solve the ridge problem
+
+    min_w  sum ||R_t - sum_m w_m P_{t,m}||^2 + lam * s_t * ||w - w0_t||^2
+
+over all training rows and elements (R_t the true residual, P_{t,m} base forecaster m's forecast of it,
+s_t = trace(G_t) / M the mean squared forecast norm, w0_t the one-hot of the single base with the lowest error at
+t): the normal equations (G_t + lam s_t I) w = b_t + lam s_t w0_t are accumulated in float64 (an M x M matrix per
+step) and solved per step. The ridge only matters where bases are collinear (Taylor 2 equals Taylor 1 before a
+row has three computes): there it keeps the nearest solution to the best single base.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cachepilot.core.history import ResidualHistory
+from cachepilot.errors import InvalidInputError
+from cachepilot.predictors.combination import DEFAULT_BASES, Combination, _make
+
+DEFAULT_RIDGE = 1e-3
+
+
+def schedule_mask(policy: str, num_steps: int) -> tuple[str, list[bool]]:
+    """(the policy's spec, its compute mask over `num_steps`) for a fixed schedule: fixed:N or schedule:MASK, or
+    uniform:F (the uniform schedule at compute fraction F: first and last step computed, the others evenly
+    spread, as `SchedulePrior` makes it), which is spelled as its schedule:MASK."""
+    from cachepilot.policies.baselines import FixedInterval, Schedule
+    from cachepilot.policies.spec import make_policy
+
+    name, _, arg = str(policy).strip().partition(":")
+    if name == "uniform":
+        try:
+            fraction = float(arg)
+        except ValueError:
+            raise InvalidInputError(f"bad schedule {policy!r}: uniform:F takes a compute fraction in (0, 1]") from None
+        return uniform_schedule(fraction, num_steps), uniform_mask(fraction, num_steps)
+    made = make_policy(policy)
+    if isinstance(made, FixedInterval):
+        return made.spec(), [s % made.interval == 0 for s in range(num_steps)]
+    if isinstance(made, Schedule) and made.mask.ndim == 1:
+        if made.num_steps != num_steps:
+            raise InvalidInputError(f"the schedule {policy[:40]}... has {made.num_steps} steps, not {num_steps}")
+        return made.spec(), made.mask.tolist()
+    raise InvalidInputError(f"the combination forecaster is fitted per step of a fixed schedule (fixed:N, "
+                            f"schedule:MASK, uniform:F); {policy!r} decides per sample")
+
+
+def uniform_mask(fraction: float, num_steps: int) -> list[bool]:
+    from cachepilot.policies.prior import SchedulePrior
+
+    return SchedulePrior().mask(fraction, num_steps)
+
+
+def uniform_schedule(fraction: float, num_steps: int) -> str:
+    """The policy spec (schedule:MASK) of the uniform schedule at compute fraction `fraction`."""
+    return "schedule:" + "".join("1" if c else "0" for c in uniform_mask(fraction, num_steps))
+
+
+@dataclass
+class NormalEquations:
+    """Per step: G = sum P P^T (M x M), b = sum P R, rr = sum R^2, float64, over every row and element."""
+
+    num_steps: int
+    bases: int
+    gram: torch.Tensor = field(init=False)
+    cross: torch.Tensor = field(init=False)
+    target: torch.Tensor = field(init=False)
+    count: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gram = torch.zeros(self.num_steps, self.bases, self.bases, dtype=torch.float64)
+        self.cross = torch.zeros(self.num_steps, self.bases, dtype=torch.float64)
+        self.target = torch.zeros(self.num_steps, dtype=torch.float64)
+        self.count = torch.zeros(self.num_steps, dtype=torch.float64)
+
+    def add(self, step: int, parts: torch.Tensor, target: torch.Tensor) -> None:
+        """parts (M, *shape): each base's forecast; target (*shape): the true residual."""
+        p = parts.reshape(self.bases, -1).double()
+        r = target.reshape(-1).double()
+        self.gram[step] += p @ p.T
+        self.cross[step] += p @ r
+        self.target[step] += r @ r
+        self.count[step] += r.numel()
+
+    def errors(self, weights: torch.Tensor) -> torch.Tensor:
+        """(steps,) summed squared error of the forecast sum_m w[t, m] P_{t,m}."""
+        w = weights.double()
+        return (torch.einsum("tm,tmn,tn->t", w, self.gram, w) - 2 * (w * self.cross).sum(1) + self.target)
+
+    def base_errors(self) -> torch.Tensor:
+        """(steps, M) summed squared error of each base alone."""
+        return self.gram.diagonal(dim1=1, dim2=2) - 2 * self.cross + self.target[:, None]
+
+    def solve(self, forecast: Sequence[bool], ridge: float = DEFAULT_RIDGE) -> torch.Tensor:
+        """(steps, M) float32 weights: the ridge solution at the forecast steps, the best base's one-hot (the
+        prior) elsewhere, never used by the schedule."""
+        best = self.base_errors().argmin(1)
+        prior = torch.nn.functional.one_hot(best, self.bases).double()
+        weights = prior.clone()
+        eye = torch.eye(self.bases, dtype=torch.float64)
+        for t in (t for t, f in enumerate(forecast) if f and self.count[t] > 0):
+            scale = ridge * max(float(self.gram[t].trace()) / self.bases, 1e-30)
+            weights[t] = torch.linalg.solve(self.gram[t] + scale * eye, self.cross[t] + scale * prior[t])
+        return weights.float()
+
+
+def accumulate(equations: NormalEquations, predictors: Sequence, steps: torch.Tensor, residuals: torch.Tensor,
+               mask: Sequence[bool]) -> None:
+    """Simulate the schedule `mask` on one recorded trajectory (steps (T,), residuals (T, rows, *feature)): its
+    computes fill the history, every skipped step adds each base's forecast and the true residual."""
+    history = ResidualHistory(max(p.history_size for p in predictors))
+    history.allocate(residuals[0])
+    rows = torch.arange(residuals.shape[1])
+    for i, step in enumerate(steps.tolist()):
+        if mask[i]:
+            history.update(rows, int(step), residuals[i])
+            continue
+        parts = torch.stack([p.predict(history, int(step)) for p in predictors])
+        equations.add(i, parts, residuals[i])
+
+
+def fit_combination(
+    trajectories: Mapping[int, Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    schedules: Sequence[str], bases: Sequence[str] = DEFAULT_BASES, ridge: float = DEFAULT_RIDGE,
+) -> tuple[Combination, dict]:
+    """Weights for every schedule (fixed:N, schedule:MASK of that count, uniform:F) at every step count of
+    `trajectories` ({num_steps: [(steps (T,), residuals (T, rows, *feature)), ...]}, full compute). Also returns a
+    report: per count and schedule, the training error of the fit and of each base alone (relative to the
+    residuals' squared norm at the forecast steps)."""
+    if ridge < 0:
+        raise InvalidInputError(f"ridge must be >= 0, got {ridge}")
+    predictors = [_make(b) for b in bases]
+    tables, report = {}, {}
+    for num_steps, recorded in trajectories.items():
+        recorded = list(recorded)
+        if not recorded:
+            raise InvalidInputError(f"fit_combination: no trajectory at {num_steps} steps")
+        for schedule in schedules:
+            spec, mask = schedule_mask(schedule, num_steps)
+            if not mask[0]:
+                raise InvalidInputError(f"the schedule {schedule} does not compute the first step")
+            equations = NormalEquations(num_steps, len(predictors))
+            for steps, residuals in recorded:
+                accumulate(equations, predictors, steps, residuals, mask)
+            forecast = [not m for m in mask]
+            weights = equations.solve(forecast, ridge)
+            tables[(num_steps, spec)] = weights
+            skipped = torch.tensor(forecast)
+            norm = float(equations.target[skipped].sum()) or 1.0
+            report[f"{num_steps}|{spec}"] = {
+                "num_steps": num_steps, "policy": spec, "schedule": schedule,
+                "relative_error": float(equations.errors(weights)[skipped].sum()) / norm,
+                "base_relative_error": dict(zip(bases, (equations.base_errors()[skipped].sum(0) / norm).tolist())),
+            }
+    return Combination(bases, tables), report
+
+
+def record_full_trajectories(pipe: Any, num_steps: int, conditions: Sequence[dict], seeds: Sequence[int],
+                             call_kwargs: dict | None = None, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(steps (T,), residuals (T, rows, *feature) float32, stack evaluations (rows x steps)): the block stack's true residual at
+    every step of full-compute sampling of `conditions[i]` with seed `seeds[i]`. A pipeline that calls its
+    transformer several times per step (true CFG) has its calls of a step stacked as extra rows."""
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.errors import CachepilotError
+    from cachepilot.train.collect import _StackRecorder
+
+    driver = SamplingDriver(pipe, num_steps, dict(call_kwargs or {}), batch_size=batch_size)
+    chunks = []
+    for start in range(0, len(conditions), batch_size):
+        with _StackRecorder(pipe.transformer) as recorder:
+            driver.sample(list(conditions[start:start + batch_size]), list(seeds[start:start + batch_size]))
+        calls = recorder.residuals
+        if not calls or len(calls) % num_steps:
+            raise CachepilotError(f"{type(pipe).__name__} called its transformer {len(calls)} times in {num_steps} "
+                                  "steps: the fit needs the same number of calls at every step")
+        k = len(calls) // num_steps
+        chunks.append(torch.stack([torch.cat(calls[i * k:(i + 1) * k]).float().cpu() for i in range(num_steps)]))
+    residuals = torch.cat(chunks, 1)
+    return torch.arange(num_steps), residuals, residuals.shape[1] * num_steps  # rows x steps stack evaluations
+
+
+def fit_on_pipeline(
+    pipe: Any, steps: Sequence[int], schedules: Sequence[str], conditions: Sequence[dict], samples: int = 16,
+    seed: int | None = None, call_kwargs: dict | None = None, bases: Sequence[str] = DEFAULT_BASES,
+    ridge: float = DEFAULT_RIDGE, batch_size: int = 64,
+) -> tuple[Combination, dict]:
+    """Record `samples` full-compute trajectories per step count (condition i mod len(conditions), seed seed + i;
+    default the calibration seeds, disjoint from the bench's) and fit. The record holds the fit's wall seconds
+    (recording and solving apart) and its stack evaluations (rows x steps, true CFG's passes as rows)."""
+    from cachepilot.seeds import SEARCH
+
+    if not conditions:
+        raise InvalidInputError("fit-combination needs at least one condition")
+    if samples < 1:
+        raise InvalidInputError(f"samples must be >= 1, got {samples}")
+    for num_steps in steps:  # every schedule checked before any sampling
+        for schedule in schedules:
+            schedule_mask(schedule, num_steps)
+    seed = SEARCH if seed is None else seed
+    chosen = [conditions[i % len(conditions)] for i in range(samples)]
+    seeds = [seed + i for i in range(samples)]
+    trajectories, evaluations = {}, 0
+    tic = time.perf_counter()
+    for num_steps in steps:
+        steps_t, residuals, calls = record_full_trajectories(pipe, num_steps, chosen, seeds, call_kwargs, batch_size)
+        trajectories[num_steps] = [(steps_t, residuals)]
+        evaluations += calls
+    recorded = time.perf_counter()
+    combination, report = fit_combination(trajectories, schedules, bases, ridge)
+    solved = time.perf_counter()
+    record = {"samples": samples, "seed": seed, "steps": list(steps), "schedules": list(schedules),
+              "bases": list(bases), "ridge": ridge, "record_seconds": recorded - tic, "solve_seconds": solved - recorded,
+              "stack_evaluations": evaluations, "fit": report}
+    return combination, record
