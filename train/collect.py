@@ -252,6 +252,30 @@ def write_step_weights(out_dir: Path, driver: SamplingDriver, config: CollectCon
     (Path(out_dir) / WEIGHTS_FILE).write_text(json.dumps(weights.tolist()))
 
 
+def reuse_step_weights(source_dir: Path, out_dir: Path, config: CollectConfig, pipe) -> bool:
+    """Copy `source_dir`'s step weights to `out_dir` (where `collect` then finds them and skips
+    `write_step_weights`) when the source was collected with the same steps, call kwargs and conditions on the
+    same backbone: the weights depend on nothing else (fixed seeds and samples, an uncached pipeline), so they
+    are the same numbers, and recomputing them costs samples x steps x (steps + 1) evaluations (40,800 at 50
+    steps). False, and nothing written, when anything differs or the source has none."""
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    if (out_dir / WEIGHTS_FILE).exists() or not (source_dir / WEIGHTS_FILE).is_file() \
+            or not (source_dir / CONFIG_FILE).is_file() or not config.conditions:
+        return False
+    stored = read_collect_config(source_dir / CONFIG_FILE)
+    settings = stored["collect"]
+    if (settings.get("steps"), settings.get("call_kwargs"), settings.get("conditions")) != (
+            config.steps, json.loads(json.dumps(config.call_kwargs)), json.loads(json.dumps(config.conditions))):
+        return False
+    if any(stored.get(k) != v for k, v in backbone_fingerprint(pipe.transformer).items()):
+        return False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / (WEIGHTS_FILE + ".partial")
+    shutil.copyfile(source_dir / WEIGHTS_FILE, partial)
+    partial.replace(out_dir / WEIGHTS_FILE)  # whole or absent: `collect` only asks whether it exists
+    return True
+
+
 def load_step_weights(out_dir: Path, steps: int) -> torch.Tensor:
     path = Path(out_dir) / WEIGHTS_FILE
     if not path.exists():

@@ -100,3 +100,32 @@ def test_true_cfg_calls_are_collected_as_cfg_copies(tmp_path):
     assert sorted({int(c) for c in data["cfg_copy"]}) == [0, 1]
     hidden = torch.as_tensor(np.asarray(data[0]["hidden"], dtype=np.float32))
     assert hidden.shape[0] == 3 and torch.isfinite(hidden).all()
+
+
+def test_a_second_collection_reuses_the_step_weights_of_the_first(collection, pipe, tmp_path):
+    """Same pipeline, steps, call kwargs and conditions: the weights a recomputation gives are the first
+    collection's byte for byte, so they are copied, and the collection spends exactly their cost less; any
+    setting that differs computes them."""
+    from cachepilot.bench.counting import StackCounter
+    from cachepilot.train.collect import WEIGHTS_FILE, collection_meta, reuse_step_weights
+    from cachepilot.train.sensitivity import SENSITIVITY_SAMPLES
+
+    conditions = collection_meta(collection)["collect"]["conditions"]
+    dagger = CollectConfig(**{**TINY, "policies": ["fixed:2"], "predictor": "taylor:2", "num_shards": 1,
+                              "conditions": conditions})
+    spent = {}
+    for name, reuse in (("computed", False), ("reused", True)):
+        if reuse:
+            assert reuse_step_weights(collection, tmp_path / name, dagger, pipe)
+        with StackCounter(pipe.transformer) as counter:
+            collect(pipe, tmp_path / name, dagger, progress=False)
+        spent[name] = counter.evaluations
+    first = (collection / WEIGHTS_FILE).read_bytes()
+    assert (tmp_path / "computed" / WEIGHTS_FILE).read_bytes() == first  # the premise: recomputed, the same bytes
+    assert (tmp_path / "reused" / WEIGHTS_FILE).read_bytes() == first
+    copies = spent["reused"] / (4 * (6 + 3))  # fixed:2 alone: 6 bypassed + 3 computed steps a sample
+    assert spent["computed"] - spent["reused"] == copies * SENSITIVITY_SAMPLES * 6 * 7
+    other = CollectConfig(**{**TINY, "conditions": conditions[:3]})
+    assert not reuse_step_weights(collection, tmp_path / "other", other, pipe)  # other conditions: computed
+    assert not (tmp_path / "other" / WEIGHTS_FILE).exists()
+    assert not reuse_step_weights(collection, tmp_path / "reused", dagger, pipe)  # already there: left alone
