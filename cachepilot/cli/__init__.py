@@ -13,7 +13,7 @@ import sys
 from cachepilot.errors import CachepilotError
 
 COMMANDS = ("train", "generate", "evaluate", "bench", "collect", "search_schedule", "calibrate", "add_prior",
-            "export", "fit")
+            "export", "fit", "fit_combination")
 
 
 def build_parser() -> argparse.ArgumentParser:

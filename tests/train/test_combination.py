@@ -84,3 +84,32 @@ def test_fit_on_the_digits_pipeline(pipe):
     entry = record["fit"]["6|fixed:2"]
     assert entry["relative_error"] <= min(entry["base_relative_error"].values()) + 1e-6
     combo.check(6, "fixed:2")
+
+
+def test_cli_fits_and_writes_a_loadable_forecaster(tmp_path, capsys):
+    from cachepilot.cli import main
+    from cachepilot.predictors.spec import make_predictor
+
+    out = tmp_path / "combo"
+    assert main(["fit-combination", "--steps", "6", "--policy", "fixed:2", "--classes", "1", "2", "--samples", "2",
+                 "--bases", "reuse", "taylor:1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 steps, fixed:2: relative error" in printed and "12 stack evaluations" in printed
+    combo = make_predictor(f"combo:{out}")
+    assert combo.bases == ["reuse", "taylor:1"] and set(combo.tables) == {(6, "fixed:2")}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policy", "threshold:0.1"], "decides per sample"),
+    (["--steps", "10", "--schedule", "1010"], "has 4 steps, not 10"),
+    (["--bases", "nope"], "unknown predictor spec"),
+    (["--steps", "1"], "--steps must be >= 2"),
+    (["--ridge", "-1"], "--ridge must be >= 0"),
+])
+def test_cli_bad_input_is_one_line_before_loading(tmp_path, capsys, argv, message):
+    from cachepilot.cli import main
+
+    assert main(["fit-combination", "--pipeline", str(tmp_path / "no-such-pipeline"), "--out", str(tmp_path / "o"),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
