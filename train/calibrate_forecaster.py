@@ -10,6 +10,11 @@ warm-up schedule Taylor-2 from three adjacent computes beats the Taylor-1 that p
 Whole schedules (`schedules=`) are scored the same way, with each forecaster and with the spacing table's mix
 (`table`, so a whole-schedule choice is never behind the table on the training seeds), and stored by the spec their
 policy reports at a call: the gate then uses that schedule's winner for it at that count (`predictors/gated.py`).
+
+Under `torchrun` each step count's runs (every interval with every forecaster, then every whole schedule with
+every forecaster it misses) are split across the ranks and their scores gathered in order (`train/distributed.py`),
+so every rank holds the one-process record; each rank samples the count's full-compute references itself, and
+only rank 0 writes the gate.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from cachepilot.quality import psnr
 from cachepilot.records import read_json_object
 from cachepilot.searched import SearchedSchedules
 from cachepilot.seeds import SEARCH
+from cachepilot.train import distributed
 
 TIE_ORDER = ("taylor:1", "taylor:2", "learned")  # a tie goes to the cheaper forecaster
 WHOLE_TIE_ORDER = ("taylor:1", "taylor:2", "taylor:1.5", "learned", "table")  # the table runs all it mixes
@@ -94,8 +100,9 @@ def calibrate_gate(
 
     A spacing not calibrated takes the winner of the nearest calibrated interval below it (the smallest, below all).
     `schedules` (see SCHEDULE_SPECS) are scored whole at each of `schedule_counts` (default: `counts`).
-    With `out` (the head's directory) the record is written after each count: an interruption keeps the counts done,
-    and a later call with the same samples, seed and intervals only measures the counts and schedules missing.
+    With `out` (the head's directory) the record is written after each count (by rank 0 under torchrun): an
+    interruption keeps the counts done, and a later call with the same samples, seed and intervals only measures
+    the counts and schedules missing.
     """
     if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in counts):
         raise InvalidInputError(f"step counts must be integers >= 2, got {list(counts)}")
@@ -127,35 +134,48 @@ def calibrate_gate(
 
     todo = {steps: [(spec, policy) for spec, policy in policies[steps] if missing(steps, policy)]
             for steps in schedule_counts}
-    total = (len(counts) * len(intervals) * len(GATE_CHOICES)
-             + sum(len(missing(steps, policy)) for steps, left in todo.items() for _, policy in left))
-    with tqdm(total=total, desc="calibrate forecaster", disable=not progress) as bar:
+    runs = {steps: _schedule_runs(todo.get(steps, []), lambda policy, steps=steps: missing(steps, policy))
+            for steps in schedule_counts}
+    jobs = {steps: ([(calibration_schedule(n, steps), name) for n in intervals for name in GATE_CHOICES]
+                    if steps in counts else [],
+                    [(policy, name) for _, policy, names in runs.get(steps, []) for name in names])
+            for steps in list(counts) + [s for s, left in todo.items() if left and s not in counts]}
+    rank, world = distributed.setup()
+    mine = sum(len(distributed.share(len(batch), rank, world)) for pair in jobs.values() for batch in pair)
+    with tqdm(total=mine, desc="calibrate forecaster", disable=not progress or rank != 0) as bar:
         # the spacing tables first: a gate is only written once it has one
-        for steps in list(counts) + [s for s, left in todo.items() if left and s not in counts]:
+        for steps, (spacing_jobs, schedule_jobs) in jobs.items():
             driver = SamplingDriver(pipe, steps, call_kwargs)
             reference = driver.sample(chosen, seeds).images
 
-            def score(policy: str | CachePolicy, names: Sequence[str] = GATE_CHOICES) -> dict[str, float]:
-                scored = {}
-                for name in names:
-                    with caching(pipe, policy, forecasters[name]):
-                        scored[name] = psnr(driver.sample(chosen, seeds).images, reference)
-                    bar.update()
-                return scored
+            def score(job: tuple[str | CachePolicy, str]) -> float:
+                policy, name = job
+                with caching(pipe, policy, forecasters[name]):
+                    return psnr(driver.sample(chosen, seeds).images, reference)
 
-            if steps in counts:
-                scores = {interval: score(calibration_schedule(interval, steps)) for interval in intervals}
+            if spacing_jobs:
+                flat = iter(distributed.map_shared(score, spacing_jobs, bar.update))
+                scores = {n: {name: next(flat) for name in GATE_CHOICES} for n in intervals}
                 winner = {n: max(TIE_ORDER, key=lambda c: scores[n][c]) for n in intervals}
                 choices = spacing_choices(winner, intervals)
                 record["counts"][str(steps)] = {"choices": choices, "psnr": {str(n): scores[n] for n in intervals}}
-            if todo.get(steps):  # the spacing tables as they stand, without whole-schedule choices
+            if schedule_jobs:  # the spacing tables as they stand, without whole-schedule choices
                 forecasters["table"] = Gated(learned, {int(n): e["choices"] for n, e in record["counts"].items()})
-            for spec, policy in todo.get(steps, []):
-                entry = record["schedules"].setdefault(str(steps), {}).setdefault(policy.spec(), {"psnr": {}})
-                entry["psnr"].update(score(policy, missing(steps, policy)))
-                entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=entry["psnr"].get))
-                if out is not None:
-                    write_gate(Path(out), record)
+                flat = iter(distributed.map_shared(score, schedule_jobs, bar.update))
+                for spec, policy, names in runs[steps]:
+                    entry = record["schedules"].setdefault(str(steps), {}).setdefault(policy.spec(), {"psnr": {}})
+                    entry["psnr"].update({name: next(flat) for name in names})
+                    entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=entry["psnr"].get))
             if out is not None:
-                write_gate(Path(out), record)
+                distributed.on_rank_zero(write_gate, Path(out), record)
     return record
+
+
+def _schedule_runs(todo: list[tuple[str, CachePolicy]], missing) -> list[tuple[str, CachePolicy, list[str]]]:
+    """(spec, policy, forecasters to score it with) of each whole schedule: those `missing` from its entry, none
+    for a later spec whose policy reports the same spec at a call (it shares the first one's entry)."""
+    runs, seen = [], set()
+    for spec, policy in todo:
+        runs.append((spec, policy, [] if policy.spec() in seen else missing(policy)))
+        seen.add(policy.spec())
+    return runs

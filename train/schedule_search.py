@@ -8,6 +8,11 @@ each with the last step computed and, unless `compute_last`, with it forecast (t
 as TaylorSeer's own schedule leaves the last step to its forecast: on the scenes model at 50 steps its mask beat
 the same warm-up spread to the last step by 4.1 dB at compute 0.3), move one compute by a few steps at a time,
 keep the best move of each sweep, stop when no move helps. Only the first step is always computed.
+
+Under `torchrun` the candidates of each round (the starts, each sweep's moves, the re-scoring for the selection)
+are split across the ranks and their scores gathered in order (`train/distributed.py`): every rank then takes the
+same best, ties to the first as in one process, so the result is the one-process result. Each rank samples the
+full-compute references itself (one batch, against a round of candidates: cheaper than sending images around).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cachepilot.policies.budget import budget_computes
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.quality import psnr
 from cachepilot.seeds import SEARCH, SEARCH_SELECT_OFFSET
+from cachepilot.train import distributed
 
 
 def warmup_mask(num_steps: int, computes: int, warmup: int, open_end: bool = False) -> list[bool]:
@@ -110,10 +116,10 @@ def search_schedule(
                                     f"{computes} computes, the first step{' and the last' if compute_last else ''} "
                                     "among them")
         starts.append(list(mask))
-    best_score, best = max(((score(mask), mask) for mask in starts), key=lambda pair: pair[0])
+    best_score, best = _best(score, starts)
     path = [list(mask) for mask in starts]
     end = num_steps - 1 if compute_last else num_steps  # moves stay before it
-    for _ in tqdm(range(max_sweeps), desc=f"search {target:g}", disable=not progress):
+    for _ in tqdm(range(max_sweeps), desc=f"search {target:g}", disable=not progress or distributed.rank() != 0):
         candidates = []
         for step in [s for s, on in enumerate(best) if on and 0 < s < end]:
             for shift in shifts:
@@ -122,13 +128,21 @@ def search_schedule(
                     mask = list(best)
                     mask[step], mask[new] = False, True
                     candidates.append(mask)
-        scored = [(score(mask), mask) for mask in candidates]
-        top_score, top = max(scored, key=lambda pair: pair[0], default=(best_score, best))
+        if not candidates:
+            break
+        top_score, top = _best(score, candidates)
         if top_score <= best_score:
             break
         best, best_score = top, top_score
         path.append(best)
     if select_samples > 0:
         select = scorer(samples, select_samples, seed + SEARCH_SELECT_OFFSET)
-        best_score, best = max(((select(mask), mask) for mask in path), key=lambda pair: pair[0])
+        best_score, best = _best(select, path)
     return best, best_score
+
+
+def _best(score, masks: list[list[bool]]) -> tuple[float, list[bool]]:
+    """(score, mask) of the best-scoring mask, the first of a tie; the masks scored across the ranks."""
+    scores = distributed.map_shared(score, masks)
+    top = max(range(len(masks)), key=scores.__getitem__)
+    return scores[top], masks[top]
