@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class Method:
     before_call: Callable[[Any], None] = field(default=lambda pipe: None)
     family: str = "cachepilot"
     steps_for: Callable[[Any, int], int] | None = None  # sample with fewer steps instead of caching
+    needs_fit: bool = False  # it reads a cache checkpoint (`cachepilot fit`): not something a user runs for free
 
 
 def ours_method(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequence[Any]) -> Method:
@@ -90,10 +91,15 @@ def _searched_schedules(steps: int, cache: CacheCheckpoint) -> list[Method]:
 def _learned_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float],
                      cache: Path | None | str) -> list[Method]:
     """Fewer steps; and, from a cache checkpoint (default: the shipped one), the searched schedules, the
-    learned policy and the usual schedules with its learned forecaster."""
-    methods = [fewer_steps()]
+    learned policy and the usual schedules with its learned forecaster (marked `needs_fit`)."""
     if cache is None:
-        return methods
+        return [fewer_steps()]
+    return [fewer_steps()] + [replace(m, needs_fit=True) for m in _checkpoint_methods(steps, intervals, deltas, cache)]
+
+
+def _checkpoint_methods(steps: int, intervals: Sequence[int], deltas: Sequence[float],
+                        cache: Path | str) -> list[Method]:
+    methods: list[Method] = []
     checkpoint = CacheCheckpoint.from_pretrained(None if cache == "default" else cache)
     methods += _searched_schedules(steps, checkpoint)
     forecaster = checkpoint.predictor_spec()  # the one rule: gated head, else head, else Taylor-2
@@ -166,31 +172,52 @@ def diffusers_methods() -> list[Method]:
 
 
 # -- cache-dit ---------------------------------------------------------------------------------
+CACHE_DIT_THRESHOLDS = [0.04, 0.08, 0.12, 0.2, 0.3, 0.5, 0.8, 1.2]  # compute ~1.0 down to its floor (~0.25)
+# (name, Fn, Bn, calibrator): its default F8B0 needs 8+ blocks; F1B0 / F1B1 fit every embedded model
+CACHE_DIT_VARIANTS = [("cache-dit-dbcache", 1, 0, None), ("cache-dit-dbcache-F1B1", 1, 1, None),
+                      ("cache-dit-dbcache+taylorseer", 1, 0, "taylorseer"), ("cache-dit-dbcache+dmd", 1, 0, "dmd")]
+PEERS = {"cache-dit": ("cache_dit", "pip install 'cachepilot[bench]'  (or: pip install cache-dit)")}
+
+
+def missing_peers() -> dict[str, str]:
+    """The peer libraries the bench compares against that are not installed, with how to add each: a report
+    without its strongest peer must say so at the top, not only in a log line."""
+    import importlib.util
+
+    return {peer: hint for peer, (module, hint) in PEERS.items() if importlib.util.find_spec(module) is None}
+
+
 def cache_dit_methods() -> list[Method]:
-    """cache-dit's DBCache (F1B0: the first block probes, the rest is cached), if installed."""
+    """cache-dit's DBCache (the first Fn blocks probe and are always computed, the last Bn too, the rest cached
+    while the probe's residual changes by less than the knob), alone and with its TaylorSeer / DMD calibrators
+    (forecasts of the cached blocks' residual), if installed."""
     os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
     try:
         import cache_dit
-        from cache_dit import DBCacheConfig
+        from cache_dit import DBCacheConfig, DMDCalibratorConfig, TaylorSeerCalibratorConfig
     except ImportError:
         return []
+    calibrators = {None: lambda: None, "taylorseer": lambda: TaylorSeerCalibratorConfig(taylorseer_order=1),
+                   "dmd": DMDCalibratorConfig}
 
-    def apply(pipe, threshold):
-        # cache-dit patches the transformer in place: work on a copy so the shared one stays clean
-        clone = unhooked_twin(pipe)
-        cache_dit.enable_cache(clone.transformer, cache_config=DBCacheConfig(
-            Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=threshold,
-            max_warmup_steps=2, enable_separate_cfg=False))
-        return clone
+    def variant(name: str, fn: int, bn: int, calibrator: str | None) -> Method:
+        def apply(pipe, threshold):
+            # cache-dit patches the transformer in place: work on a copy so the shared one stays clean
+            clone = unhooked_twin(pipe)
+            cache_dit.enable_cache(clone.transformer, cache_config=DBCacheConfig(
+                Fn_compute_blocks=fn, Bn_compute_blocks=bn, residual_diff_threshold=threshold,
+                max_warmup_steps=2, enable_separate_cfg=False), calibrator_config=calibrators[calibrator]())
+            return clone
 
-    def before_call(pipe):
-        cache_dit.refresh_context(pipe.transformer)  # its automatic per-call reset fires one call late
+        def before_call(pipe):
+            cache_dit.refresh_context(pipe.transformer)  # its automatic per-call reset fires one call late
 
-    def remove(pipe):
-        cache_dit.disable_cache(pipe.transformer)
+        def remove(pipe):
+            cache_dit.disable_cache(pipe.transformer)
 
-    return [Method("cache-dit-dbcache", [0.04, 0.08, 0.12, 0.2, 0.3, 0.5], apply, remove, before_call,
-                   family="cache-dit")]
+        return Method(name, CACHE_DIT_THRESHOLDS, apply, remove, before_call, family="cache-dit")
+
+    return [variant(*spec) for spec in CACHE_DIT_VARIANTS]
 
 
 def all_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:

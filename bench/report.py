@@ -24,6 +24,46 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+BUDGETS = (0.2, 0.3, 0.4, 0.5)
+SLACK = 0.005  # a row counts at a budget when its compute fraction is at most budget + SLACK (rounded counts)
+
+
+def _best(rows: list[dict], budget: float) -> dict | None:
+    within = [r for r in rows if r["compute_fraction"] <= budget + SLACK and r["psnr"] < 100]
+    return max(within, key=lambda r: r["psnr"], default=None)
+
+
+def versus_no_fit(rows: list[dict], fitted: set[str], budgets: tuple[float, ...] = BUDGETS) -> list[dict]:
+    """Per budget (compute fraction, block evaluations): the best row of every method a user runs without a
+    fit (training-free ones, peers, fewer steps) against the best row of a cache checkpoint's methods, and
+    against its learned policy (what `enable(checkpoint=...)` runs) on its own."""
+    free = [r for r in rows if r["method"] not in fitted and r["method"] not in ("full", "always")]
+    learned = [r for r in rows if r["method"] in fitted]
+    policy = [r for r in rows if r["method"] == "learned-policy"]
+    table = []
+    for budget in budgets:
+        best_free, best_fit, best_policy = _best(free, budget), _best(learned, budget), _best(policy, budget)
+        table.append({"budget": budget, "no_fit": best_free, "fit": best_fit, "policy": best_policy})
+    return table
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "— | —"
+    knob = "" if row["knob"] is None else f"@{row['knob']}"
+    return f"{row['method']}{knob} ({row['compute_fraction']:.3f}) | {row['psnr']:.2f}"
+
+
+def versus_table(table: list[dict]) -> str:
+    lines = ["| budget | best without a fit (compute) | PSNR | best of the cache (compute) | PSNR | "
+             "learned policy (compute) | PSNR | policy − best without a fit |", "|---|---|---|---|---|---|---|---|"]
+    for entry in table:
+        free, policy = entry["no_fit"], entry["policy"]
+        delta = f"{policy['psnr'] - free['psnr']:+.2f}" if free and policy else "—"
+        lines.append(f"| {entry['budget']:g} | {_cell(free)} | {_cell(entry['fit'])} | {_cell(policy)} | {delta} |")
+    return "\n".join(lines)
+
+
 def pareto_plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(9, 6))
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m not in ("full", "always")]
@@ -45,10 +85,24 @@ def pareto_plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_report(rows: list[dict], out_dir: Path, meta: dict) -> None:
+def missing_lines(missing: dict[str, str]) -> str:
+    """The report's first lines when a peer is not installed: its rows are absent, and how to add them."""
+    return "".join(f"**{peer} is not installed: its rows are missing.** Add it with `{hint}`.\n\n"
+                   for peer, hint in missing.items())
+
+
+def write_report(rows: list[dict], out_dir: Path, meta: dict, fitted: set[str] = frozenset(),
+                 missing: dict[str, str] | None = None) -> None:
+    """fitted: the methods that read a cache checkpoint (compared per budget with the best of the rest);
+    missing: peers not installed (named first)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
     header = ", ".join(f"{k}={v}" for k, v in meta.items())
-    (out_dir / "results.md").write_text(f"# cachepilot bench\n\n{header}\n\n{markdown_table(rows)}\n")
+    versus = ""
+    if fitted & {r["method"] for r in rows}:
+        versus = ("## Per budget: the cache against the best method without a fit\n\n"
+                  f"{versus_table(versus_no_fit(rows, fitted))}\n\n## Every row\n\n")
+    (out_dir / "results.md").write_text(f"# cachepilot bench\n\n{missing_lines(missing or {})}{header}\n\n"
+                                        f"{versus}{markdown_table(rows)}\n")
     pareto_plot(rows, out_dir / "pareto.png", header)

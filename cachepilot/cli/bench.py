@@ -48,8 +48,8 @@ def bench(
     import torch
     from rich.console import Console
 
-    from cachepilot.bench.methods import all_methods
-    from cachepilot.bench.report import markdown_table, write_report
+    from cachepilot.bench.methods import all_methods, missing_peers
+    from cachepilot.bench.report import markdown_table, missing_lines, versus_no_fit, versus_table, write_report
     from cachepilot.bench.runner import BenchConfig, evaluation_conditions, overhead_fraction, run_bench
     from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
     from cachepilot.embedded.base import call_kwargs_for, quality_for
@@ -62,6 +62,10 @@ def bench(
     if samples < 2:
         raise InvalidInputError("samples must be >= 2 (a Fréchet distance needs a covariance)")
     check_output_dir(out)
+    console = Console()
+    missing = missing_peers()
+    if missing:  # said first: a sweep without its strongest peer must not read as complete
+        console.print(missing_lines(missing).strip(), markup=False)
     pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
     digits = isinstance(pipe, DigitsDiTPipeline)
     if digits:
@@ -87,9 +91,11 @@ def bench(
     partial.unlink(missing_ok=True)
     meta = {"pipeline": type(pipe).__name__, "conditions": source, "samples": samples, "steps": steps,
             "guidance": guidance, "batch": batch_size, "repeats": repeats, "threads": torch.get_num_threads()}
-    write_report(rows, out, meta)
-    console = Console()
+    fitted = {m.name for m in available if m.needs_fit}
+    write_report(rows, out, meta, fitted=fitted, missing=missing)
     console.print(markdown_table(rows))
+    if fitted & {r["method"] for r in rows}:
+        console.print(versus_table(versus_no_fit(rows, fitted)))
     overhead = overhead_fraction(rows)
     if overhead:
         worst = max(overhead, key=overhead.get)

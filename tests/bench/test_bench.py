@@ -105,3 +105,40 @@ def test_a_cache_with_masks_searched_at_the_bench_count_offers_those(tmp_path):
     at_50 = {m.name for m in cachepilot_methods(steps=50, cache=tmp_path)}
     assert "searched-schedule" in at_50  # the default file, searched at 50
     assert "resampled-schedule" in {m.name for m in cachepilot_methods(steps=30, cache=tmp_path)}
+
+
+def test_the_report_sets_the_cache_against_the_best_method_without_a_fit(tmp_path):
+    from cachepilot.bench.report import versus_no_fit
+
+    def row(method, knob, compute, psnr):
+        return {"method": method, "knob": knob, "compute_fraction": compute, "speedup": 1 / compute, "psnr": psnr,
+                "ssim": 1.0, "class_acc": None, "fd": 1.0}
+
+    rows = [row("full", None, 1.0, 100.0), row("fixed+taylor2", 3, 0.35, 40.0), row("fixed+taylor2", 5, 0.2, 30.0),
+            row("fewer-steps", 0.3, 0.3, 33.0), row("cache-dit-dbcache", 0.2, 0.302, 35.0),  # within the slack
+            row("learned-policy", 0.3, 0.29, 37.5), row("searched-schedule", 0.3, 0.3, 38.0),
+            row("learned-policy", 0.2, 0.2, 29.0)]
+    table = {e["budget"]: e for e in versus_no_fit(rows, {"learned-policy", "searched-schedule"})}
+    assert table[0.3]["no_fit"]["method"] == "cache-dit-dbcache"  # fewer steps and Taylor lose at 0.3
+    assert table[0.3]["fit"]["method"] == "searched-schedule" and table[0.3]["policy"]["psnr"] == 37.5
+    assert table[0.2]["no_fit"]["psnr"] == 30.0 and table[0.2]["policy"]["psnr"] == 29.0
+    assert table[0.4]["no_fit"]["psnr"] == 40.0 and table[0.4]["policy"]["psnr"] == 37.5
+    write_report(rows, tmp_path, {"samples": 2}, fitted={"learned-policy", "searched-schedule"},
+                 missing={"cache-dit": "pip install cache-dit"})
+    text = (tmp_path / "results.md").read_text()
+    assert text.index("cache-dit is not installed") < text.index("samples=2")  # said first
+    assert "| 0.3 | cache-dit-dbcache@0.2 (0.302) | 35.00 | searched-schedule@0.3 (0.300) | 38.00 | " \
+           "learned-policy@0.3 (0.290) | 37.50 | +2.50 |" in text
+
+
+def test_methods_read_from_a_cache_checkpoint_are_marked_as_needing_a_fit():
+    methods = {m.name: m for m in all_methods(50)}
+    assert methods["learned-policy"].needs_fit and methods["fixed+learned"].needs_fit
+    assert not methods["fewer-steps"].needs_fit and not methods["fixed+taylor2"].needs_fit
+
+
+def test_a_peer_that_is_not_installed_is_named_with_how_to_add_it(monkeypatch):
+    from cachepilot.bench import methods
+
+    monkeypatch.setitem(methods.PEERS, "nopeer", ("cachepilot_no_such_module", "pip install nopeer"))
+    assert methods.missing_peers()["nopeer"] == "pip install nopeer"
