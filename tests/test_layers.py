@@ -35,12 +35,6 @@ LAYERS = [(0, FOUNDATION), (1, ("cachepilot.runtime",)), (2, ("cachepilot.polici
           (6, ("cachepilot.cli",))]
 PACKAGES = ("cachepilot", "cachepilot.core", "cachepilot.embedded", "cachepilot.bench", "cachepilot.checkpoints",
             "cachepilot.envs", "cachepilot.policies", "cachepilot.predictors", "cachepilot.runtime", "cachepilot.train")
-# Digits *training* still lives in train/ (to move beside its model); until then these generic-layer modules may
-# import the digits model. Each entry is a known debt, not a rule: remove it when the module moves or stops.
-EMBEDDED_DEBT = {
-    "cachepilot.train.backbone": "digits backbone training (moves to cachepilot.embedded.digits)",
-    "cachepilot.train.classifier": "digits classifier training (moves to cachepilot.embedded.digits)",
-}
 
 
 def _matches(module: str, prefix: str) -> bool:
@@ -144,8 +138,8 @@ def embedded_rule(source: str, target: str) -> bool:
     if not _matches(target, "cachepilot.embedded") or target in ("cachepilot.embedded", "cachepilot.embedded.base"):
         return True
     if _matches(source, "cachepilot.embedded"):  # within one model: its own modules (and the interface)
-        return _model_of(source) == _model_of(target) or source == "cachepilot.embedded.quality"
-    return _matches(source, "cachepilot.cli") or source in EMBEDDED_DEBT
+        return _model_of(source) == _model_of(target)
+    return _matches(source, "cachepilot.cli")
 
 
 _TOOLS = ("cachepilot.cli",)
@@ -189,6 +183,8 @@ def test_the_rules_fail_on_the_edges_they_forbid(tmp_path):
     assert _offending(bad, forbidden_rule) == ["cachepilot.envs.caching_env -> cachepilot.train.policy",
                                                "cachepilot.predictors.spec -> cachepilot.bench.methods"]
     assert embedded_rule("cachepilot.loading", "cachepilot.embedded.base")
+    assert not embedded_rule("cachepilot.train.fit", "cachepilot.embedded.digits.data")  # no generic exemptions
+    assert embedded_rule("cachepilot.embedded.digits.train_backbone", "cachepilot.embedded.digits.data")
     assert not embedded_rule("cachepilot.embedded.scenes.model", "cachepilot.embedded.digits.pipeline")
     path = tmp_path / "mod.py"
     path.write_text("def f():\n    from ..embedded.digits import loading\n    import cachepilot.cli.common\n")

@@ -26,7 +26,7 @@ def register(train: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from cachepilot.devices import check_lightning_hardware
     from cachepilot.outputs import check_output_dir
-    from cachepilot.train.backbone import BackboneConfig, train_backbone
+    from cachepilot.embedded.digits.train_backbone import BackboneConfig, train_backbone
 
     check_lightning_hardware(args.accelerator)
     flags = (("--train-steps", "max_steps", args.train_steps), ("--layers", "num_layers", args.layers),

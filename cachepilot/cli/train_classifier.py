@@ -18,7 +18,7 @@ def register(train: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from cachepilot.outputs import check_output_dir
-    from cachepilot.train.classifier import train_classifier
+    from cachepilot.embedded.digits.train_classifier import train_classifier
 
     check_output_dir(args.out, create=False)
     accuracy = train_classifier(args.out, epochs=args.epochs, seed=args.seed)

@@ -9,7 +9,7 @@ import torch
 
 from cachepilot.cli import main
 from cachepilot.errors import InvalidInputError
-from cachepilot.train.backbone import BackboneConfig, BackboneModule, train_backbone
+from cachepilot.embedded.digits.train_backbone import BackboneConfig, BackboneModule, train_backbone
 from cachepilot.train.collect import CollectConfig, collect
 from cachepilot.errors import Interrupted
 from cachepilot.train.predictors import PredictorConfig, PredictorModule, train_predictors

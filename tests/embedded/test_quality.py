@@ -5,10 +5,9 @@ from types import SimpleNamespace
 
 import torch
 
-from cachepilot.embedded.quality import (
-    SCENES_DIR, default_call_kwargs, default_conditions, embedded_quality, is_scenes_pipeline,
-)
+from cachepilot.embedded.base import call_kwargs_for, conditions_for, quality_for
 from cachepilot.embedded.scenes.data import HELD_OUT_PAIRS
+from cachepilot.embedded.scenes.model import SCENES, SCENES_DIR
 from cachepilot.loading import load_pipeline
 
 from ..tiny_pipelines import build_tiny_pipeline
@@ -16,24 +15,24 @@ from ..tiny_pipelines import build_tiny_pipeline
 
 def test_only_the_shipped_scenes_pipeline_is_recognised(tmp_path):
     scenes = load_pipeline(SCENES_DIR)
-    assert is_scenes_pipeline(scenes)
-    assert default_call_kwargs(scenes)["true_cfg_scale"] > 1 and default_call_kwargs(scenes)["height"] == 32
-    prompts = [c["prompt"] for c in default_conditions(scenes, 32)]
+    assert SCENES.matches(scenes)
+    assert call_kwargs_for(scenes)["true_cfg_scale"] > 1 and call_kwargs_for(scenes)["height"] == 32
+    prompts = [c["prompt"] for c in conditions_for(scenes, 32)]
     assert all(any(f"{c} {s}" in p for c, s in HELD_OUT_PAIRS) for p in prompts)  # held-out pairs only
     other = load_pipeline(build_tiny_pipeline("flux", tmp_path / "flux"))
-    assert not is_scenes_pipeline(other)
+    assert not SCENES.matches(other)
     # the same checkpoint in another checkout (a git worktree's) is the scenes pipeline too; other directories not
-    assert is_scenes_pipeline(SimpleNamespace(name_or_path="/elsewhere/checkpoints/scenes-flux"))
-    assert not is_scenes_pipeline(SimpleNamespace(name_or_path="/elsewhere/runs/scenes-flux"))
-    assert not is_scenes_pipeline(SimpleNamespace(name_or_path=None))
-    assert default_call_kwargs(other) == {} and default_conditions(other) is None
-    assert embedded_quality(other) is None
+    assert SCENES.matches(SimpleNamespace(name_or_path="/elsewhere/checkpoints/scenes-flux"))
+    assert not SCENES.matches(SimpleNamespace(name_or_path="/elsewhere/runs/scenes-flux"))
+    assert not SCENES.matches(SimpleNamespace(name_or_path=None))
+    assert call_kwargs_for(other) == {} and conditions_for(other) is None
+    assert quality_for(other) is None
 
 
 def test_scenes_quality_scores_rendered_scenes_above_noise():
     from cachepilot.embedded.scenes.data import evaluation_prompts, render
 
-    quality = embedded_quality(load_pipeline(SCENES_DIR))
+    quality = quality_for(load_pipeline(SCENES_DIR))
     captions, scenes = evaluation_prompts(16, seed=3)
     conditions = [{"prompt": c} for c in captions]
     rendered = quality(render(scenes), conditions)

@@ -88,7 +88,7 @@ def load_digits_pipeline(path: str | Path | None = None, device: str | torch.dev
     return pipe.to(device)
 
 
-load_pipeline = load_digits_pipeline  # the name the CLI's evaluate and train/policy.py import
+load_pipeline = load_digits_pipeline  # the name the CLI's evaluate, the experiments and the tests import
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsClassifier:

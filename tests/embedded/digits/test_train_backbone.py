@@ -1,7 +1,7 @@
 import torch
 
 from cachepilot.embedded.digits.loading import load_pipeline
-from cachepilot.train.backbone import BackboneConfig, BackboneModule, train_backbone
+from cachepilot.embedded.digits.train_backbone import BackboneConfig, BackboneModule, train_backbone
 from cachepilot.embedded.digits.data import load_digits_split
 
 # ema_decay 0.9: the default 0.999 would average a 60-step run back to the initial weights

@@ -2,7 +2,8 @@
 
 A LightningModule around an unmodified diffusers `DiTTransformer2DModel` (epsilon prediction),
 with EMA through Lightning's `EMAWeightAveraging` and resumable checkpoints through
-`ModelCheckpoint`. The exported artefact is a diffusers pipeline directory.
+`ModelCheckpoint`. The exported artefact is a diffusers pipeline directory. It lives beside the
+model it trains: code outside `cachepilot.embedded` serves every pipeline and never imports it.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-
-from cachepilot.train import lightning_run
-from cachepilot.train.checkpoints import resume_checkpoint
-from cachepilot.train.lightning_run import check_tensors_only, trainer_callbacks
-
-from cachepilot.errors import InvalidInputError
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
 from diffusers.models.embeddings import LabelEmbedding
+from diffusers.utils import logging as diffusers_logging
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from cachepilot.embedded.digits.data import IMAGE_SIZE, NUM_CLASSES, load_digits_split, to_model_range
+from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
+from cachepilot.errors import InvalidInputError
+from cachepilot.train import lightning_run
+from cachepilot.train.checkpoints import resume_checkpoint
+from cachepilot.train.lightning_run import check_tensors_only, trainer_callbacks
 
 
 @dataclass
@@ -77,12 +78,14 @@ def build_transformer(config: BackboneConfig) -> DiTTransformer2DModel:
 
 
 def disable_label_dropout(model: torch.nn.Module) -> None:
+    """No per-block label dropout: the null class is drawn per sample in `diffusion_loss` instead."""
     for module in model.modules():
         if isinstance(module, LabelEmbedding):
             module.dropout_prob = 0.0
 
 
 def build_scheduler(config: BackboneConfig) -> DDIMScheduler:
+    """The inference scheduler the exported pipeline ships; training noises with a DDPM copy of its config."""
     return DDIMScheduler(**config.scheduler)
 
 
@@ -219,10 +222,6 @@ def export_pipeline(module: BackboneModule, config: BackboneConfig, out_dir: Pat
 
     Weights are stored in float16 to keep the embedded checkpoint a few MB; they load as float32.
     """
-    from cachepilot.embedded.digits.pipeline import DigitsDiTPipeline
-
-    from diffusers.utils import logging as diffusers_logging
-
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # "modules that should be kept in float32: []": there are none
     try:

@@ -1,5 +1,5 @@
 from cachepilot.embedded.digits.loading import load_classifier
-from cachepilot.train.classifier import train_classifier
+from cachepilot.embedded.digits.train_classifier import train_classifier
 
 
 def test_short_training_learns_and_saves(tmp_path):
