@@ -4,6 +4,10 @@ uses (the same computes, only the forecast differs), plus Taylor 1.5 as the thir
 `fixed+hyca` fits its per-channel table on the pipeline itself the first time it is applied: full-compute
 trajectories of the pipeline's default conditions at training noise seeds (disjoint from the bench's), at the
 bench's step count, scored on the same fixed intervals.
+
+`uniform+<name>` runs a forecaster on the uniform schedules at compute fractions 0.2 to 0.5 (first and last step
+computed, the others evenly spread), and `uniform+combo` a fitted combination forecaster on the same schedules
+(`combination_method`; `experiments.combination` fits it and runs them all).
 """
 
 from __future__ import annotations
@@ -77,6 +81,33 @@ def hyca_method(steps: int, intervals: Sequence[int] = INTERVALS) -> Method:
     return Method("fixed+hyca", list(intervals), apply, cachepilot.disable)
 
 
+FRACTIONS = (0.2, 0.3, 0.4, 0.5)
+UNIFORM_FORECASTERS = {"reuse": "reuse", "taylor1": "taylor:1", "taylor1.5": "taylor:1.5", "taylor2": "taylor:2",
+                       "foca": "foca", "hermite2": "hermite:2", "dmd1": "dmd:1", "dmd2": "dmd:2"}
+
+
+def uniform_methods(steps: int, forecasters: dict[str, str] | None = None) -> list[Method]:
+    """uniform+<name> for each forecaster (default UNIFORM_FORECASTERS) on the uniform schedules of FRACTIONS."""
+    from cachepilot.train.combination import uniform_schedule
+
+    return [ours_method(f"uniform+{name}", lambda f: uniform_schedule(f, steps), spec, FRACTIONS)
+            for name, spec in (forecasters or UNIFORM_FORECASTERS).items()]
+
+
+def combination_method(steps: int, combination: Any, fractions: Sequence[float] = FRACTIONS) -> Method:
+    """uniform+combo: a fitted `Combination` on the uniform schedules; a schedule it was not fitted for is refused
+    before sampling."""
+    from cachepilot.train.combination import uniform_schedule
+
+    def apply(pipe, fraction):
+        policy = uniform_schedule(fraction, steps)
+        combination.check(steps, policy)
+        cachepilot.enable(pipe, policy, combination)
+        return pipe
+
+    return Method("uniform+combo", list(fractions), apply, cachepilot.disable)
+
+
 def forecaster_methods(steps: int = 50) -> list[Method]:
     """fixed+<name> for every forecaster family (see FORECASTERS) and the fitted hybrid."""
     return [ours_method(f"fixed+{name}", lambda n: f"fixed:{n}", spec, INTERVALS)
@@ -107,8 +138,34 @@ def psnr_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def uniform_table(rows: list[dict]) -> str:
+    """Markdown: PSNR per uniform+ method and compute fraction (the header gives the measured fraction), with each
+    method's difference from the best training-free forecaster (every uniform+ method but the combination) at
+    each fraction, and its mean."""
+    table: dict[str, dict[float, dict]] = {}
+    for row in rows:
+        if str(row["method"]).startswith("uniform+") and row.get("knob") is not None:
+            table.setdefault(row["method"], {})[float(row["knob"])] = row
+    fractions = sorted({k for entries in table.values() for k in entries})
+    free = [m for m in table if m != "uniform+combo"]
+    best = {f: max(table[m][f]["psnr"] for m in free if f in table[m]) for f in fractions}
+    reference = next(iter(table.values()))
+    lines = ["| method | " + " | ".join(f"{f:g} ({reference[f]['compute_fraction']:.2f})" for f in fractions)
+             + " | mean Δ vs best training-free |", "|---" * (len(fractions) + 2) + "|"]
+    for method, entries in table.items():
+        delta = sum(entries[f]["psnr"] - best[f] for f in fractions) / len(fractions)
+        lines.append(f"| {method} | " + " | ".join(f"{entries[f]['psnr']:.2f}" for f in fractions)
+                     + f" | {delta:+.2f} |")
+    lines.append("| best training-free | " + " | ".join(
+        max((m for m in free if f in table[m]), key=lambda m: table[m][f]["psnr"]).removeprefix("uniform+")
+        for f in fractions) + " | |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":  # python -m cachepilot.bench.forecasters OUT/results.json
     import json
     import sys
 
-    print(psnr_table(json.loads(open(sys.argv[1]).read())))
+    results = json.loads(open(sys.argv[1]).read())
+    print(uniform_table(results) if any(str(r["method"]).startswith("uniform+") for r in results)
+          else psnr_table(results))

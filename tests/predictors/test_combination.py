@@ -72,3 +72,34 @@ def test_engine_run():
     weights[:, 0], weights[:, 1] = 0.5, 0.5  # halfway between reuse and Taylor 1
     ours, reuse = engine_outputs(Combination(["reuse", "taylor:1"], {(steps, "fixed:2"): weights}), steps, 2)
     assert torch.isfinite(ours).all() and not torch.allclose(ours, reuse)
+
+
+def test_uniform_bench_methods_and_table():
+    from cachepilot.bench.forecasters import FRACTIONS, combination_method, uniform_methods, uniform_table
+    from cachepilot.train.combination import uniform_schedule
+
+    names = [m.name for m in uniform_methods(20)]
+    assert "uniform+taylor1" in names and "uniform+dmd2" in names and len(set(names)) == len(names)
+    combo = Combination(["reuse"], {(20, uniform_schedule(0.5, 20)): torch.ones(20, 1)})
+    method = combination_method(20, combo)
+    assert method.name == "uniform+combo" and list(method.knobs) == list(FRACTIONS)
+    with pytest.raises(InvalidInputError, match="no weights for schedule:"):
+        method.apply(object(), 0.2)  # refused before the pipeline is touched
+    psnr = {"uniform+reuse": [30, 20], "uniform+taylor1": [34, 22], "uniform+combo": [36, 21]}
+    rows = [{"method": "full", "knob": None, "psnr": 100, "compute_fraction": 1.0}] + [
+        {"method": m, "knob": f, "psnr": v[i], "compute_fraction": f} for m, v in psnr.items()
+        for i, f in enumerate((0.2, 0.5))]
+    lines = uniform_table(rows).splitlines()
+    assert lines[0] == "| method | 0.2 (0.20) | 0.5 (0.50) | mean Δ vs best training-free |"
+    assert lines[-2] == "| uniform+combo | 36.00 | 21.00 | +0.50 |"  # best training-free: 34 then 22
+    assert lines[-1] == "| best training-free | taylor1 | taylor1 | |"
+
+
+def test_cost_script_runs_small(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))  # experiments/ is outside the package
+    from experiments.combination_cost import main
+
+    result = main(["--tokens", "16", "--dim", "64", "--rounds", "1", "--calls", "1"])
+    assert "combo" in result["forecast"] and result["forecast"]["combo"]["ms"] > 0
