@@ -59,6 +59,9 @@ class FitConfig:
     dagger_policies: list[str] = field(default_factory=lambda: ["always", "fixed:2", "fixed:3", "fixed:5",
                                                                  "threshold:0.05"])
     dagger_steps: int = 5000           # round 1: collection + trajectories forecast with the round-0 head
+    predictor_patience: int | None = 3  # each round stops after this many validations (every 500 steps) without a
+                                        # lower validation error, and keeps its best validated head (None: never
+                                        # early)
     search_samples: int = 16
     select_samples: int = 0            # >0: the search's starts and path scored again on this many other training
                                        # samples, the best there kept (on the scenes model: +1.0 dB held-out at
@@ -99,6 +102,9 @@ class FitConfig:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
         if self.budget is not None:
             parse_budget(self.budget)  # a malformed budget: one line, before any work
+        patience = self.predictor_patience
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise InvalidInputError(f"fit: predictor_patience must be None or an integer >= 1, got {patience!r}")
         if self.policy_seed_pool is not None:  # before any stage runs, not at the policy stage
             from cachepilot.train.policy import PolicyConfig
 
@@ -332,7 +338,8 @@ class Fit:
         # them would run zero optimisation steps, which the trainer refuses: smoke sizes shrink the batch
         rows = sum(int((torch.as_tensor(load_collection(d).with_format("numpy")["sample"]) % 10 != 0).sum())
                    for d in data)
-        config = PredictorConfig(max_steps=steps, val_every=max(1, min(500, steps)))
+        config = PredictorConfig(max_steps=steps, val_every=max(1, min(500, steps)),
+                                 patience=self.config.predictor_patience)
         config.batch_size = max(1, min(config.batch_size, rows))
         accelerator = "gpu" if self.pipe.device.type == "cuda" else "cpu"
         train_predictors(data, out, work, config, resume=(work / "last.ckpt").exists(), accelerator=accelerator,
@@ -341,13 +348,15 @@ class Fit:
     def _stage_predictors(self) -> None:
         """Round 0 on the collection; then one DAgger round: trajectories sampled while forecasting with the
         round-0 head (the states the cached sampler really visits), and the final head on both."""
-        from cachepilot.train.collect import collect
+        from cachepilot.train.collect import collect, reuse_step_weights
 
         round0 = self.work / "predictors-r0" / "head"
         self._train_head([self.work / "collect"], round0, self.work / "predictors-r0", self.config.predictor_steps)
         dagger = self.work / "collect-dagger"
-        collect(self.pipe, dagger, self._collect_config(self.config.dagger_policies, f"learned:{round0}"),
-                progress=self.progress)
+        config = self._collect_config(self.config.dagger_policies, f"learned:{round0}")
+        # the same pipeline, steps, call kwargs and conditions as round 0: its step weights, not computed again
+        reuse_step_weights(self.work / "collect", dagger, config, self.pipe)
+        collect(self.pipe, dagger, config, progress=self.progress)
         self._train_head([self.work / "collect", dagger], self.out / "predictors", self.work / "predictors-r1",
                          self.config.dagger_steps)
 

@@ -159,12 +159,13 @@ def _computes(spec: str, steps: int) -> int | None:
     return None
 
 
-def _collect(policies: list[str], samples: int, steps: int) -> tuple[float, bool]:
-    """Step-sensitivity weights (one perturbed run per step plus a clean one), then each policy's trajectories: a
-    cached one also runs every step bypassed for the true residual (collect's recorder)."""
+def _collect(policies: list[str], samples: int, steps: int, sensitivity: bool = True) -> tuple[float, bool]:
+    """Step-sensitivity weights (one perturbed run per step plus a clean one; not with `sensitivity=False`: the
+    DAgger round reuses round 0's), then each policy's trajectories: a cached one also runs every step bypassed
+    for the true residual (collect's recorder)."""
     from cachepilot.train.sensitivity import SENSITIVITY_SAMPLES
 
-    total, bound = SENSITIVITY_SAMPLES * steps * (steps + 1), False
+    total, bound = (SENSITIVITY_SAMPLES * steps * (steps + 1) if sensitivity else 0), False
     for spec in policies:
         computes = _computes(spec, steps)
         if spec == "always":
@@ -279,13 +280,13 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     copies = 1.0 if copies is None else copies
     steps = config.steps
     collect, collect_bound = _collect(config.collect_policies, config.collect_samples, steps)
-    dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps)
+    dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps, sensitivity=False)
     policy_counts = sorted(set(config.policy_steps or [steps]))
     rows = [
         ("check", num_conditions + 2 * PROBE_STEPS * (probe.batch if probe is not None else 1), False,
          "a 1-step call per condition (a fresh fit), the probe"),
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
-        ("predictors", dagger, dagger_bound, "the DAgger round's collection (its own step sensitivity)"),
+        ("predictors", dagger, dagger_bound, "the DAgger round's collection (round 0's step weights reused)"),
         ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),
         ("schedules", _search(config, steps), True, "search sweeps stop early when no move helps"),
         ("policy", _policy(config), True, "PPO episodes at the highest target's budget"),

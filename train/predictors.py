@@ -20,7 +20,7 @@ import torch
 from cachepilot.train import lightning_run
 from cachepilot.train.checkpoints import resume_checkpoint
 from cachepilot.train.lightning_run import trainer_callbacks
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from cachepilot.errors import CachepilotError, InvalidInputError
@@ -29,6 +29,8 @@ from cachepilot.predictors.taylor import Taylor
 from cachepilot.train.collect import as_tensors, collection_meta, load_collection, load_step_weights
 
 FINGERPRINT_KEYS = ("backbone_class", "backbone_config_hash", "hidden_size")
+VALIDATION_INTERVALS = (2, 3, 4, 5)  # the fixed intervals the validation scores, one dataloader each
+BEST_FILE = "best"  # the best validated head's Lightning checkpoint in the work dir (best.ckpt)
 
 
 @dataclass
@@ -43,6 +45,8 @@ class PredictorConfig:
     val_every: int = 500
     seed: int = 0
     checkpoint_every: int = 500  # optimisation steps between checkpoints: the most a kill can lose
+    patience: int | None = 3  # validations without a lower `val/loss` before training stops (None: never early);
+                              # the head saved is the best validated one either way
 
 
 def schedule_computes(steps: int, interval: int | None, max_gap: int, generator: torch.Generator) -> torch.Tensor:
@@ -191,7 +195,7 @@ class PredictorDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         rows_of = lambda g: g.val_rows if len(g.val_rows) else g.train_rows[:1]  # noqa: E731
-        return [DataLoader(self._dataset(rows_of, fixed_interval=n), batch_size=64) for n in (2, 3, 4, 5)]
+        return [DataLoader(self._dataset(rows_of, fixed_interval=n), batch_size=64) for n in VALIDATION_INTERVALS]
 
 
 class PredictorModule(pl.LightningModule):
@@ -240,17 +244,28 @@ class PredictorModule(pl.LightningModule):
         if train_set is not None:
             train_set.epoch = self.current_epoch  # new random schedules every epoch
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(len(VALIDATION_INTERVALS), 2, device=self.device)  # learned, Taylor-1 errors
+
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        interval = (2, 3, 4, 5)[dataloader_idx]
+        interval = VALIDATION_INTERVALS[dataloader_idx]
         flat, size = self._flat(batch), batch["mask"].shape[0]
         history = SimpleNamespace(residuals=flat["residuals"].transpose(0, 1), steps=flat["steps"].T,
                                   count=flat["count"])
-        loss = self.trajectory_error(self._forecast(flat), flat, size).mean()
-        self.log(f"val/learned_fixed{interval}", loss, add_dataloader_idx=False, sync_dist=True)
+        errors = self.trajectory_error(self._forecast(flat), flat, size)
+        self.log(f"val/learned_fixed{interval}", errors.mean(), add_dataloader_idx=False, sync_dist=True)
         for order in (1, 2):  # the training-free forecasters on the same cache states
-            taylor = Taylor(order).predict(history, flat["step"])  # per-row steps broadcast
-            self.log(f"val/taylor{order}_fixed{interval}", self.trajectory_error(taylor, flat, size).mean(),
-                     add_dataloader_idx=False, sync_dist=True)
+            taylor = self.trajectory_error(Taylor(order).predict(history, flat["step"]), flat, size)  # per-row steps
+            self.log(f"val/taylor{order}_fixed{interval}", taylor.mean(), add_dataloader_idx=False, sync_dist=True)
+            if order == 1:
+                self._val_sums[dataloader_idx] += torch.stack([errors.sum(), taylor.sum()])
+
+    def on_validation_epoch_end(self) -> None:
+        """`val/loss`: the mean over intervals of the head's error relative to Taylor-1's (the training loss's
+        scale: long intervals' errors are orders of magnitude larger and would decide alone), which early stopping
+        and the best checkpoint follow."""
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        self.log("val/loss", (sums[:, 0] / sums[:, 1].clamp(min=1e-12)).mean())
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=1e-4)
@@ -317,15 +332,22 @@ def train_predictors(
     module = PredictorModule(int(meta["hidden_size"]), steps, config)
     if start is not None:
         module.model.load_state_dict(start.model.state_dict())
+    best = ModelCheckpoint(dirpath=work_dir, filename=BEST_FILE, monitor="val/loss", mode="min", save_top_k=1,
+                           enable_version_counter=False)
+    stopping = [EarlyStopping("val/loss", patience=config.patience, mode="min", check_on_train_epoch_end=False)
+                ] if config.patience is not None else []
     trainer = pl.Trainer(
         max_steps=config.max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
         default_root_dir=work_dir, logger=pl.loggers.CSVLogger(work_dir, name="logs"),
         callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, enable_version_counter=False,
-                                   every_n_train_steps=config.checkpoint_every)] + trainer_callbacks(work_dir, progress),
+                                   every_n_train_steps=config.checkpoint_every), best, *stopping]
+        + trainer_callbacks(work_dir, progress),
         val_check_interval=config.val_every, check_val_every_n_epoch=None, enable_progress_bar=progress,
         enable_model_summary=False, log_every_n_steps=min(25, config.max_steps),
     )
     lightning_run.fit(trainer, module, data, work_dir, last)
+    if best.best_model_path:  # the best validated head, not the last: later steps may only have overfitted
+        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
     if out_dir is not None and trainer.is_global_zero:
         fingerprint = {k: meta[k] for k in FINGERPRINT_KEYS}
         fingerprint["num_steps_trained"] = steps if len(counts) == 1 else counts

@@ -46,9 +46,12 @@ def test_every_stage_counts_what_its_plan_said(dit, tmp_path):
     cost, planned = stored["cost"], stored["plan"]["stages"]
     assert set(cost) == set(STAGES) and all(c["evaluations"] > 0 and c["seconds"] > 0 for c in cost.values())
     # by hand: guidance copies 2; 16 sensitivity samples x 6 steps x (6 perturbed + 1 clean) runs; 4 samples of
-    # `always` (6 computes) and of fixed:2 (6 bypassed + 3 cached computes); the DAgger round fixed:2 alone
+    # `always` (6 computes) and of fixed:2 (6 bypassed + 3 cached computes); the DAgger round fixed:2 alone, with
+    # round 0's step weights (same pipeline, steps, call kwargs and conditions), not computed again
     assert cost["collect"]["evaluations"] == 2 * (16 * 6 * 7 + 4 * 6 + 4 * (6 + 3))
-    assert cost["predictors"]["evaluations"] == 2 * (16 * 6 * 7 + 4 * (6 + 3))
+    assert cost["predictors"]["evaluations"] == 2 * 4 * (6 + 3)
+    weights = [(out / "work" / part / "step_weights.json").read_bytes() for part in ("collect", "collect-dagger")]
+    assert weights[0] == weights[1]
     # bench: 2-step warm-ups of 2 samples (hooked, twin), full compute twice, then 7 methods each beside full
     # compute: always 6, learned / searched at most 3, fixed:2 x 3 forecasters 3 each, fewer steps 3
     assert cost["bench"]["evaluations"] == 2 * (2 * 2 * 2 + 2 * (2 * 6 + 7 * 6 + 6 + 2 * 3 + 3 * 3 + 3))

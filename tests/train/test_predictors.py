@@ -187,3 +187,34 @@ def test_collections_at_several_step_counts_train_one_head(collection, tmp_path_
     train_predictors([collection, other], tmp_path / "head", tmp_path / "work", config, progress=False,
                      accelerator="cpu")
     assert Learned.from_pretrained(tmp_path / "head").fingerprint["num_steps_trained"] == [6, 10]
+
+
+def test_training_stops_when_validation_stops_improving_and_keeps_the_best_head(collection, tmp_path, monkeypatch):
+    """A validation loss scripted 3, 1, 2, 4, 5, ...: best at the 2nd validation, and with a patience of 2 no
+    improvement for the 3rd and 4th, so training stops there (step 16 of 40) and the head saved is the one of
+    step 8 (best.ckpt), not the last."""
+    scripted = iter([3.0, 1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+
+    def on_validation_epoch_end(self):
+        if not self.trainer.sanity_checking:
+            self.log("val/loss", next(scripted))
+
+    monkeypatch.setattr(PredictorModule, "on_validation_epoch_end", on_validation_epoch_end)
+    config = PredictorConfig(max_steps=40, batch_size=8, val_every=4, lr=3e-3, patience=2, checkpoint_every=4)
+    module = train_predictors(collection, tmp_path / "head", tmp_path / "work", config, progress=False,
+                              accelerator="cpu")
+    assert module.trainer.global_step == 16
+    best = torch.load(tmp_path / "work" / "best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "work" / "last.ckpt", weights_only=True)
+    assert best["global_step"] == 8 and last["global_step"] == 16
+    head = Learned.from_pretrained(tmp_path / "head").model.state_dict()
+    for name, value in head.items():
+        assert torch.equal(value, best["state_dict"][f"model.{name}"]), name
+    assert any(not torch.equal(value, last["state_dict"][f"model.{name}"]) for name, value in head.items())
+
+
+def test_validation_loss_is_the_heads_error_relative_to_taylor_one(collection, tmp_path):
+    """An untrained head is Taylor-1 (see above): its `val/loss` is 1 at every interval."""
+    config = PredictorConfig(max_steps=1, batch_size=8, val_every=1, lr=0.0)
+    module = train_predictors(collection, None, tmp_path / "work", config, progress=False, accelerator="cpu")
+    assert module.trainer.callback_metrics["val/loss"].item() == pytest.approx(1.0, abs=1e-4)
