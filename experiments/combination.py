@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bases", nargs="+", default=None)
     parser.add_argument("--ridge", type=float, default=None)
     parser.add_argument("--methods", nargs="+", default=None, help="uniform+ baselines (default: all)")
+    parser.add_argument("--trajectory", choices=("full", "cached"), default="full",
+                        help="fit on full-compute trajectories, or go on along each schedule's cached one")
+    parser.add_argument("--rounds", type=int, default=1, help="cached-trajectory rounds")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         combination, record = fit_on_pipeline(pipe, [steps], schedules, fit_conditions, args.fit_samples,
                                               call_kwargs=fit_kwargs, bases=args.bases or DEFAULT_BASES,
                                               ridge=DEFAULT_RIDGE if args.ridge is None else args.ridge,
-                                              batch_size=args.batch_size)
+                                              batch_size=args.batch_size, trajectory=args.trajectory,
+                                              rounds=args.rounds)
         record["wall_seconds"] = time.perf_counter() - tic
         combination.save_pretrained(args.out / f"combination-{steps}", {"record": record})
         methods = [m for m in uniform_methods(steps) if args.methods is None or m.name in args.methods]

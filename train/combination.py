@@ -1,12 +1,16 @@
 """Fit the combination forecaster (`cachepilot.predictors.combination`) in closed form, L2P-style.
 
-Where the data comes from: full-compute trajectories, as L2P fits its per-timestep weights (teacher forcing:
-every past feature the predictor reads is the true one). One recording per step count serves every schedule of
-that count (each schedule is simulated on it: its computes fill the history, its skipped steps are forecast by
-every base forecaster), so the fit costs one full-compute sampling of the training samples and no extra stack
-evaluation per schedule. Fitting along the cached trajectory instead would need, per schedule, a sampling run
-whose skipped steps also evaluate the stack (for the true residual), and its states depend on the forecaster
-being fitted; the closed-loop bench measures what the full-trajectory fit gives on the cached trajectory.
+Where the data comes from: full-compute trajectories first, as L2P fits its per-timestep weights (teacher
+forcing: every past feature the predictor reads is the true one). One recording per step count serves every
+schedule of that count (each schedule is simulated on it: its computes fill the history, its skipped steps are
+forecast by every base forecaster), so that fit costs one full-compute sampling of the training samples.
+
+`trajectory="cached"` goes on along the cached trajectory: the states the cached sampler visits under each
+schedule differ from the full-compute ones, and a forecaster's error feeds back into the inputs of the next
+steps. So each schedule is sampled with its current weights while the stack also runs for real at every step
+(the true residual at the cached state), and the weights are refitted on those steps (DAgger-style, `rounds`
+times, the rounds' data pooled). It costs, per schedule and round, a sampling with the stack evaluated at every
+step beside the schedule's own computes.
 
 Per forecast step t the weights solve the ridge problem
 
@@ -134,14 +138,22 @@ def accumulate(equations: NormalEquations, predictors: Sequence, steps: torch.Te
         equations.add(i, parts, residuals[i])
 
 
+def _entry(equations: NormalEquations, weights: torch.Tensor, mask: Sequence[bool], bases: Sequence[str]) -> dict:
+    """The fit's training error and each base's alone, relative to the residuals' squared norm at the forecast
+    steps."""
+    skipped = ~torch.tensor(list(mask), dtype=torch.bool)
+    norm = float(equations.target[skipped].sum()) or 1.0
+    return {"relative_error": float(equations.errors(weights)[skipped].sum()) / norm,
+            "base_relative_error": dict(zip(bases, (equations.base_errors()[skipped].sum(0) / norm).tolist()))}
+
+
 def fit_combination(
     trajectories: Mapping[int, Iterable[tuple[torch.Tensor, torch.Tensor]]],
     schedules: Sequence[str], bases: Sequence[str] = DEFAULT_BASES, ridge: float = DEFAULT_RIDGE,
 ) -> tuple[Combination, dict]:
     """Weights for every schedule (fixed:N, schedule:MASK of that count, uniform:F) at every step count of
     `trajectories` ({num_steps: [(steps (T,), residuals (T, rows, *feature)), ...]}, full compute). Also returns a
-    report: per count and schedule, the training error of the fit and of each base alone (relative to the
-    residuals' squared norm at the forecast steps)."""
+    report: per count and schedule, the training error of the fit and of each base alone (`_entry`)."""
     if ridge < 0:
         raise InvalidInputError(f"ridge must be >= 0, got {ridge}")
     predictors = [_make(b) for b in bases]
@@ -151,38 +163,40 @@ def fit_combination(
         if not recorded:
             raise InvalidInputError(f"fit_combination: no trajectory at {num_steps} steps")
         for schedule in schedules:
-            spec, mask = schedule_mask(schedule, num_steps)
-            if not mask[0]:
-                raise InvalidInputError(f"the schedule {schedule} does not compute the first step")
+            spec, mask = _checked_mask(schedule, num_steps)
             equations = NormalEquations(num_steps, len(predictors))
             for steps, residuals in recorded:
                 accumulate(equations, predictors, steps, residuals, mask)
-            forecast = [not m for m in mask]
-            weights = equations.solve(forecast, ridge)
-            tables[(num_steps, spec)] = weights
-            skipped = torch.tensor(forecast)
-            norm = float(equations.target[skipped].sum()) or 1.0
-            report[f"{num_steps}|{spec}"] = {
-                "num_steps": num_steps, "policy": spec, "schedule": schedule,
-                "relative_error": float(equations.errors(weights)[skipped].sum()) / norm,
-                "base_relative_error": dict(zip(bases, (equations.base_errors()[skipped].sum(0) / norm).tolist())),
-            }
+            tables[(num_steps, spec)] = equations.solve([not m for m in mask], ridge)
+            report[f"{num_steps}|{spec}"] = {"num_steps": num_steps, "policy": spec, "schedule": schedule,
+                                             **_entry(equations, tables[(num_steps, spec)], mask, bases)}
     return Combination(bases, tables), report
 
 
-def record_full_trajectories(pipe: Any, num_steps: int, conditions: Sequence[dict], seeds: Sequence[int],
-                             call_kwargs: dict | None = None, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(steps (T,), residuals (T, rows, *feature) float32, stack evaluations (rows x steps)): the block stack's true residual at
-    every step of full-compute sampling of `conditions[i]` with seed `seeds[i]`. A pipeline that calls its
-    transformer several times per step (true CFG) has its calls of a step stacked as extra rows."""
-    from cachepilot.driver import SamplingDriver
+def _checked_mask(schedule: str, num_steps: int) -> tuple[str, list[bool]]:
+    spec, mask = schedule_mask(schedule, num_steps)
+    if not mask[0]:
+        raise InvalidInputError(f"the schedule {schedule} does not compute the first step")
+    return spec, mask
+
+
+def record_trajectories(pipe: Any, num_steps: int, conditions: Sequence[dict], seeds: Sequence[int],
+                        call_kwargs: dict | None = None, batch_size: int = 64, policy: str | None = None,
+                        predictor: Any = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(steps (T,), residuals (T, rows, *feature) float32, stack evaluations): the block stack's true residual at
+    every step of sampling `conditions[i]` with seed `seeds[i]`, with full compute, or under the cache with
+    `policy` and `predictor` (then at the inputs the cached sampler visits: each step's stack also runs for real
+    beside the engine's own computes). A pipeline that calls its transformer several times per step (true CFG)
+    has its calls of a step stacked as extra rows. Stack evaluations count batch rows x steps."""
+    from cachepilot.driver import SamplingDriver, caching
     from cachepilot.errors import CachepilotError
     from cachepilot.train.collect import _StackRecorder
 
+    computes = 0 if policy is None else sum(schedule_mask(policy, num_steps)[1])
     driver = SamplingDriver(pipe, num_steps, dict(call_kwargs or {}), batch_size=batch_size)
     chunks = []
     for start in range(0, len(conditions), batch_size):
-        with _StackRecorder(pipe.transformer) as recorder:
+        with _StackRecorder(pipe.transformer) as recorder, caching(pipe, policy, predictor):
             driver.sample(list(conditions[start:start + batch_size]), list(seeds[start:start + batch_size]))
         calls = recorder.residuals
         if not calls or len(calls) % num_steps:
@@ -191,39 +205,71 @@ def record_full_trajectories(pipe: Any, num_steps: int, conditions: Sequence[dic
         k = len(calls) // num_steps
         chunks.append(torch.stack([torch.cat(calls[i * k:(i + 1) * k]).float().cpu() for i in range(num_steps)]))
     residuals = torch.cat(chunks, 1)
-    return torch.arange(num_steps), residuals, residuals.shape[1] * num_steps  # rows x steps stack evaluations
+    return torch.arange(num_steps), residuals, residuals.shape[1] * (num_steps + computes)
+
+
+TRAJECTORIES = ("full", "cached")
 
 
 def fit_on_pipeline(
     pipe: Any, steps: Sequence[int], schedules: Sequence[str], conditions: Sequence[dict], samples: int = 16,
     seed: int | None = None, call_kwargs: dict | None = None, bases: Sequence[str] = DEFAULT_BASES,
-    ridge: float = DEFAULT_RIDGE, batch_size: int = 64,
+    ridge: float = DEFAULT_RIDGE, batch_size: int = 64, trajectory: str = "full", rounds: int = 1,
 ) -> tuple[Combination, dict]:
     """Record `samples` full-compute trajectories per step count (condition i mod len(conditions), seed seed + i;
-    default the calibration seeds, disjoint from the bench's) and fit. The record holds the fit's wall seconds
-    (recording and solving apart) and its stack evaluations (rows x steps, true CFG's passes as rows)."""
+    default the calibration seeds, disjoint from the bench's) and fit.
+
+    trajectory="cached" then refits each schedule on the trajectories its cached sampler visits (DAgger-style):
+    `rounds` times, sample under the schedule with the current weights, record the true residual at every step
+    there, and solve on all cached rounds' data pooled. The record holds the fit's wall seconds (recording and
+    solving apart) and its stack evaluations (batch rows x steps, true CFG's passes as rows)."""
     from cachepilot.seeds import SEARCH
 
     if not conditions:
         raise InvalidInputError("fit-combination needs at least one condition")
-    if samples < 1:
-        raise InvalidInputError(f"samples must be >= 1, got {samples}")
+    if samples < 1 or rounds < 1:
+        raise InvalidInputError(f"samples and rounds must be >= 1, got {samples} and {rounds}")
+    if trajectory not in TRAJECTORIES:
+        raise InvalidInputError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
     for num_steps in steps:  # every schedule checked before any sampling
         for schedule in schedules:
-            schedule_mask(schedule, num_steps)
+            _checked_mask(schedule, num_steps)
     seed = SEARCH if seed is None else seed
     chosen = [conditions[i % len(conditions)] for i in range(samples)]
     seeds = [seed + i for i in range(samples)]
+    sampling = solving = 0.0
     trajectories, evaluations = {}, 0
-    tic = time.perf_counter()
     for num_steps in steps:
-        steps_t, residuals, calls = record_full_trajectories(pipe, num_steps, chosen, seeds, call_kwargs, batch_size)
+        tic = time.perf_counter()
+        steps_t, residuals, calls = record_trajectories(pipe, num_steps, chosen, seeds, call_kwargs, batch_size)
+        sampling += time.perf_counter() - tic
         trajectories[num_steps] = [(steps_t, residuals)]
         evaluations += calls
-    recorded = time.perf_counter()
+    tic = time.perf_counter()
     combination, report = fit_combination(trajectories, schedules, bases, ridge)
-    solved = time.perf_counter()
+    solving += time.perf_counter() - tic
+    if trajectory == "cached":
+        predictors = [_make(b) for b in bases]
+        tables = dict(combination.tables)
+        for num_steps in steps:
+            for schedule in schedules:
+                spec, mask = _checked_mask(schedule, num_steps)
+                equations = NormalEquations(num_steps, len(bases))
+                for _ in range(rounds):
+                    current = Combination(bases, {(num_steps, spec): tables[(num_steps, spec)]})
+                    tic = time.perf_counter()
+                    steps_t, residuals, calls = record_trajectories(pipe, num_steps, chosen, seeds, call_kwargs,
+                                                                    batch_size, spec, current)
+                    sampling += time.perf_counter() - tic
+                    evaluations += calls
+                    tic = time.perf_counter()
+                    accumulate(equations, predictors, steps_t, residuals, mask)
+                    tables[(num_steps, spec)] = equations.solve([not m for m in mask], ridge)
+                    solving += time.perf_counter() - tic
+                report[f"{num_steps}|{spec}"]["cached"] = _entry(equations, tables[(num_steps, spec)], mask, bases)
+        combination = Combination(bases, tables)
     record = {"samples": samples, "seed": seed, "steps": list(steps), "schedules": list(schedules),
-              "bases": list(bases), "ridge": ridge, "record_seconds": recorded - tic, "solve_seconds": solved - recorded,
-              "stack_evaluations": evaluations, "fit": report}
+              "bases": list(bases), "ridge": ridge, "trajectory": trajectory,
+              "rounds": rounds if trajectory == "cached" else 0, "record_seconds": sampling,
+              "solve_seconds": solving, "stack_evaluations": evaluations, "fit": report}
     return combination, record

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="forecaster specs to combine (default reuse taylor:1 taylor:2 dmd:1 dmd:2)")
     p.add_argument("--ridge", type=float, default=None, help="ridge strength, relative to the forecasts' mean "
                                                              "squared norm (default 1e-3)")
+    p.add_argument("--trajectory", choices=("full", "cached"), default="full",
+                   help="full: fit on full-compute trajectories (L2P); cached: then refit each schedule on the states "
+                        "its cached sampler visits (the stack also run at every step there)")
+    p.add_argument("--rounds", type=int, default=1, help="cached-trajectory rounds (default 1)")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=OUT / "combination", help="directory for combination.json / "
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     from cachepilot.train.combination import DEFAULT_RIDGE, fit_on_pipeline, schedule_mask
 
     check_at_least(2, *(("--steps", n) for n in args.steps))
-    check_at_least(1, ("--samples", args.samples), ("--batch-size", args.batch_size))
+    check_at_least(1, ("--samples", args.samples), ("--batch-size", args.batch_size), ("--rounds", args.rounds))
     if args.prompts is not None and args.classes is not None:
         raise CachepilotError("give --prompts or --classes, not both")
     schedules = list(args.policy or ([] if args.schedule else DEFAULT_SCHEDULES)) + [f"schedule:{m}" for m in
@@ -75,12 +79,13 @@ def run(args: argparse.Namespace) -> None:
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
     combination, record = fit_on_pipeline(pipe, args.steps, schedules, conditions, args.samples, args.seed, kwargs,
-                                          bases, ridge, args.batch_size)
+                                          bases, ridge, args.batch_size, args.trajectory, args.rounds)
     combination.save_pretrained(args.out, {"record": record, "call_kwargs": kwargs})
     for entry in record["fit"].values():
         best = min(entry["base_relative_error"], key=entry["base_relative_error"].get)
         print(f"{entry['num_steps']} steps, {entry['schedule']}: relative error {entry['relative_error']:.4g} "
-              f"(best single forecaster {best}: {entry['base_relative_error'][best]:.4g})")
+              f"(best single forecaster {best}: {entry['base_relative_error'][best]:.4g})"
+              + (f"; on its cached trajectory {entry['cached']['relative_error']:.4g}" if "cached" in entry else ""))
     print(f"fit in {record['record_seconds'] + record['solve_seconds']:.1f} s ({record['record_seconds']:.1f} s "
           f"recording {record['stack_evaluations']} stack evaluations, {record['solve_seconds']:.1f} s solving); "
           f"wrote {args.out} (use --predictor combo:{args.out})")

@@ -86,6 +86,21 @@ def test_fit_on_the_digits_pipeline(pipe):
     combo.check(6, "fixed:2")
 
 
+def test_fit_along_the_cached_trajectory(pipe):
+    conditions = [{"class_labels": c} for c in range(10)]
+    full, _ = fit_on_pipeline(pipe, [6], ["fixed:2"], conditions, samples=2, bases=["reuse", "taylor:1"])
+    cached, record = fit_on_pipeline(pipe, [6], ["fixed:2"], conditions, samples=2, bases=["reuse", "taylor:1"],
+                                     trajectory="cached", rounds=2)
+    # the full recording (2 rows x 6 steps), then per round the stack at every step and at the 3 computes
+    assert record["stack_evaluations"] == 2 * 6 + 2 * 2 * (6 + 3) and record["rounds"] == 2
+    entry = record["fit"]["6|fixed:2"]["cached"]
+    assert entry["relative_error"] <= min(entry["base_relative_error"].values()) + 1e-6
+    # the cached states differ from the full-compute ones: so do the weights
+    assert not torch.allclose(full.tables[(6, "fixed:2")], cached.tables[(6, "fixed:2")])
+    with pytest.raises(InvalidInputError, match="trajectory"):
+        fit_on_pipeline(pipe, [6], ["fixed:2"], conditions, trajectory="teacher")
+
+
 def test_cli_fits_and_writes_a_loadable_forecaster(tmp_path, capsys):
     from cachepilot.cli import main
     from cachepilot.predictors.spec import make_predictor
