@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from cachepilot.runtime.adapters import get_adapter
 from cachepilot.runtime.hooks import get_engine
 from cachepilot.runtime.fingerprint import backbone_fingerprint, check_fingerprint
 from cachepilot.seeds import COLLECT
+from cachepilot.train import distributed
 
 CONFIG_FILE = "collect_config.json"
 WEIGHTS_FILE = "step_weights.json"
@@ -213,14 +213,14 @@ def collect(
     check_config(config)
     todo = list(range(config.num_shards)) if shards is None else list(shards)
     if shards is None:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        todo = todo[rank::world]
+        rank, world = distributed.launched()  # no collective needed: each rank writes its own shards
+        todo = [todo[i] for i in distributed.share(len(todo), rank, world)]
     for shard in todo:
         if not 0 <= shard < config.num_shards:
             raise InvalidInputError(f"shard index {shard} is outside 0..{config.num_shards - 1}")
     driver = SamplingDriver(pipe, config.steps, config.call_kwargs, batch_size=config.batch_size)  # checks steps
     _write_config(out_dir, config, pipe)  # only once every setting is known good
-    if not (out_dir / WEIGHTS_FILE).exists():
+    if distributed.launched()[0] == 0 and not (out_dir / WEIGHTS_FILE).exists():  # one rank measures them
         write_step_weights(out_dir, driver, config)
     written = []
     for shard in todo:

@@ -116,8 +116,3 @@ def on_rank_zero(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R | None:
         if world > 1:
             dist.barrier()
 
-
-def shutdown() -> None:
-    """Leave the process group (at the end of a command), so the process exits without torch's warning."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

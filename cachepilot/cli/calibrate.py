@@ -1,5 +1,8 @@
 """`cachepilot calibrate-forecaster`: score a learned head against Taylor per step count and interval and write
-the head's gate."""
+the head's gate.
+
+Under `torchrun` every rank loads the pipeline (on its own GPU with `--device cuda`) and runs its share of each
+step count's runs; rank 0 alone writes the gate and prints it."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from cachepilot.driver import check_num_steps
     from cachepilot.loading import load_pipeline
+    from cachepilot.train import distributed
     from cachepilot.train.calibrate_forecaster import calibrate_gate, schedule_policies
 
     schedule_steps = args.steps if args.schedule_steps is None else args.schedule_steps
@@ -44,12 +48,15 @@ def run(args: argparse.Namespace) -> None:
     for steps in schedule_steps:  # every schedule spec checked before the pipeline loads
         for spec in args.schedules:
             schedule_policies(spec, steps, args.policy)
+    rank, _ = distributed.setup()  # before loading: `cuda` is then this rank's GPU
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     for steps in sorted(set(args.steps + schedule_steps)):
         check_num_steps(pipe, steps)
     record = calibrate_gate(pipe, args.head, train_conditions(args, pipe), args.steps, args.intervals, args.samples,
                             call_kwargs(args), out=args.head, schedules=args.schedules,
                             schedule_counts=schedule_steps, policy_dir=args.policy)
+    if rank != 0:
+        return
     for steps, entry in record["counts"].items():
         print(f"{steps} steps, spacing 1..{len(entry['choices'])}: {' '.join(entry['choices'])}")
     for steps, by_spec in record["schedules"].items():

@@ -1,4 +1,7 @@
-"""`cachepilot search-schedule`: offline greedy search of the best fixed schedule per budget."""
+"""`cachepilot search-schedule`: offline greedy search of the best fixed schedule per budget.
+
+Under `torchrun` every rank loads the pipeline (on its own GPU with `--device cuda`) and scores its share of
+each round's candidates; every rank finds the same schedules, and rank 0 alone prints and writes them."""
 
 from __future__ import annotations
 
@@ -38,15 +41,17 @@ def run(args: argparse.Namespace) -> None:
     from cachepilot.loading import load_pipeline
     from cachepilot.outputs import check_output_file
     from cachepilot.searched import SearchedSchedules, mask_string
-    from cachepilot.train import schedule_search
+    from cachepilot.train import distributed, schedule_search
 
     bad = [t for t in args.targets if not 0 < t <= 1]
     if bad:
         raise CachepilotError(f"--targets must be compute fractions in (0, 1], got {bad}")
     check_at_least(1, ("--samples", args.samples), ("--steps", args.steps))
     check_at_least(0, ("--max-sweeps", args.max_sweeps), ("--select-samples", args.select_samples))
-    check_output_file(args.out)
+    if distributed.launched()[0] == 0:  # one rank probes the directory (two probes of the same file would race)
+        check_output_file(args.out)
     earlier = _earlier_masks(args.init, args.steps)
+    rank, _ = distributed.setup()  # before loading: `cuda` is then this rank's GPU
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     driver = SamplingDriver(pipe, args.steps, call_kwargs(args))
     conditions = train_conditions(args, pipe)
@@ -58,8 +63,9 @@ def run(args: argparse.Namespace) -> None:
             compute_last=args.compute_last, select_samples=args.select_samples,
             extra_starts=earlier.get(f"{target:g}", []))
         found.add(target, mask, score)
-        print(f"target {target:g}: {mask_string(mask)} (training PSNR {score:.2f} dB)")
-        found.write(args.out)
+        if rank == 0:
+            print(f"target {target:g}: {mask_string(mask)} (training PSNR {score:.2f} dB)")
+        distributed.on_rank_zero(found.write, args.out)
 
 
 def _earlier_masks(paths: list[Path], steps: int) -> dict[str, list[list[bool]]]:

@@ -1,0 +1,159 @@
+"""Fit stages under `torchrun`: a real two-process run (gloo, CPU) of `cachepilot search-schedule` and
+`cachepilot calibrate-forecaster` on the embedded digits model finds what one process finds, bit for bit, and
+only rank 0 writes (`train/distributed.py`).
+
+This file is also the worker: `python -m torch.distributed.run --nproc-per-node 2 test_distributed.py OUT`
+runs `_worker` on each rank, and plain `python test_distributed.py OUT` runs it as the one process. Both runs
+are subprocesses with the same thread settings (OMP_NUM_THREADS=1), so the comparison is exact. The digits
+model is trained and its learned head forecasts unlike Taylor, so the candidates' scores differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORLD = 2
+TIMEOUT_S = 240
+SEARCH = ["search-schedule", "--steps", "10", "--targets", "0.4", "--samples", "2", "--max-sweeps", "2",
+          "--select-samples", "2", "--predictor", "learned"]
+CALIBRATE = ["calibrate-forecaster", "--steps", "6", "--intervals", "1", "2", "3", "--samples", "2",
+             "--schedules", "fixed:3", "ts-schedule:2"]
+COUNTS = (5, 1, 0)  # items the gather test spreads over the ranks: uneven, fewer than the ranks, none
+
+
+def _worker(out: Path) -> None:
+    """Run both commands, recording what this process wrote and printed, and a gather of every COUNTS."""
+    import contextlib
+    import io
+
+    from cachepilot.cli import main
+    from cachepilot.searched import SearchedSchedules
+    from cachepilot.train import calibrate_forecaster, distributed
+
+    rank, world = distributed.setup()
+    writes: list[str] = []
+    write_gate, write_searched = calibrate_forecaster.write_gate, SearchedSchedules.write
+    calibrate_forecaster.write_gate = lambda path, record: writes.append("gate") or write_gate(path, record)
+    SearchedSchedules.write = lambda self, path: writes.append("search") or write_searched(self, path)
+    computed: dict[int, list[int]] = {}
+    gathered = {n: distributed.map_shared(lambda i, n=n: computed.setdefault(n, []).append(i) or i * 1.5 - n,
+                                          range(n)) for n in COUNTS}
+    printed = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        codes = [main(SEARCH + ["--out", str(out / "searched.json")]), main([CALIBRATE[0], str(out / "head"), *CALIBRATE[1:]])]
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "world": world, "codes": codes, "writes": writes, "printed": printed.getvalue(), "computed": computed,
+        "gathered": gathered, "seconds": time.perf_counter() - started}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(out: Path, processes: int) -> list[dict]:
+    """Each process's record, after a run of the worker as `processes` torchrun ranks (1: plain python)."""
+    from cachepilot.checkpoints import DEFAULT_PREDICTOR
+    from cachepilot.predictors.learned import Learned
+
+    Learned.from_pretrained(DEFAULT_PREDICTOR).save_pretrained(out / "head")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                                          "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *launcher, __file__, str(out)], env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    if done.returncode != 0:
+        pytest.fail(f"{processes} process(es) exited with {done.returncode}:\n{done.stdout[-2000:]}\n"
+                    f"{done.stderr[-4000:]}")
+    print(f"{processes} process(es): {time.perf_counter() - started:.1f} s wall")
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[int, tuple[Path, list[dict]]]:
+    found = {}
+    for processes in (1, WORLD):
+        out = tmp_path_factory.mktemp(f"processes{processes}")
+        found[processes] = out, _run(out, processes)
+    return found
+
+
+def test_two_ranks_search_and_calibrate_exactly_as_one_process(runs):
+    (one, [single]), (two, ranks) = runs[1], runs[WORLD]
+    assert single["world"] == 1 and [r["world"] for r in ranks] == [WORLD, WORLD]
+    assert single["codes"] == [0, 0] and all(r["codes"] == [0, 0] for r in ranks)
+    searched = json.loads((two / "searched.json").read_text())
+    assert searched == json.loads((one / "searched.json").read_text())  # the mask and its score, exactly
+    gate = json.loads((two / "head" / "forecaster_gate.json").read_text())
+    assert gate == json.loads((one / "head" / "forecaster_gate.json").read_text())
+    scores = [db for entry in gate["counts"]["6"]["psnr"].values() for db in entry.values()]
+    assert len(set(scores)) > 1  # the forecasters differ: a mis-ordered gather would show
+
+
+def test_only_rank_zero_writes_and_prints(runs):
+    (_, [single]), (_, ranks) = runs[1], runs[WORLD]
+    assert ranks[0]["writes"] == single["writes"] and "gate" in single["writes"] and "search" in single["writes"]
+    assert ranks[1]["writes"] == [] and ranks[1]["printed"] == ""
+    assert ranks[0]["printed"] == single["printed"] and "target 0.4" in single["printed"]
+
+
+def test_the_gather_puts_every_rank_s_share_back_in_order(runs):
+    (_, [single]), (_, ranks) = runs[1], runs[WORLD]
+    for n in COUNTS:
+        expected = [i * 1.5 - n for i in range(n)]
+        assert single["gathered"][str(n)] == expected
+        assert [r["gathered"][str(n)] for r in ranks] == [expected, expected]
+        assert [r["computed"].get(str(n), []) for r in ranks] == [list(range(0, n, 2)), list(range(1, n, 2))]
+
+
+def test_share_and_merge_round_robin():
+    from cachepilot.train.distributed import merge, share
+
+    assert [list(share(7, r, 3)) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert list(share(1, 1, 2)) == [] and list(share(0, 0, 1)) == []
+    parts = [[10.0, 13.0, 16.0], [11.0, 14.0], [12.0, 15.0]]
+    assert merge(parts, 7) == [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0]
+    assert merge([[0.5], []], 1) == [0.5]
+
+
+def test_one_process_calls_no_collective(monkeypatch):
+    import torch.distributed as dist
+
+    from cachepilot.train import distributed
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a collective was called in a single process")
+
+    for name in ("all_gather", "barrier", "init_process_group"):
+        monkeypatch.setattr(dist, name, fail)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.setup() == (0, 1) and not distributed.is_distributed()
+    assert distributed.map_shared(lambda x: x * 2, [1, 2, 3]) == [2.0, 4.0, 6.0]
+    assert distributed.on_rank_zero(lambda: "written") == "written"
+
+
+def test_collect_takes_its_rank_from_torchrun_s_environment_without_joining(monkeypatch):
+    import torch.distributed as dist
+
+    from cachepilot.train import distributed
+
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("collect needs no process group"))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert distributed.launched() == (1, 3)
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))
