@@ -27,9 +27,12 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
     searched = cache.schedules().masks()
     targets = sorted(config.targets)
     intervals = sorted({max(2, round(1 / t)) for t in targets})
+    # a checkpoint shipping its searched schedules: the learned-policy row would run them a second time
+    learned = [] if cache.ships_searched else [ours_method("learned-policy", lambda t: cache.policy(t), predictor,
+                                                           targets)]
     methods = [
         ours_method("always", lambda _: "always", "reuse", [None]),
-        ours_method("learned-policy", lambda t: cache.policy(t), predictor, targets),
+        *learned,
         ours_method("searched-schedule", lambda t: "schedule:" + searched[t], predictor, sorted(searched)),
         ours_method("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
         ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{cache.predictor_dir}", intervals),
@@ -75,6 +78,16 @@ def cost_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def shipped_policy_line(out: Path) -> str:
+    """The README's line on what `enable(checkpoint=...)` runs, when the fit shipped the searched schedules."""
+    selection = CacheCheckpoint(out).selection()
+    if selection.get("kind") != "searched":
+        return ""
+    return (f"The learned policy did not beat the searched schedule on validation ({selection['gain_db']:+.2f} dB, "
+            f"margin {selection['margin_db']:g} dB): this checkpoint ships the searched schedule (`enable` and the "
+            "bench's searched-schedule rows run it).\n\n")
+
+
 def _readme(pipe, out: Path, record: dict, rows: list[dict], bench: dict) -> str:
     smoke = ("# SMOKE FIT (`cachepilot fit --smoke`: every stage at toy sizes to check the plumbing; not a usable "
              "cache, its figures mean nothing)\n\n" if record.get("fit", {}).get("smoke") else "")
@@ -87,7 +100,7 @@ Stage wall times (s): {json.dumps(record['stage_seconds'])}.
 
 {cost_table(record)}
 
-Use it:
+{shipped_policy_line(out)}Use it:
 
 ```python
 import cachepilot

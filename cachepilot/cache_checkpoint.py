@@ -4,19 +4,24 @@ A directory holds the learned policy (`policy/`), the forecaster head with its c
 the searched schedules (`searched_schedules.json`, and `searched_schedules_<N>.json` searched at other counts),
 the condition split (`conditions.json`) and the record with the backbone fingerprint (`cachepilot_config.json`).
 `enable(checkpoint=...)`, the bench and the tools resolve it here, so they all load the same policy and the same
-forecaster, by one rule: the gated head once calibrated, else the bare head, else Taylor-2 (`predictor_spec`).
+forecaster, by one rule: the gated head once calibrated, else the bare head, else Taylor-2 (`predictor_spec`),
+and the same policy: the learned one, or the searched schedules where the fit found the learned policy no better
+than them on validation (`selection`, recorded in policy/config.json).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import torch
 
 from cachepilot.conditions import ConditionSplit
+from cachepilot.core.policy import CachePolicy
 from cachepilot.core.predictor import Predictor
-from cachepilot.errors import CheckpointError
+from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.learned import LearnedPolicy
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.predictors.gated import GATE_FILE
@@ -24,6 +29,9 @@ from cachepilot.predictors.spec import make_predictor
 from cachepilot.records import read_json_object
 from cachepilot.runtime.fingerprint import check_fingerprint, scheduler_differences
 from cachepilot.searched import SCHEDULES_FILE, SearchedSchedules, schedules_file
+
+logger = logging.getLogger(__name__)
+_SAID: set[Path] = set()  # checkpoints whose shipped searched schedule was logged once already
 
 CONFIG_FILE = "cachepilot_config.json"
 CONDITIONS_FILE = "conditions.json"
@@ -45,6 +53,24 @@ def _download(hub_id: str) -> Path:
     except Exception as err:  # offline, unknown repo
         raise CheckpointError(f"cache checkpoint {hub_id} is neither a directory nor a reachable hub id: "
                               f"{err}".splitlines()[0]) from None
+
+
+class SearchedSchedulePolicy(Schedule):
+    """The searched schedules a checkpoint ships instead of its learned policy: at a searched target and step count
+    exactly the searched mask (`Schedule`, whose spec the forecaster gate calibrated), elsewhere the prior's mask
+    (`SchedulePrior.mask`: interpolated between targets, from the nearest searched count), as the learned policy's
+    prior would give it."""
+
+    def __init__(self, prior: SchedulePrior, target: float, num_steps: int):
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise InvalidInputError(f"target compute fraction must be in (0, 1], got {target!r}")
+        self.prior, self.target = prior, float(target)
+        super().__init__(prior.mask(self.target, num_steps))
+
+    def reset(self, num_steps: int, batch_size: int) -> None:
+        if num_steps != self.num_steps:
+            self.mask = torch.tensor(self.prior.mask(self.target, num_steps), dtype=torch.bool)
+        super().reset(num_steps, batch_size)
 
 
 class CacheCheckpoint:
@@ -115,12 +141,36 @@ class CacheCheckpoint:
     def predictor(self) -> Predictor:
         return make_predictor(self.predictor_spec())
 
+    def selection(self) -> dict:
+        """What the fit chose to ship (`train.policy.policy_selection`, in policy/config.json): {"kind": "searched",
+        "reason", "gain_db", "validation", ...} when the learned policy did not beat the searched schedules on
+        validation; {} for a policy with no such record (shipped before the choice existed: the learned policy)."""
+        if self.policy_dir is None:
+            return {}
+        found = read_json_object(self.policy_dir / "config.json", "the policy config").get("selection")
+        return found if isinstance(found, dict) else {}
+
+    @property
+    def ships_searched(self) -> bool:
+        return self.selection().get("kind") == "searched"
+
     def policy(self, target: float = DEFAULT_TARGET, per_batch: bool = False,
-               actor_outside_range: bool = False) -> LearnedPolicy:
-        """The learned policy at a target compute fraction (see `LearnedPolicy`)."""
+               actor_outside_range: bool = False, actor: bool = False) -> CachePolicy:
+        """The checkpoint's policy at a target compute fraction: the learned policy (see `LearnedPolicy`), or, for a
+        checkpoint whose fit found it no better than the searched schedules (`ships_searched`), those
+        (`SearchedSchedulePolicy`). actor=True: the learned policy always (to measure it)."""
         if self.policy_dir is None:
             raise CheckpointError(f"no policy checkpoint at {self.root} (policy/config.json, or config.json and "
                                   "model.safetensors, needed)")
+        if not actor and self.ships_searched:
+            schedules = self.schedules()
+            if schedules is None:
+                raise CheckpointError(f"{self.root} ships its searched schedules ({self.selection().get('reason')}) "
+                                      f"but holds no {SCHEDULES_FILE}")
+            if self.root not in _SAID:
+                _SAID.add(self.root)
+                logger.info("%s: %s; it ships the searched schedule", self.root, self.selection().get("reason"))
+            return SearchedSchedulePolicy(self.prior(), target, schedules.num_steps)
         return LearnedPolicy(self.policy_dir, target=target, per_batch=per_batch,
                              actor_outside_range=actor_outside_range)
 

@@ -22,6 +22,7 @@ runs every stage at toy sizes: the plumbing on a user's model in minutes before 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -69,6 +70,9 @@ class FitConfig:
     policy_timesteps: int = 100_000
     policy_envs: int = 16
     policy_lr: float = 1e-4
+    policy_margin: float = 0.1         # dB: the learned policy ships only when its mean PSNR over the searched
+                                       # schedules at the fit's targets (validation conditions, held-out seeds)
+                                       # is above this; else the checkpoint ships the searched schedules
     policy_seed_pool: int | None = None  # K: the policy's episodes draw noise from K seeds, references kept (see
                                          # `PolicyConfig.seed_pool`); None: fresh seeds, a reference run per sample
     policy_steps: list[int] | None = None  # step counts the policy trains on (None: [steps]); the rest runs at steps
@@ -98,6 +102,9 @@ class FitConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"fit: {name} must be an integer >= 1, got {value!r}")
+        margin = self.policy_margin
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise InvalidInputError(f"fit: policy_margin must be a finite number of dB, got {margin!r}")
         if isinstance(self.select_samples, bool) or not isinstance(self.select_samples, int) or self.select_samples < 0:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
         if self.budget is not None:
@@ -137,7 +144,7 @@ def policy_config(config: FitConfig, predictor: str, prior: str):
                           targets=(max(0.05, low - 0.05), min(0.95, high + 0.05)),
                           predictor=predictor, prior=prior, warm_start=True, seed=config.seed,
                           learning_rate=config.policy_lr, seed_pool=config.policy_seed_pool,
-                          eval_samples=min(16, max(2, config.bench_samples)), eval_targets=tuple(config.targets[:2]))
+                          eval_samples=min(16, max(2, config.bench_samples)), eval_targets=tuple(config.targets))
     if config.policy_timesteps < 2_000:  # smoke sizes
         policy = replace(policy, rollout_episodes=1, batch_size=max(counts), n_epochs=1,
                          checkpoint_every=config.policy_timesteps, eval_every=config.policy_timesteps,
@@ -406,14 +413,21 @@ class Fit:
             record.write(path)
 
     def _stage_policy(self) -> None:
-        from cachepilot.train.policy import _last_checkpoint, export_policy, train_policy
+        """PPO from the searched schedules, then the choice of what ships: the policy where it beats them on the
+        validation conditions (its final held-out evaluation, paired with theirs), else the searched schedules."""
+        from cachepilot.train.policy import (_last_checkpoint, export_policy, held_out_results, policy_selection,
+                                             train_policy)
 
         work = self.work / "policy"
         config = policy_config(self.config, self._forecaster(), str(self._schedules_path()))
         model = train_policy(config, work, resume=_last_checkpoint(work) is not None, progress=self.progress,
                              pipe=self.pipe, conditions=self.split.train, eval_conditions=self.split.validation,
                              call_kwargs=self.config.call_kwargs)
-        export_policy(model, self.out / "policy", self.pipe.transformer, config)
+        results = held_out_results(work, model, self.pipe, config, self.split.validation, self.config.call_kwargs)
+        selection = policy_selection(results, self.config.policy_margin)
+        export_policy(model, self.out / "policy", self.pipe.transformer, config, selection=selection)
+        console.print(f"policy: {selection['reason']}"
+                      + ("; this checkpoint ships the searched schedule" if selection["kind"] == "searched" else ""))
         from cachepilot.runtime.hooks import remove_cache
 
         remove_cache(self.pipe.transformer)  # the env's hooks: later stages sample the plain pipeline
@@ -422,24 +436,34 @@ class Fit:
         return sorted(set(self.config.policy_steps or [self.config.steps]))
 
     def _policy_gate_left(self) -> list[str]:
-        """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's step counts."""
+        """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's step counts; for a
+        checkpoint shipping its searched schedules, those schedules' masks at the fit's count."""
         from cachepilot.predictors.gated import GATE_FILE
 
         path = self.out / "predictors" / GATE_FILE
         done = (json.loads(path.read_text()).get("schedules") or {}) if path.exists() else {}
+        if self._ships_searched():
+            masks = SearchedSchedules.read(self._schedules_path()).masks().values()
+            return [f"schedule:{m}" for m in masks if f"schedule:{m}" not in done.get(str(self.config.steps), {})]
         return [f"learned@{t:g}" for n in self._policy_counts() for t in self.config.targets
                 if f"learned@{t:g}" not in done.get(str(n), {})]
 
+    def _ships_searched(self) -> bool:
+        return (self.out / "policy" / "config.json").is_file() and CacheCheckpoint(self.out).ships_searched
+
     def _stage_policy_gate(self) -> None:
         """The forecaster for the policy's decisions (and the searched masks) chosen on the whole schedule: the
-        spacing table the policy trained with misjudges trajectories whose forecasts follow dense computes."""
+        spacing table the policy trained with misjudges trajectories whose forecasts follow dense computes. A
+        checkpoint shipping its searched schedules scores those alone (the policy's decisions never run)."""
         from cachepilot.train.calibrate_forecaster import calibrate_gate
 
-        specs = [f"learned:{t:g}" for t in self.config.targets] + [f"searched:{self._schedules_path()}"]
+        searched = [f"searched:{self._schedules_path()}"]
+        specs, counts = ((searched, [self.config.steps]) if self._ships_searched() else
+                         ([f"learned:{t:g}" for t in self.config.targets] + searched, self._policy_counts()))
         calibrate_gate(self.pipe, self.out / "predictors", list(self.split.train.conditions), self._gate_counts(),
                        samples=self.config.search_samples, call_kwargs=self.config.call_kwargs,
                        out=self.out / "predictors", progress=self.progress, schedules=specs,
-                       schedule_counts=self._policy_counts(), policy_dir=self.out / "policy")
+                       schedule_counts=counts, policy_dir=self.out / "policy")
 
     def _stage_bench(self) -> None:
         from cachepilot.bench.fit_report import bench_checkpoint

@@ -223,7 +223,8 @@ def _policy_gate(config, counts: list[int]) -> float:
 def _policy(config) -> float:
     """PPO (SB3 learns whole rollouts: the timesteps rounded up to rollouts of all envs), the episodes each started
     with a full-compute reference, a uniform schedule at its budget and the episode itself at most at the highest
-    target's budget; the warm start's episodes likewise; the held-out evaluation's references and runs."""
+    target's budget; the warm start's episodes likewise; the held-out evaluation's references and runs, the
+    searched schedules' runs it compares them with (at most at their budgets)."""
     from cachepilot.train.fit import policy_config
 
     policy = policy_config(config, predictor="learned", prior="")
@@ -239,8 +240,9 @@ def _policy(config) -> float:
     for n in range(policy.num_envs, timesteps + 1, policy.num_envs):
         if n - last >= policy.eval_every:
             evaluations, last = evaluations + 1, n
-    held_out = policy.eval_samples * sum(counts) + evaluations * policy.eval_samples * sum(
-        budget_computes(t, n) for t in policy.eval_targets for n in counts)
+    runs = policy.eval_samples * sum(budget_computes(t, n) for t in policy.eval_targets for n in counts)
+    # references; the periodic evaluations and the final one; the searched schedules once (the same seeds)
+    held_out = policy.eval_samples * sum(counts) + (evaluations + 1) * runs + runs
     return (episodes + warm) * episode + held_out
 
 

@@ -36,6 +36,7 @@ from cachepilot.errors import Interrupted
 from cachepilot.loading import load_pipeline
 from cachepilot.policies.features import FEATURES
 from cachepilot.policies.learned import FORMAT_VERSION
+from cachepilot.policies.baselines import Schedule
 from cachepilot.policies.prior import SchedulePrior
 from cachepilot.core.actions import Action
 from cachepilot.runtime.fingerprint import backbone_fingerprint
@@ -177,7 +178,9 @@ def read_checkpoint(path: Path) -> PolicyCheckpoint:
 class HeldOutEval(BaseCallback):
     """Every `eval_every` steps: the deterministic actor (exactly as exported) on held-out seeds, through
     the real pipeline on an unhooked twin; logs PSNR vs. full compute and compute fraction per target, at each
-    trained step count (keys end in `@<steps>` when there are several)."""
+    trained step count (keys end in `@<steps>` when there are several). With searched schedules for a prior, also
+    their PSNR on the same seeds and conditions (scored once: they do not change) and the policy's gain over them
+    (`eval/gain_<target>`): what `policy_selection` decides on."""
 
     def __init__(self, pipe, config: PolicyConfig, conditions: ConditionSet, call_kwargs: dict | None = None):
         super().__init__()
@@ -187,6 +190,8 @@ class HeldOutEval(BaseCallback):
         self.seeds = [config.eval_seed + i for i in range(config.eval_samples)]
         self.drivers = {n: SamplingDriver(self.pipe, n, call_kwargs) for n in config.step_counts}
         self.references = {n: d.sample(self.conditions, self.seeds).images for n, d in self.drivers.items()}
+        self.prior = _prior(config)
+        self.searched: dict[tuple[int, float], float] = {}  # (steps, target) -> the searched schedule's PSNR
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last >= self.config.eval_every:
@@ -201,22 +206,54 @@ class HeldOutEval(BaseCallback):
         for num_steps, driver in self.drivers.items():
             suffix = f"@{num_steps}" if several else ""  # one count: the keys of single-count runs
             for target in self.config.eval_targets:
-                psnr_value, fraction = self._run(driver, state, target, self.references[num_steps])
+                psnr_value, fraction = self._run(driver, LearnedPolicy(state=state, target=target),
+                                                 self.references[num_steps])
                 results[f"eval/psnr_{target:g}{suffix}"] = psnr_value
                 results[f"eval/compute_fraction_{target:g}{suffix}"] = fraction
+                if self.prior.by_steps:  # the searched schedule the checkpoint would ship instead, same seeds
+                    key = (num_steps, target)
+                    if key not in self.searched:
+                        schedule = Schedule(self.prior.mask(target, num_steps))
+                        self.searched[key] = self._run(driver, schedule, self.references[num_steps])[0]
+                    results[f"eval/searched_psnr_{target:g}{suffix}"] = self.searched[key]
+                    results[f"eval/gain_{target:g}{suffix}"] = psnr_value - self.searched[key]
         for key, value in results.items():
             self.logger.record(key, value)
         return results
 
-    def _run(self, driver: SamplingDriver, state, target: float, reference: torch.Tensor) -> tuple[float, float]:
-        """(PSNR vs full compute, compute fraction) of the policy at `target` on the driver's step count."""
-        cachepilot.enable(self.pipe, LearnedPolicy(state=state, target=target), self.config.predictor)
+    def _run(self, driver: SamplingDriver, policy, reference: torch.Tensor) -> tuple[float, float]:
+        """(PSNR vs full compute, compute fraction) of `policy` on the driver's step count."""
+        cachepilot.enable(self.pipe, policy, self.config.predictor)
         try:
             images = driver.sample(self.conditions, self.seeds).images
             fraction = cachepilot.last_stats(self.pipe).compute_fraction
         finally:
             cachepilot.disable(self.pipe)
         return psnr(images, reference), fraction
+
+
+HELD_OUT_FILE = "held_out.json"  # the final held-out evaluation of a finished run, in its work dir
+
+
+def policy_selection(results: dict[str, float], margin: float) -> dict:
+    """What a checkpoint ships, from the final held-out evaluation (`HeldOutEval`): the learned policy when its
+    mean PSNR gain over the searched schedules (paired: same seeds, conditions, forecaster, targets) is above
+    `margin` dB, else the searched schedules (the policy then adds decisions that do not pay). {"kind": "learned" |
+    "searched", "gain_db", "margin_db", "validation": per target, "reason"}; "learned" with no searched prior."""
+    gains = {key.removeprefix("eval/gain_"): value for key, value in results.items() if key.startswith("eval/gain_")}
+    if not gains:
+        return {"kind": "learned", "reason": "no searched schedule to compare with"}
+    gain = sum(gains.values()) / len(gains)
+    validation = {name: {"learned_psnr": round(results[f"eval/psnr_{name}"], 3),
+                         "searched_psnr": round(results[f"eval/searched_psnr_{name}"], 3),
+                         "gain_db": round(value, 3),
+                         "learned_compute_fraction": round(results[f"eval/compute_fraction_{name}"], 4)}
+                  for name, value in sorted(gains.items())}
+    won = gain > margin
+    reason = (f"the learned policy {'beat' if won else 'did not beat'} the searched schedule on validation "
+              f"({gain:+.2f} dB, margin {margin:g} dB)")
+    return {"kind": "learned" if won else "searched", "gain_db": round(gain, 3), "margin_db": margin,
+            "validation": validation, "reason": reason}
 
 
 def add_prior(policy_dir: Path, schedule_files: list[Path]) -> list[int]:
@@ -374,14 +411,39 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
         raise Interrupted(f"interrupted at {model.num_timesteps} timesteps; saved {saved}.zip "
                           f"(continue with --resume)") from None
     model.logger.record("time/total_timesteps", model.num_timesteps)
-    for key, value in evaluation.evaluate().items():  # the final policy's figures, in the CSV too
+    final = evaluation.evaluate()  # the final policy's figures, in the CSV too
+    for key, value in final.items():
         model.logger.record(key, value)
     model.logger.dump(model.num_timesteps)
     model.save(work_dir / f"{CHECKPOINT_PREFIX}_{model.num_timesteps}_steps")
+    _write_held_out(work_dir, model.num_timesteps, final)
     _close_logger(model)
     if previous_log.exists():
         _merge_logs(previous_log, logs / "progress.csv")
     return model
+
+
+def _write_held_out(work_dir: Path, timesteps: int, results: dict[str, float]) -> None:
+    path = Path(work_dir) / HELD_OUT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"timesteps": int(timesteps), "results": results}, indent=2))
+    tmp.replace(path)
+
+
+def held_out_results(work_dir: Path, model, pipe, config: PolicyConfig, conditions: ConditionSet,
+                     call_kwargs: dict | None = None) -> dict[str, float]:
+    """The final held-out evaluation of `model` (`train_policy` wrote it at its end); evaluated again, and written,
+    when the work dir holds none for the model's timesteps (a run that was already at its total)."""
+    path = Path(work_dir) / HELD_OUT_FILE
+    if path.is_file():
+        stored = read_json_object(path, "the held-out evaluation")
+        if stored.get("timesteps") == model.num_timesteps and isinstance(stored.get("results"), dict):
+            return stored["results"]
+    evaluation = HeldOutEval(pipe, config, conditions, call_kwargs)
+    evaluation.init_callback(model)
+    results = evaluation.evaluate()
+    _write_held_out(work_dir, model.num_timesteps, results)
+    return results
 
 
 def _close_logger(model) -> None:
@@ -445,9 +507,13 @@ def _check_backbone_record(record) -> None:
         raise CheckpointError(f"the backbone fingerprint must be a JSON object with backbone_class, got {record!r}")
 
 
-def export_policy(model, out_dir: Path, transformer: torch.nn.Module | dict, config: PolicyConfig) -> Path:
-    """Write the actor as model.safetensors + config.json (a release artefact: no SB3 needed to load)."""
+def export_policy(model, out_dir: Path, transformer: torch.nn.Module | dict, config: PolicyConfig,
+                  selection: dict | None = None) -> Path:
+    """Write the actor as model.safetensors + config.json (a release artefact: no SB3 needed to load).
+    selection: `policy_selection`'s record, kept in config.json (`CacheCheckpoint.policy` reads it)."""
     policy_config, state = actor_export(model, transformer, config)
+    if selection is not None:
+        policy_config["selection"] = selection
     from cachepilot.policies.learned import check_policy_config
 
     check_policy_config(policy_config, str(out_dir))  # never write a directory LearnedPolicy cannot load

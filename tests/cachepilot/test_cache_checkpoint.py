@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from cachepilot import CheckpointError
+from cachepilot import CheckpointError, InvalidInputError
 from cachepilot.cache_checkpoint import FALLBACK_PREDICTOR, CacheCheckpoint
 from cachepilot.checkpoints import CHECKPOINTS_DIR, DEFAULT_CACHE
 from cachepilot.predictors.gated import GATE_FILE
@@ -60,3 +60,52 @@ def test_a_checkpoint_for_another_backbone_fails_naming_the_field(pipe):
     with pytest.raises(CheckpointError, match="backbone_class"):  # the scenes (Flux) cache on the digits DiT
         cachepilot.enable(pipe, checkpoint=CHECKPOINTS_DIR / "scenes-flux-cache", speed=0.3)
     assert cachepilot.last_stats(pipe) is None
+
+
+def _fitted_copy(tmp_path, selection: dict | None):
+    """The shipped digits checkpoint copied, its policy config given a fit's `selection` record (None: as shipped)."""
+    root = tmp_path / "cache"
+    CacheCheckpoint.from_pretrained().save_pretrained(root)
+    if selection is not None:
+        config = json.loads((root / "policy" / "config.json").read_text())
+        (root / "policy" / "config.json").write_text(json.dumps({**config, "selection": selection}))
+    return CacheCheckpoint(root)
+
+
+def test_shipped_checkpoints_and_winning_policies_keep_the_learned_policy(tmp_path):
+    from cachepilot.policies.learned import LearnedPolicy
+
+    for root in (DEFAULT_CACHE, CHECKPOINTS_DIR / "scenes-flux-cache"):  # no selection record: as before
+        checkpoint = CacheCheckpoint(root)
+        assert checkpoint.selection() == {} and not checkpoint.ships_searched
+        assert type(checkpoint.policy(0.3)) is LearnedPolicy
+    won = _fitted_copy(tmp_path, {"kind": "learned", "gain_db": 0.8, "margin_db": 0.1, "reason": "beat"})
+    assert type(won.policy(0.3)) is LearnedPolicy
+
+
+def test_a_checkpoint_shipping_its_searched_schedule_runs_it(tmp_path, pipe):
+    import cachepilot
+    from cachepilot.cache_checkpoint import SearchedSchedulePolicy
+    from cachepilot.policies.learned import LearnedPolicy
+
+    lost = _fitted_copy(tmp_path, {"kind": "searched", "gain_db": -0.4, "margin_db": 0.1, "reason": "did not beat"})
+    assert lost.ships_searched
+    masks = lost.schedules().masks()
+    target = sorted(masks)[0]
+    policy = lost.policy(target)
+    assert isinstance(policy, SearchedSchedulePolicy) and policy.spec() == "schedule:" + masks[target]
+    assert type(lost.policy(target, actor=True)) is LearnedPolicy
+    other = lost.policy(0.33)  # between searched targets: the prior's interpolated mask, at the call's count
+    other.reset(20, 2)
+    assert other.mask.tolist() == lost.prior().mask(0.33, 20)
+    with pytest.raises(InvalidInputError, match="target compute fraction"):
+        lost.policy(1.5)
+    cachepilot.enable(pipe, checkpoint=lost.root, speed=target)
+    try:
+        pipe([1, 2], num_inference_steps=len(masks[target]), output_type="pt")
+        stats = cachepilot.last_stats(pipe)
+    finally:
+        cachepilot.disable(pipe)
+    from cachepilot.core.actions import Action
+
+    assert (stats.decisions == int(Action.COMPUTE)).T.tolist() == [[c == "1" for c in masks[target]]] * 2

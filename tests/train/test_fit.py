@@ -31,7 +31,9 @@ def _prompts_file(tmp_path, family):
 def test_fit_end_to_end_then_enable_the_checkpoint(family, tmp_path):
     pipe = load_pipeline(build_tiny_pipeline(family, tmp_path / "pipe"))
     kwargs = {k: v for k, v in call_kwargs(family).items() if k != "num_inference_steps"}
-    config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5])
+    # a margin no policy misses: the learned policy ships (the searched one: see the test below)
+    config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5],
+                             policy_margin=-1000.0)
     out = tmp_path / "cache"
     record = fit(pipe, out, _prompts_file(tmp_path, family), config, progress=False)
     assert set(record["stage_seconds"]) == {"collect", "predictors", "gate", "schedules", "policy", "policy_gate",
@@ -106,6 +108,7 @@ def test_policy_stage_trains_on_the_policy_step_counts(tmp_path, pipe, monkeypat
 
     seen = []
     monkeypatch.setattr(policy_module, "train_policy", lambda config, work, **kwargs: seen.append(config))
+    monkeypatch.setattr(policy_module, "held_out_results", lambda *args, **kwargs: {})
     monkeypatch.setattr(policy_module, "export_policy", lambda *args, **kwargs: None)
     own = unhooked_twin(pipe)
     out = tmp_path / "cache"
@@ -165,3 +168,48 @@ def test_fit_cli_plan_and_budget(tmp_path, monkeypatch, capsys):
     assert cli.main(base + ["--budget", "90 minutes"]) != 0
     err = capsys.readouterr().err.strip()
     assert "budget '90 minutes'" in err and "\n" not in err and not fitted[1:]
+
+
+def test_a_policy_that_does_not_beat_the_searched_schedule_ships_the_schedule(tmp_path):
+    """The policy stage compares the learned policy with the searched schedule on the validation conditions
+    (paired, at every target); below the margin (forced here: 1000 dB) the checkpoint records it and ships the
+    searched schedule: `enable(checkpoint=...)` gives the searched schedule's images exactly, the policy gate and the
+    bench score it once (no learned-policy row), and the README says so."""
+    from cachepilot.cache_checkpoint import CacheCheckpoint, SearchedSchedulePolicy
+
+    pipe = load_pipeline(build_tiny_pipeline("dit", tmp_path / "pipe"))
+    kwargs = {k: v for k, v in call_kwargs("dit").items() if k != "num_inference_steps"}
+    config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5],
+                             policy_margin=1000.0)
+    out = tmp_path / "cache"
+    record = fit(pipe, out, None, config, progress=False)
+    selection = json.loads((out / "policy" / "config.json").read_text())["selection"]
+    assert selection["kind"] == "searched" and set(selection["validation"]) == {"0.5"}
+    for row in selection["validation"].values():  # paired figures of both, at every fit target
+        assert row["gain_db"] == pytest.approx(row["learned_psnr"] - row["searched_psnr"], abs=2e-3)
+    assert selection["gain_db"] <= 1000.0
+    cache = CacheCheckpoint(out)
+    masks = cache.schedules().masks()
+    assert isinstance(cache.policy(0.5), SearchedSchedulePolicy) and cache.policy(0.5).spec() == "schedule:" + masks[0.5]
+    assert not isinstance(cache.policy(0.5, actor=True), SearchedSchedulePolicy)  # the actor, to measure it
+
+    driver = SamplingDriver(pipe, 6, kwargs)
+    conditions, seeds = [example_condition("dit", i) for i in range(3)], [5, 6, 7]
+    images = {}
+    for name, arguments in (("checkpoint", dict(checkpoint=out, speed=0.5)),
+                            ("schedule", dict(policy="schedule:" + masks[0.5], predictor=cache.predictor_spec()))):
+        cachepilot.enable(pipe, **arguments)
+        try:
+            images[name] = driver.sample(conditions, seeds).images
+        finally:
+            cachepilot.disable(pipe)
+    assert torch.equal(images["checkpoint"], images["schedule"])
+
+    gate = json.loads((out / "predictors" / "forecaster_gate.json").read_text())["schedules"]["6"]
+    assert set(gate) == {f"schedule:{m}" for m in masks.values()}  # the shipped masks, not the unused policy's
+    rows = json.loads((out / "bench" / "results.json").read_text())
+    assert "learned-policy" not in {r["method"] for r in rows} and "searched-schedule" in {r["method"] for r in rows}
+    planned = record["plan"]["stages"]
+    assert all(record["cost"][s]["evaluations"] <= planned[s]["evaluations"] for s in ("policy", "policy_gate", "bench"))
+    readme = (out / "README.md").read_text()
+    assert "did not beat the searched schedule on validation" in readme and "ships the searched schedule" in readme
