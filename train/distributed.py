@@ -47,10 +47,16 @@ def setup() -> tuple[int, int]:
     if world > 1 and not dist.is_available():
         raise CachepilotError(f"launched as rank {rank} of {world}, but this torch build has no torch.distributed")
     if world > 1 and not dist.is_initialized():
-        if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        bind_device()
         dist.init_process_group("gloo", rank=rank, world_size=world)
     return rank, world
+
+
+def bind_device() -> None:
+    """Under torchrun with CUDA present, make this rank's GPU (LOCAL_RANK) the current one, so `cuda` means it:
+    without this every rank of a node would load its pipeline on GPU 0. Needs no process group."""
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
 
 def rank() -> int:
