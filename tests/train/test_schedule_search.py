@@ -95,3 +95,11 @@ def test_selection_on_other_samples_returns_a_start_or_a_sweeps_best(pipe):
                                     progress=False, select_samples=3)
     assert sum(chosen) == 4 and chosen[0] and score > 0
     assert chosen == searched or chosen in start_masks(10, 4, compute_last=False)  # on the search's path
+
+
+def test_a_tie_goes_to_the_first_mask_as_in_one_process():
+    from cachepilot.train.schedule_search import _best
+
+    masks = [[True, False, True], [True, True, False], [True, False, False]]
+    scores = {0: 30.0, 1: 31.5, 2: 31.5}
+    assert _best(lambda mask: scores[masks.index(mask)], masks) == (31.5, masks[1])
