@@ -60,14 +60,17 @@ def bind_device() -> None:
 
 
 def rank() -> int:
+    """This process's rank (0 alone): who prints and writes."""
     return setup()[0]
 
 
 def world_size() -> int:
+    """How many processes share the work (1 alone)."""
     return setup()[1]
 
 
 def is_distributed() -> bool:
+    """Whether work is split: more than one process."""
     return world_size() > 1
 
 
