@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trajectory", choices=("full", "cached"), default="full",
                         help="fit on full-compute trajectories, or go on along each schedule's cached one")
     parser.add_argument("--rounds", type=int, default=1, help="cached-trajectory rounds")
+    parser.add_argument("--objective", choices=("step", "final"), default="step",
+                        help="each step's residual error, or the final sample's (linearised through the scheduler)")
+    parser.add_argument("--beta", type=float, default=1.0, help="final objective: weight of the per-step errors")
+    parser.add_argument("--free", action="store_true", help="weights unconstrained (default: each step's sum to 1)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
                                               call_kwargs=fit_kwargs, bases=args.bases or DEFAULT_BASES,
                                               ridge=DEFAULT_RIDGE if args.ridge is None else args.ridge,
                                               batch_size=args.batch_size, trajectory=args.trajectory,
-                                              rounds=args.rounds)
+                                              rounds=args.rounds, objective=args.objective, beta=args.beta,
+                                              affine=not args.free)
         record["wall_seconds"] = time.perf_counter() - tic
         combination.save_pretrained(args.out / f"combination-{steps}", {"record": record})
         methods = [m for m in uniform_methods(steps) if args.methods is None or m.name in args.methods]

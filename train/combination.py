@@ -75,6 +75,18 @@ def uniform_schedule(fraction: float, num_steps: int) -> str:
     return "schedule:" + "".join("1" if c else "0" for c in uniform_mask(fraction, num_steps))
 
 
+def _solve(hessian: torch.Tensor, rhs: torch.Tensor, bases: int, affine: bool) -> torch.Tensor:
+    """argmin w^T H w - 2 w^T rhs, the weights of each consecutive group of `bases` summing to 1 where `affine`
+    (the KKT system: an equality-constrained least squares, still one linear solve)."""
+    if not affine:
+        return torch.linalg.solve(hessian, rhs)
+    groups = len(rhs) // bases
+    constraint = torch.block_diag(*[torch.ones(1, bases, dtype=hessian.dtype)] * groups)
+    kkt = torch.cat([torch.cat([hessian, constraint.T], 1),
+                     torch.cat([constraint, torch.zeros(groups, groups, dtype=hessian.dtype)], 1)])
+    return torch.linalg.solve(kkt, torch.cat([rhs, torch.ones(groups, dtype=hessian.dtype)]))[:len(rhs)]
+
+
 @dataclass
 class NormalEquations:
     """Per step: G = sum P P^T (M x M), b = sum P R, rr = sum R^2, float64, over every row and element."""
@@ -110,50 +122,172 @@ class NormalEquations:
         """(steps, M) summed squared error of each base alone."""
         return self.gram.diagonal(dim1=1, dim2=2) - 2 * self.cross + self.target[:, None]
 
-    def solve(self, forecast: Sequence[bool], ridge: float = DEFAULT_RIDGE) -> torch.Tensor:
-        """(steps, M) float32 weights: the ridge solution at the forecast steps, the best base's one-hot (the
-        prior) elsewhere, never used by the schedule."""
+    def solve(self, forecast: Sequence[bool], ridge: float = DEFAULT_RIDGE, affine: bool = True) -> torch.Tensor:
+        """(steps, M) float32 weights: the ridge solution at the forecast steps (summing to 1 where `affine`), the
+        best base's one-hot (the prior) elsewhere, never used by the schedule."""
         best = self.base_errors().argmin(1)
         prior = torch.nn.functional.one_hot(best, self.bases).double()
         weights = prior.clone()
         eye = torch.eye(self.bases, dtype=torch.float64)
         for t in (t for t, f in enumerate(forecast) if f and self.count[t] > 0):
             scale = ridge * max(float(self.gram[t].trace()) / self.bases, 1e-30)
-            weights[t] = torch.linalg.solve(self.gram[t] + scale * eye, self.cross[t] + scale * prior[t])
+            weights[t] = _solve(self.gram[t] + scale * eye, self.cross[t] + scale * prior[t], self.bases, affine)
         return weights.float()
 
 
+@dataclass
+class TrajectoryEquations:
+    """The linearised error of the final sample, ||sum_t c_t e_t||^2 over every row and element, as a quadratic in
+    all forecast steps' weights at once (F x M unknowns): e_t the forecast error at forecast step t, c_t the
+    response of the final sample to a unit model output at step t (`scheduler_response`)."""
+
+    forecast: list[int]
+    bases: int
+    coefficients: torch.Tensor
+    gram: torch.Tensor = field(init=False)
+    cross: torch.Tensor = field(init=False)
+    target: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        size = len(self.forecast) * self.bases
+        self.gram = torch.zeros(size, size, dtype=torch.float64)
+        self.cross = torch.zeros(size, dtype=torch.float64)
+
+    def add(self, parts: torch.Tensor, targets: torch.Tensor) -> None:
+        """parts (F, M, *shape): each base's forecast at each forecast step; targets (F, *shape): the truth."""
+        c = self.coefficients[self.forecast].double()
+        design = (parts.flatten(2).double() * c[:, None, None]).reshape(len(self.forecast) * self.bases, -1)
+        accumulated = (targets.flatten(1).double() * c[:, None]).sum(0)
+        self.gram += design @ design.T
+        self.cross += design @ accumulated
+        self.target += float(accumulated @ accumulated)
+
+    def error(self, weights: torch.Tensor) -> float:
+        """The summed squared accumulated error of (steps, M) weights."""
+        w = weights[self.forecast].reshape(-1).double()
+        return float(w @ self.gram @ w - 2 * w @ self.cross) + self.target
+
+    def solve(self, steps: NormalEquations, ridge: float = DEFAULT_RIDGE, beta: float = 1.0,
+              affine: bool = True) -> torch.Tensor:
+        """(steps, M) weights minimising the accumulated error + beta * sum_t c_t^2 ||e_t||^2 (the error if the steps'
+        errors were independent), ridge toward the best single base per step; the prior off the forecast steps."""
+        prior = torch.nn.functional.one_hot(steps.base_errors().argmin(1), self.bases).double()
+        hessian, rhs = self.gram.clone(), self.cross.clone()
+        c = self.coefficients.double()
+        for j, t in enumerate(self.forecast):
+            block = slice(j * self.bases, (j + 1) * self.bases)
+            hessian[block, block] += beta * c[t] ** 2 * steps.gram[t]
+            rhs[block] += beta * c[t] ** 2 * steps.cross[t]
+        scale = ridge * max(float(hessian.trace()) / max(len(rhs), 1), 1e-30)
+        flat = _solve(hessian + scale * torch.eye(len(rhs), dtype=torch.float64),
+                      rhs + scale * prior[self.forecast].reshape(-1), self.bases, affine)
+        weights = prior.clone()
+        weights[self.forecast] = flat.reshape(len(self.forecast), self.bases)
+        return weights.float()
+
+
+RESPONSE_IMPULSE = 1e-4  # small: a scheduler that clips its x0 estimate stays linear around a zero sample
+
+
+def scheduler_response(pipe: Any, num_steps: int) -> torch.Tensor | None:
+    """(steps,): how much the final sample moves per unit of model output at each step, all other outputs zero,
+    from a copy of the pipeline's scheduler as its last call of `num_steps` steps set it (the impulse response
+    of a linear sampler: DDIM, Euler, flow matching). None where it cannot be read (the timesteps of another
+    count, a stochastic or failing step)."""
+    import copy
+
+    scheduler = getattr(pipe, "scheduler", None)
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None or len(timesteps) != num_steps:
+        return None
+    response = []
+    try:
+        for t in range(num_steps):
+            fresh = copy.deepcopy(scheduler)
+            for name, value in (("_step_index", None), ("_begin_index", None), ("lower_order_nums", 0),
+                                ("last_sample", None)):
+                if hasattr(fresh, name):
+                    setattr(fresh, name, value)
+            if isinstance(getattr(fresh, "model_outputs", None), list):
+                fresh.model_outputs = [None] * len(fresh.model_outputs)
+            x = torch.zeros(1)
+            for i, timestep in enumerate(timesteps):
+                output = torch.full((1,), RESPONSE_IMPULSE) if i == t else torch.zeros(1)
+                x = fresh.step(output, timestep, x, return_dict=False)[0]
+            response.append(float(x) / RESPONSE_IMPULSE)
+    except Exception:  # a scheduler this reading does not fit: the caller falls back to the per-step objective
+        return None
+    response = torch.tensor(response, dtype=torch.float64)
+    return response if torch.isfinite(response).all() and response.abs().sum() > 0 else None
+
+
 def accumulate(equations: NormalEquations, predictors: Sequence, steps: torch.Tensor, residuals: torch.Tensor,
-               mask: Sequence[bool]) -> None:
+               mask: Sequence[bool], trajectory: TrajectoryEquations | None = None) -> None:
     """Simulate the schedule `mask` on one recorded trajectory (steps (T,), residuals (T, rows, *feature)): its
-    computes fill the history, every skipped step adds each base's forecast and the true residual."""
+    computes fill the history, every skipped step adds each base's forecast and the true residual (to
+    `trajectory` too, all forecast steps at once)."""
     history = ResidualHistory(max(p.history_size for p in predictors))
     history.allocate(residuals[0])
     rows = torch.arange(residuals.shape[1])
+    forecasts, targets = [], []
     for i, step in enumerate(steps.tolist()):
         if mask[i]:
             history.update(rows, int(step), residuals[i])
             continue
         parts = torch.stack([p.predict(history, int(step)) for p in predictors])
         equations.add(i, parts, residuals[i])
+        if trajectory is not None:
+            forecasts.append(parts)
+            targets.append(residuals[i])
+    if trajectory is not None and forecasts:
+        trajectory.add(torch.stack(forecasts), torch.stack(targets))
 
 
-def _entry(equations: NormalEquations, weights: torch.Tensor, mask: Sequence[bool], bases: Sequence[str]) -> dict:
-    """The fit's training error and each base's alone, relative to the residuals' squared norm at the forecast
-    steps."""
-    skipped = ~torch.tensor(list(mask), dtype=torch.bool)
-    norm = float(equations.target[skipped].sum()) or 1.0
-    return {"relative_error": float(equations.errors(weights)[skipped].sum()) / norm,
-            "base_relative_error": dict(zip(bases, (equations.base_errors()[skipped].sum(0) / norm).tolist()))}
+class ScheduleFit:
+    """The equations of one schedule at one step count: per step, and with a scheduler response, the final
+    sample's accumulated error too (`objective="final"`)."""
+
+    def __init__(self, mask: Sequence[bool], bases: Sequence[str], response: torch.Tensor | None = None):
+        self.mask, self.bases = list(mask), list(bases)
+        self.steps = NormalEquations(len(self.mask), len(self.bases))
+        forecast = [t for t, m in enumerate(self.mask) if not m]
+        self.final = None if response is None else TrajectoryEquations(forecast, len(self.bases), response)
+
+    def add(self, predictors: Sequence, steps: torch.Tensor, residuals: torch.Tensor) -> None:
+        accumulate(self.steps, predictors, steps, residuals, self.mask, self.final)
+
+    def solve(self, ridge: float = DEFAULT_RIDGE, beta: float = 1.0, affine: bool = True) -> torch.Tensor:
+        if self.final is not None:
+            return self.final.solve(self.steps, ridge, beta, affine)
+        return self.steps.solve([not m for m in self.mask], ridge, affine)
+
+    def entry(self, weights: torch.Tensor) -> dict:
+        """The training errors of `weights` and of each base alone, relative to the residuals' squared norm at the
+        forecast steps (and, objective final, to the accumulated residual's)."""
+        skipped = ~torch.tensor(self.mask, dtype=torch.bool)
+        norm = float(self.steps.target[skipped].sum()) or 1.0
+        entry = {"relative_error": float(self.steps.errors(weights)[skipped].sum()) / norm,
+                 "base_relative_error": dict(zip(self.bases, (self.steps.base_errors()[skipped].sum(0) / norm).tolist()))}
+        if self.final is not None:
+            final_norm = self.final.target or 1.0
+            one_hot = torch.eye(len(self.bases))
+            entry["final_relative_error"] = self.final.error(weights) / final_norm
+            entry["base_final_relative_error"] = {
+                base: self.final.error(one_hot[m].expand(len(self.mask), -1)) / final_norm
+                for m, base in enumerate(self.bases)}
+        return entry
 
 
 def fit_combination(
     trajectories: Mapping[int, Iterable[tuple[torch.Tensor, torch.Tensor]]],
     schedules: Sequence[str], bases: Sequence[str] = DEFAULT_BASES, ridge: float = DEFAULT_RIDGE,
+    responses: Mapping[int, torch.Tensor] | None = None, beta: float = 1.0, affine: bool = True,
 ) -> tuple[Combination, dict]:
     """Weights for every schedule (fixed:N, schedule:MASK of that count, uniform:F) at every step count of
-    `trajectories` ({num_steps: [(steps (T,), residuals (T, rows, *feature)), ...]}, full compute). Also returns a
-    report: per count and schedule, the training error of the fit and of each base alone (`_entry`)."""
+    `trajectories` ({num_steps: [(steps (T,), residuals (T, rows, *feature)), ...]}, full compute): per step, or,
+    where `responses` gives the count's scheduler response, for the final sample's accumulated error (`beta`: the
+    weight of the per-step errors beside it). Also returns a report: per count and schedule, the training errors
+    of the fit and of each base alone (`ScheduleFit.entry`)."""
     if ridge < 0:
         raise InvalidInputError(f"ridge must be >= 0, got {ridge}")
     predictors = [_make(b) for b in bases]
@@ -164,12 +298,12 @@ def fit_combination(
             raise InvalidInputError(f"fit_combination: no trajectory at {num_steps} steps")
         for schedule in schedules:
             spec, mask = _checked_mask(schedule, num_steps)
-            equations = NormalEquations(num_steps, len(predictors))
+            fit = ScheduleFit(mask, bases, (responses or {}).get(num_steps))
             for steps, residuals in recorded:
-                accumulate(equations, predictors, steps, residuals, mask)
-            tables[(num_steps, spec)] = equations.solve([not m for m in mask], ridge)
+                fit.add(predictors, steps, residuals)
+            tables[(num_steps, spec)] = fit.solve(ridge, beta, affine)
             report[f"{num_steps}|{spec}"] = {"num_steps": num_steps, "policy": spec, "schedule": schedule,
-                                             **_entry(equations, tables[(num_steps, spec)], mask, bases)}
+                                             **fit.entry(tables[(num_steps, spec)])}
     return Combination(bases, tables), report
 
 
@@ -209,12 +343,14 @@ def record_trajectories(pipe: Any, num_steps: int, conditions: Sequence[dict], s
 
 
 TRAJECTORIES = ("full", "cached")
+OBJECTIVES = ("step", "final")
 
 
 def fit_on_pipeline(
     pipe: Any, steps: Sequence[int], schedules: Sequence[str], conditions: Sequence[dict], samples: int = 16,
     seed: int | None = None, call_kwargs: dict | None = None, bases: Sequence[str] = DEFAULT_BASES,
     ridge: float = DEFAULT_RIDGE, batch_size: int = 64, trajectory: str = "full", rounds: int = 1,
+    objective: str = "step", beta: float = 1.0, affine: bool = True,
 ) -> tuple[Combination, dict]:
     """Record `samples` full-compute trajectories per step count (condition i mod len(conditions), seed seed + i;
     default the calibration seeds, disjoint from the bench's) and fit.
@@ -231,6 +367,8 @@ def fit_on_pipeline(
         raise InvalidInputError(f"samples and rounds must be >= 1, got {samples} and {rounds}")
     if trajectory not in TRAJECTORIES:
         raise InvalidInputError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     for num_steps in steps:  # every schedule checked before any sampling
         for schedule in schedules:
             _checked_mask(schedule, num_steps)
@@ -238,15 +376,20 @@ def fit_on_pipeline(
     chosen = [conditions[i % len(conditions)] for i in range(samples)]
     seeds = [seed + i for i in range(samples)]
     sampling = solving = 0.0
-    trajectories, evaluations = {}, 0
+    trajectories, responses, evaluations = {}, {}, 0
     for num_steps in steps:
         tic = time.perf_counter()
         steps_t, residuals, calls = record_trajectories(pipe, num_steps, chosen, seeds, call_kwargs, batch_size)
         sampling += time.perf_counter() - tic
         trajectories[num_steps] = [(steps_t, residuals)]
         evaluations += calls
+        if objective == "final":
+            responses[num_steps] = scheduler_response(pipe, num_steps)
+            if responses[num_steps] is None:
+                raise InvalidInputError(f"the final-sample objective could not read how {type(pipe.scheduler).__name__}"
+                                        " maps model outputs to the sample: fit with the per-step objective")
     tic = time.perf_counter()
-    combination, report = fit_combination(trajectories, schedules, bases, ridge)
+    combination, report = fit_combination(trajectories, schedules, bases, ridge, responses, beta, affine)
     solving += time.perf_counter() - tic
     if trajectory == "cached":
         predictors = [_make(b) for b in bases]
@@ -254,7 +397,7 @@ def fit_on_pipeline(
         for num_steps in steps:
             for schedule in schedules:
                 spec, mask = _checked_mask(schedule, num_steps)
-                equations = NormalEquations(num_steps, len(bases))
+                fit = ScheduleFit(mask, bases, responses.get(num_steps))
                 for _ in range(rounds):
                     current = Combination(bases, {(num_steps, spec): tables[(num_steps, spec)]})
                     tic = time.perf_counter()
@@ -263,13 +406,13 @@ def fit_on_pipeline(
                     sampling += time.perf_counter() - tic
                     evaluations += calls
                     tic = time.perf_counter()
-                    accumulate(equations, predictors, steps_t, residuals, mask)
-                    tables[(num_steps, spec)] = equations.solve([not m for m in mask], ridge)
+                    fit.add(predictors, steps_t, residuals)
+                    tables[(num_steps, spec)] = fit.solve(ridge, beta, affine)
                     solving += time.perf_counter() - tic
-                report[f"{num_steps}|{spec}"]["cached"] = _entry(equations, tables[(num_steps, spec)], mask, bases)
+                report[f"{num_steps}|{spec}"]["cached"] = fit.entry(tables[(num_steps, spec)])
         combination = Combination(bases, tables)
     record = {"samples": samples, "seed": seed, "steps": list(steps), "schedules": list(schedules),
-              "bases": list(bases), "ridge": ridge, "trajectory": trajectory,
+              "bases": list(bases), "ridge": ridge, "trajectory": trajectory, "objective": objective, "beta": beta, "affine": affine,
               "rounds": rounds if trajectory == "cached" else 0, "record_seconds": sampling,
               "solve_seconds": solving, "stack_evaluations": evaluations, "fit": report}
     return combination, record

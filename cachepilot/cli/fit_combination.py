@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="full: fit on full-compute trajectories (L2P); cached: then refit each schedule on the states "
                         "its cached sampler visits (the stack also run at every step there)")
     p.add_argument("--rounds", type=int, default=1, help="cached-trajectory rounds (default 1)")
+    p.add_argument("--objective", choices=("step", "final"), default="step",
+                   help="step: each forecast step's residual error (L2P); final: the final sample's error, the steps' "
+                        "errors accumulated through the scheduler (all steps' weights solved jointly)")
+    p.add_argument("--beta", type=float, default=1.0, help="final objective: weight of the per-step errors beside "
+                                                           "the accumulated one (default 1)")
+    p.add_argument("--free", action="store_true", help="leave each step's weights unconstrained (default: they sum "
+                                                       "to 1, as every base forecaster's coefficients do)")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=OUT / "combination", help="directory for combination.json / "
@@ -63,8 +70,8 @@ def run(args: argparse.Namespace) -> None:
     for base in bases:
         make_predictor(base)
     ridge = DEFAULT_RIDGE if args.ridge is None else args.ridge
-    if not ridge >= 0:
-        raise CachepilotError(f"--ridge must be >= 0, got {args.ridge}")
+    if not ridge >= 0 or not args.beta >= 0:
+        raise CachepilotError(f"--ridge and --beta must be >= 0, got {args.ridge} and {args.beta}")
     check_output_dir(args.out, create=False)
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     for num_steps in args.steps:
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> None:
     if args.guidance is not None:
         kwargs["guidance_scale"] = args.guidance
     combination, record = fit_on_pipeline(pipe, args.steps, schedules, conditions, args.samples, args.seed, kwargs,
-                                          bases, ridge, args.batch_size, args.trajectory, args.rounds)
+                                          bases, ridge, args.batch_size, args.trajectory, args.rounds, args.objective,
+                                          args.beta, not args.free)
     combination.save_pretrained(args.out, {"record": record, "call_kwargs": kwargs})
     for entry in record["fit"].values():
         best = min(entry["base_relative_error"], key=entry["base_relative_error"].get)

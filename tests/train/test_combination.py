@@ -30,10 +30,13 @@ def _exact_trajectory(weights: dict[int, tuple[float, float]], seed: int) -> tup
     return torch.arange(len(MASK)), torch.stack(residuals)
 
 
-def test_fit_recovers_exact_weights_and_forecasts_exactly():
-    true = {3: (0.3, 0.7), 5: (-0.2, 1.1), 7: (1.0, 0.0), 9: (0.5, 0.25)}
+@pytest.mark.parametrize("affine", [True, False])
+def test_fit_recovers_exact_weights_and_forecasts_exactly(affine):
+    # weights summing to 1 (what the affine fit allows), or, free, any
+    true = {3: (0.3, 0.7), 5: (-0.2, 1.2), 7: (1.0, 0.0), 9: (0.75, 0.25) if affine else (0.5, 0.25)}
     trajectories = {len(MASK): [_exact_trajectory(true, 0), _exact_trajectory(true, 1)]}
-    combo, report = fit_combination(trajectories, [f"schedule:{MASK}"], ["reuse", "taylor:1", "taylor:2"], ridge=0)
+    combo, report = fit_combination(trajectories, [f"schedule:{MASK}"], ["reuse", "taylor:1", "taylor:2"], ridge=0,
+                                    affine=affine)
     weights = combo.tables[(len(MASK), f"schedule:{MASK}")]
     for step, (a, b) in true.items():
         torch.testing.assert_close(weights[step], torch.tensor([a, b, 0.0]), atol=1e-4, rtol=0)
@@ -52,8 +55,40 @@ def test_fit_recovers_exact_weights_and_forecasts_exactly():
                                        atol=1e-4, rtol=1e-4)
 
 
+def test_affine_fit_sums_to_one_where_the_free_one_shrinks():
+    true = {3: (0.3, 0.5), 5: (-0.2, 0.9), 7: (1.0, 0.0), 9: (0.5, 0.25)}  # the truth shrinks the forecast
+    trajectories = {len(MASK): [_exact_trajectory(true, 0)]}
+    affine, _ = fit_combination(trajectories, [f"schedule:{MASK}"], ["reuse", "taylor:1"], ridge=0)
+    free, _ = fit_combination(trajectories, [f"schedule:{MASK}"], ["reuse", "taylor:1"], ridge=0, affine=False)
+    key = (len(MASK), f"schedule:{MASK}")
+    torch.testing.assert_close(affine.tables[key].sum(1), torch.ones(len(MASK)))
+    torch.testing.assert_close(free.tables[key][9], torch.tensor([0.5, 0.25]), atol=1e-4, rtol=0)
+
+
+def test_final_objective_recovers_exact_weights_and_weighs_accumulated_error():
+    true = {3: (0.3, 0.7), 5: (-0.2, 1.2), 7: (1.0, 0.0), 9: (0.75, 0.25)}
+    response = torch.linspace(1.0, 0.1, len(MASK), dtype=torch.float64)
+    combo, report = fit_combination({len(MASK): [_exact_trajectory(true, 0)]}, [f"schedule:{MASK}"],
+                                    ["reuse", "taylor:1", "taylor:2"], ridge=0, responses={len(MASK): response})
+    weights = combo.tables[(len(MASK), f"schedule:{MASK}")]
+    for step, (a, b) in true.items():
+        torch.testing.assert_close(weights[step], torch.tensor([a, b, 0.0]), atol=1e-4, rtol=0)
+    entry = report[f"{len(MASK)}|schedule:{MASK}"]
+    assert entry["final_relative_error"] < 1e-8 and min(entry["base_final_relative_error"].values()) > 1e-3
+
+
+def test_scheduler_response_of_the_digits_ddim(pipe):
+    from cachepilot.driver import SamplingDriver
+    from cachepilot.train.combination import scheduler_response
+
+    SamplingDriver(pipe, 6, {}, batch_size=1).sample([{"class_labels": 0}], [0])
+    response = scheduler_response(pipe, 6)
+    assert response.shape == (6,) and torch.isfinite(response).all() and response.abs().min() > 0
+    assert scheduler_response(pipe, 7) is None  # the scheduler holds another count's timesteps
+
+
 def test_ridge_pulls_collinear_bases_to_the_best_single_one():
-    true = {3: (0.3, 0.7), 5: (-0.2, 1.1), 7: (1.0, 0.0), 9: (0.5, 0.25)}
+    true = {3: (0.3, 0.7), 5: (-0.2, 1.2), 7: (1.0, 0.0), 9: (0.75, 0.25)}
     # Taylor 1.5 is the mean of Taylor 1 and 2: the least-squares solution is not unique, the ridge picks one
     combo, report = fit_combination({len(MASK): [_exact_trajectory(true, 0)]}, [f"schedule:{MASK}"],
                                     ["reuse", "taylor:1", "taylor:2", "taylor:1.5"], ridge=1e-6)
@@ -119,7 +154,7 @@ def test_cli_fits_and_writes_a_loadable_forecaster(tmp_path, capsys):
     (["--steps", "10", "--schedule", "1010"], "has 4 steps, not 10"),
     (["--bases", "nope"], "unknown predictor spec"),
     (["--steps", "1"], "--steps must be >= 2"),
-    (["--ridge", "-1"], "--ridge must be >= 0"),
+    (["--ridge", "-1"], "--ridge and --beta must be >= 0"),
 ])
 def test_cli_bad_input_is_one_line_before_loading(tmp_path, capsys, argv, message):
     from cachepilot.cli import main
