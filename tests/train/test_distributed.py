@@ -4,7 +4,7 @@ only rank 0 writes (`train/distributed.py`).
 
 This file is also the worker: `python -m torch.distributed.run --nproc-per-node 2 test_distributed.py OUT`
 runs `_worker` on each rank, and plain `python test_distributed.py OUT` runs it as the one process. Both runs
-are subprocesses with the same thread settings (OMP_NUM_THREADS=1), so the comparison is exact. The digits
+are subprocesses (side by side) with the same thread settings (OMP_NUM_THREADS=1), so the comparison is exact. The digits
 model is trained and its learned head forecasts unlike Taylor, so the candidates' scores differ.
 """
 
@@ -61,8 +61,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(out: Path, processes: int) -> list[dict]:
-    """Each process's record, after a run of the worker as `processes` torchrun ranks (1: plain python)."""
+def _start(out: Path, processes: int) -> subprocess.Popen:
+    """The worker as `processes` torchrun ranks (1: plain python), its output to OUT/log.txt."""
     from cachepilot.checkpoints import DEFAULT_PREDICTOR
     from cachepilot.predictors.learned import Learned
 
@@ -71,23 +71,29 @@ def _run(out: Path, processes: int) -> list[dict]:
     env["OMP_NUM_THREADS"] = "1"
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
                                           "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, *launcher, __file__, str(out)], env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    if done.returncode != 0:
-        pytest.fail(f"{processes} process(es) exited with {done.returncode}:\n{done.stdout[-2000:]}\n"
-                    f"{done.stderr[-4000:]}")
-    print(f"{processes} process(es): {time.perf_counter() - started:.1f} s wall")
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
+    with open(out / "log.txt", "w") as log:
+        return subprocess.Popen([sys.executable, *launcher, __file__, str(out)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[int, tuple[Path, list[dict]]]:
-    found = {}
-    for processes in (1, WORLD):
-        out = tmp_path_factory.mktemp(f"processes{processes}")
-        found[processes] = out, _run(out, processes)
-    return found
+    """Each run's directory and its processes' records; the one-process and the two-rank run side by side."""
+    outs = {n: tmp_path_factory.mktemp(f"processes{n}") for n in (1, WORLD)}
+    procs = {n: _start(out, n) for n, out in outs.items()}
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        for n, proc in procs.items():
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for n, proc in procs.items():
+        if proc.returncode != 0:
+            pytest.fail(f"{n} process(es) exited with {proc.returncode}:\n{(outs[n] / 'log.txt').read_text()[-4000:]}")
+    return {n: (out, [json.loads((out / f"rank{r}.json").read_text()) for r in range(n)]) for n, out in outs.items()}
 
 
 def test_two_ranks_search_and_calibrate_exactly_as_one_process(runs):
