@@ -571,3 +571,24 @@ def test_pooled_training_draws_its_seeds_from_the_pool_and_reuses_references(tmp
     store = env.episodes.references
     assert {seed for seed, _ in store.trajectories} == {200_000}
     assert store.computed <= 10  # one pair per digit class at most, however many episodes ran
+
+
+def test_policy_selection_ships_the_learned_policy_only_above_the_margin():
+    from cachepilot.train.policy import policy_selection
+
+    def results(gains: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for name, gain in gains.items():
+            out.update({f"eval/psnr_{name}": 30.0 + gain, f"eval/searched_psnr_{name}": 30.0,
+                        f"eval/gain_{name}": gain, f"eval/compute_fraction_{name}": 0.3})
+        return out
+
+    won = policy_selection(results({"0.2": 0.5, "0.4": 0.1}), margin=0.1)  # mean +0.3 dB
+    assert won["kind"] == "learned" and won["gain_db"] == pytest.approx(0.3)
+    assert won["validation"]["0.2"] == {"learned_psnr": 30.5, "searched_psnr": 30.0, "gain_db": 0.5,
+                                        "learned_compute_fraction": 0.3}
+    lost = policy_selection(results({"0.2@10": 0.3, "0.2@20": -0.2}), margin=0.1)  # mean +0.05: not enough
+    assert lost["kind"] == "searched" and "did not beat" in lost["reason"] and set(lost["validation"]) == {
+        "0.2@10", "0.2@20"}
+    assert policy_selection(results({"0.3": 0.1}), margin=0.1)["kind"] == "searched"  # a tie keeps the schedule
+    assert policy_selection({"eval/psnr_0.3": 30.0}, margin=0.1)["kind"] == "learned"  # no searched prior
