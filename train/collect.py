@@ -189,9 +189,11 @@ def _write_config(out_dir: Path, config: CollectConfig, pipe) -> None:
                 f"{out_dir} holds a collection made with other settings or another backbone ({', '.join(diff)} "
                 "differ): use another --out, or the same settings to resume"
             )
-    else:
+    else:  # under torchrun every rank gets here: each writes its own file and renames it, so none reads a half
         out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(meta, indent=2))
+        partial = path.with_name(f"{CONFIG_FILE}.rank{distributed.launched()[0]}.partial")
+        partial.write_text(json.dumps(meta, indent=2))
+        partial.replace(path)
 
 
 def shard_dir(out_dir: Path, shard: int, num_shards: int) -> Path:
