@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -30,6 +31,10 @@ from cachepilot.errors import CachepilotError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# How long a rank waits in a collective: rank 0 may work alone for long while the others wait at its barrier
+# (a file written after a long stage). torchrun stops every rank once one fails, so waiting long hides no crash.
+WAIT = timedelta(hours=6)
 
 
 def launched() -> tuple[int, int]:
@@ -48,7 +53,7 @@ def setup() -> tuple[int, int]:
         raise CachepilotError(f"launched as rank {rank} of {world}, but this torch build has no torch.distributed")
     if world > 1 and not dist.is_initialized():
         bind_device()
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=WAIT)
     return rank, world
 
 
