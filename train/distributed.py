@@ -5,12 +5,14 @@ One process is the default and needs nothing: without torchrun's environment (WO
 helper here is a plain loop and no collective is ever called. Under torchrun the first helper that needs the
 others joins the process group from torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
-Backend: gloo, also on GPU machines. The stages sharded here (schedule search, forecaster gate calibration)
-exchange a handful of host floats per round, scores that already live on the host (one sync per candidate);
-gloo carries them from any machine, where nccl would need each of them copied to a bound GPU and back, for no
-gain. Each rank's GPU is still its own: with CUDA present, joining sets the current device to LOCAL_RANK, so a
-pipeline loaded with `--device cuda` afterwards lands on that rank's GPU. A group someone else initialised
-(e.g. Lightning's nccl one) is used as it is; its collectives then run on the current GPU.
+Backend: gloo for what is exchanged here, also on GPU machines. The stages sharded here (schedule search,
+forecaster gate calibration) exchange a handful of host floats per round, scores that already live on the host
+(one sync per candidate); gloo carries CPU tensors on any machine, where nccl would need each of them copied
+to a bound GPU and back, for no gain. With CUDA (and nccl) present the group is "cpu:gloo,cuda:nccl": CPU
+tensors still go through gloo, and whatever else reuses the group for CUDA tensors in the same process (a
+Lightning DDP stage) gets nccl, not gloo. Each rank's GPU is its own: joining sets the current device to
+LOCAL_RANK, so a pipeline loaded with `--device cuda` afterwards lands on that rank's GPU. A group someone
+else initialised (e.g. Lightning's nccl one) is used as it is; a pure nccl group gathers on the current GPU.
 
 Work items are split round-robin (rank r takes items r, r + W, ...) and every rank must be given the same
 items in the same order: the gathered list is then identical on every rank and equal to the one-process list,
@@ -53,7 +55,8 @@ def setup() -> tuple[int, int]:
         raise CachepilotError(f"launched as rank {rank} of {world}, but this torch build has no torch.distributed")
     if world > 1 and not dist.is_initialized():
         bind_device()
-        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=WAIT)
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=WAIT)
     return rank, world
 
 
