@@ -1,1 +1,1 @@
-"""Training jobs: the embedded backbone, its reference classifier (and later predictors, policies)."""
+"""Training for any supported pipeline: collection, forecaster heads and gates, schedule search, policies, `fit`."""
