@@ -30,12 +30,17 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
     # a checkpoint shipping its searched schedules: the learned-policy row would run them a second time
     learned = [] if cache.ships_searched else [ours_method("learned-policy", lambda t: cache.policy(t), predictor,
                                                            targets)]
+    lean = config.recipe == "lean"
     methods = [
-        ours_method("always", lambda _: "always", "reuse", [None]),
+        *([] if lean else [ours_method("always", lambda _: "always", "reuse", [None])]),
         *learned,
         ours_method("searched-schedule", lambda t: "schedule:" + searched[t], predictor, sorted(searched)),
         ours_method("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
-        ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{cache.predictor_dir}", intervals),
+        # the bare head; a lean fit has none: its own training-free forecaster on the uniform schedules instead
+        *([ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{cache.predictor_dir}", intervals)]
+          if cache.predictor_dir is not None else
+          [ours_method(f"fixed+{predictor}", lambda n: f"fixed:{n}", predictor, intervals)]
+          if predictor != "taylor:2" else []),
         fewer_steps(),
     ]
     if predictor.startswith("gated:"):
@@ -43,7 +48,7 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
     methods[-1].knobs = targets
     bench = BenchConfig(samples=config.bench_samples, steps=config.steps, guidance=None,
                         seed=BENCH_SEED, batch_size=config.batch_size, repeats=config.bench_repeats,
-                        call_kwargs=config.call_kwargs)
+                        call_kwargs=config.call_kwargs, paired=not lean)
     rows = run_bench(pipe, methods, bench, conditions=list(evaluation.conditions),
                      quality=quality_for(pipe))  # the embedded models' judges; None for users' pipelines
     meta = {"samples": bench.samples, "steps": bench.steps, "conditions": evaluation.source,
@@ -83,6 +88,10 @@ def shipped_policy_line(out: Path) -> str:
     selection = CacheCheckpoint(out).selection()
     if selection.get("kind") != "searched":
         return ""
+    if "gain_db" not in selection:  # no policy trained
+        return (f"This checkpoint ships the searched schedules ({selection['reason']}; forecaster "
+                f"{CacheCheckpoint(out).predictor_spec()}): `enable` and the bench's searched-schedule rows run "
+                "them.\n\n")
     return (f"The learned policy did not beat the searched schedule on validation ({selection['gain_db']:+.2f} dB, "
             f"margin {selection['margin_db']:g} dB): this checkpoint ships the searched schedule (`enable` and the "
             "bench's searched-schedule rows run it).\n\n")
@@ -91,6 +100,8 @@ def shipped_policy_line(out: Path) -> str:
 def _readme(pipe, out: Path, record: dict, rows: list[dict], bench: dict) -> str:
     smoke = ("# SMOKE FIT (`cachepilot fit --smoke`: every stage at toy sizes to check the plumbing; not a usable "
              "cache, its figures mean nothing)\n\n" if record.get("fit", {}).get("smoke") else "")
+    timing = ("alternating with full compute" if bench.get("paired", True) else
+              "against one full-compute run timed first (lean recipe)")
     return smoke + f"""# cachepilot cache for a {type(pipe).__name__} ({record['backbone']['backbone_class']})
 
 Fitted by `cachepilot fit` ({record['num_steps']} steps, call kwargs {json.dumps(record['call_kwargs'])}).
@@ -110,7 +121,7 @@ cachepilot.enable(pipe, checkpoint="{out}", speed=0.3)   # target compute fracti
 ## Bench on the evaluation conditions (never trained on), held-out seeds
 
 {bench['samples']} samples, {bench['steps']} steps, batch {bench['batch_size']}; PSNR / SSIM vs. full compute of
-the same seed and condition; speed-up measured in the same process, alternating with full compute.
+the same seed and condition; speed-up measured in the same process, {timing}.
 
 {markdown_table(rows)}
 """

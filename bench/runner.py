@@ -42,6 +42,8 @@ class BenchConfig:
     batch_size: int = 64
     repeats: int = 3
     call_kwargs: dict = field(default_factory=dict)  # every call's kwargs beyond guidance (height, width, ...)
+    paired: bool = True  # False: every method's speed-up against the one full-compute run timed first, instead
+                         # of a full-compute run beside each (a fit's lean bench: half its evaluations or less)
 
     def driver(self, pipe) -> SamplingDriver:
         kwargs = {**self.call_kwargs, **({"guidance_scale": self.guidance} if self.guidance is not None else {})}
@@ -87,13 +89,16 @@ def _generate(pipe, method: Method | None, config: BenchConfig, conditions: list
     return torch.cat(chunks), wall, rows
 
 
-def _timed_pair(pipe, method, reference_pipe, config, conditions, method_config=None) -> tuple[torch.Tensor, float, float, int]:
+def _timed_pair(pipe, method, reference_pipe, config, conditions, method_config=None,
+                full_wall: float | None = None) -> tuple[torch.Tensor, float, float, int]:
     """Images, median wall of the method, median wall of full compute timed alternately with it
     (on an unhooked twin of the pipeline), rows: a speed-up from runs made side by side, so drift in
-    the machine's speed (other load, thermal, allocator warm-up) hits both alike."""
-    walls, full_walls = [], []
+    the machine's speed (other load, thermal, allocator warm-up) hits both alike. With `full_wall` given (an
+    unpaired bench) full compute is not run again: that wall is returned."""
+    walls, full_walls = [], [] if full_wall is None else [full_wall]
     for _ in range(config.repeats):
-        full_walls.append(_generate(reference_pipe, None, config, conditions)[1])
+        if full_wall is None:
+            full_walls.append(_generate(reference_pipe, None, config, conditions)[1])
         images, wall, rows = _generate(pipe, method, method_config or config, conditions)
         walls.append(wall)
     return images, statistics.median(walls), statistics.median(full_walls), rows
@@ -112,8 +117,11 @@ def run_bench(
     chosen = _conditions(conditions, config.samples)
     warm_up = replace(config, samples=min(config.samples, config.batch_size), steps=2)
     _generate(pipe, None, warm_up, conditions)
-    _generate(reference_pipe, None, warm_up, conditions)
-    reference, _, full_wall, full_rows = _timed_pair(pipe, None, reference_pipe, config, conditions)
+    if config.paired:
+        _generate(reference_pipe, None, warm_up, conditions)
+        reference, _, full_wall, full_rows = _timed_pair(pipe, None, reference_pipe, config, conditions)
+    else:  # one full-compute run: the reference and the one timing every method is compared with
+        reference, full_wall, full_rows = _generate(pipe, None, config, conditions)
     check_finite(reference, f"the full-compute images of {type(pipe).__name__}")
 
     def row(method: str, knob, images, wall, full_wall, rows) -> dict:
@@ -136,7 +144,8 @@ def run_bench(
         try:
             used = method.apply(pipe, knob)
             try:
-                images, wall, full_wall, rows = _timed_pair(used, method, reference_pipe, config, conditions, own)
+                images, wall, paired_wall, rows = _timed_pair(used, method, reference_pipe, config, conditions, own,
+                                                              None if config.paired else full_wall)
                 stats = cachepilot.last_stats(used)  # ours only: time in policy / predictor / stack
             finally:
                 method.remove(used)
@@ -149,7 +158,7 @@ def run_bench(
             warnings.warn(f"bench: {method.name} does not run on {type(pipe).__name__} and is left out: "
                           f"{type(err).__name__}: {err}".splitlines()[0], stacklevel=2)
             continue
-        results.append(row(method.name, knob, images, wall, full_wall, rows))
+        results.append(row(method.name, knob, images, wall, paired_wall, rows))
         if stats is not None:
             results[-1].update({f"{part}_ms_per_step": 1000 * getattr(stats, f"{part}_seconds") / stats.num_steps
                                 for part in ("policy", "predictor", "stack")})
@@ -160,7 +169,8 @@ def run_bench(
 
 def _with_settings(results: list[dict], config: BenchConfig) -> list[dict]:
     for r in results:
-        r.update(samples=config.samples, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size)
+        r.update(samples=config.samples, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size,
+                 paired=config.paired)
     return results
 
 

@@ -4,9 +4,10 @@ A directory holds the learned policy (`policy/`), the forecaster head with its c
 the searched schedules (`searched_schedules.json`, and `searched_schedules_<N>.json` searched at other counts),
 the condition split (`conditions.json`) and the record with the backbone fingerprint (`cachepilot_config.json`).
 `enable(checkpoint=...)`, the bench and the tools resolve it here, so they all load the same policy and the same
-forecaster, by one rule: the gated head once calibrated, else the bare head, else Taylor-2 (`predictor_spec`),
-and the same policy: the learned one, or the searched schedules where the fit found the learned policy no better
-than them on validation (`selection`, recorded in policy/config.json).
+forecaster, by one rule: the gated head once calibrated, else the bare head, else (searched schedules alone, as
+the lean fit writes) the training-free forecaster they were searched with, else Taylor-2 (`predictor_spec`), and
+the same policy: the learned one, or the searched schedules where the fit found the learned policy no better than
+them on validation (`selection`, recorded in policy/config.json) or trained none (a lean fit).
 """
 
 from __future__ import annotations
@@ -133,10 +134,22 @@ class CacheCheckpoint:
     def has_gate(self) -> bool:
         return self.predictor_dir is not None and (self.predictor_dir / GATE_FILE).is_file()
 
+    @property
+    def searched_only(self) -> bool:
+        """Searched schedules and no policy (a lean fit): the schedules are the checkpoint's decisions."""
+        return self.policy_dir is None and self.schedules() is not None
+
     def predictor_spec(self) -> str:
         """The forecaster of this checkpoint, one rule everywhere: the gated head once calibrated, else the
-        bare head, else Taylor-2."""
-        return head_spec(self.predictor_dir) if self.predictor_dir is not None else FALLBACK_PREDICTOR
+        bare head, else (searched schedules alone) the training-free forecaster they were searched with, else
+        Taylor-2."""
+        if self.predictor_dir is not None:
+            return head_spec(self.predictor_dir)
+        if self.searched_only:
+            searched = self.schedules().predictor
+            if searched.partition(":")[0] not in ("learned", "gated", "combo"):
+                return searched
+        return FALLBACK_PREDICTOR
 
     def predictor(self) -> Predictor:
         return make_predictor(self.predictor_spec())
@@ -146,7 +159,8 @@ class CacheCheckpoint:
         "reason", "gain_db", "validation", ...} when the learned policy did not beat the searched schedules on
         validation; {} for a policy with no such record (shipped before the choice existed: the learned policy)."""
         if self.policy_dir is None:
-            return {}
+            return {"kind": "searched", "reason": "the fit trained no policy (lean recipe)"} if self.searched_only \
+                else {}
         found = read_json_object(self.policy_dir / "config.json", "the policy config").get("selection")
         return found if isinstance(found, dict) else {}
 
@@ -159,9 +173,9 @@ class CacheCheckpoint:
         """The checkpoint's policy at a target compute fraction: the learned policy (see `LearnedPolicy`), or, for a
         checkpoint whose fit found it no better than the searched schedules (`ships_searched`), those
         (`SearchedSchedulePolicy`). actor=True: the learned policy always (to measure it)."""
-        if self.policy_dir is None:
+        if self.policy_dir is None and not self.searched_only:
             raise CheckpointError(f"no policy checkpoint at {self.root} (policy/config.json, or config.json and "
-                                  "model.safetensors, needed)")
+                                  f"model.safetensors, or {SCHEDULES_FILE}, needed)")
         if not actor and self.ships_searched:
             schedules = self.schedules()
             if schedules is None:
@@ -171,6 +185,8 @@ class CacheCheckpoint:
                 _SAID.add(self.root)
                 logger.info("%s: %s; it ships the searched schedule", self.root, self.selection().get("reason"))
             return SearchedSchedulePolicy(self.prior(), target, schedules.num_steps)
+        if self.policy_dir is None:
+            raise CheckpointError(f"{self.root} holds no learned policy, only its searched schedules")
         return LearnedPolicy(self.policy_dir, target=target, per_batch=per_batch,
                              actor_outside_range=actor_outside_range)
 

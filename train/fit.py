@@ -45,6 +45,9 @@ from cachepilot.train.plan import PROBE_BATCH, FitPlan, Probe, gate_counts, plan
 
 CONFIG_FILE = "cachepilot_config.json"
 FORMAT_VERSION = 1
+RECIPES = ("full", "lean")
+FULL_STAGES = ("collect", "predictors", "gate", "schedules", "policy", "policy_gate", "bench")
+LEAN_STAGES = ("schedules", "bench")
 console = Console(stderr=True)
 
 
@@ -84,10 +87,22 @@ class FitConfig:
     seed: int = 0
     budget: str | None = None          # transformer evaluations ("200000") or a duration ("1h", "90m"): every size
                                        # scaled down to fit it (`train.budget`)
-    smoke: bool = False                # toy sizes (`smoke()`): the checkpoint's README says so first
+    smoke: bool = False                # toy sizes (`for_smoke()`): the checkpoint's README says so first
+    recipe: str = "full"               # "full": every stage; "lean": the searched schedules with a training-free
+                                       # forecaster chosen on a few references, then the bench (`train.lean`,
+                                       # `lean()`): no head, no policy
 
     @classmethod
-    def smoke(cls, **overrides: Any) -> "FitConfig":
+    def lean(cls, **overrides: Any) -> "FitConfig":
+        """The lean recipe at its sizes: 4 search samples, a bench of 4 samples timed once against full compute."""
+        return cls(**{**dict(recipe="lean", search_samples=4, bench_samples=4, bench_repeats=1), **overrides})
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return LEAN_STAGES if self.recipe == "lean" else FULL_STAGES
+
+    @classmethod
+    def for_smoke(cls, **overrides: Any) -> "FitConfig":
         """Every stage at toy sizes (a few minutes on 2 CPU cores for a tiny model)."""
         sizes = {**dict(steps=10, targets=[0.3, 0.5], collect_samples=4, collect_policies=["always", "fixed:2"],
                         collect_shards=1, predictor_steps=20, dagger_policies=["fixed:2"], dagger_steps=20,
@@ -107,6 +122,8 @@ class FitConfig:
             raise InvalidInputError(f"fit: policy_margin must be a finite number of dB, got {margin!r}")
         if isinstance(self.select_samples, bool) or not isinstance(self.select_samples, int) or self.select_samples < 0:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
+        if self.recipe not in RECIPES:
+            raise InvalidInputError(f"fit: recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.budget is not None:
             parse_budget(self.budget)  # a malformed budget: one line, before any work
         patience = self.predictor_patience
@@ -199,7 +216,7 @@ def plan(pipe, prompts: str | Path | ConditionSet | None = None, config: FitConf
 class Fit:
     """The stages of one fit; `run()` runs those whose output is not complete yet."""
 
-    STAGES = ("collect", "predictors", "gate", "schedules", "policy", "policy_gate", "bench")
+    STAGES = FULL_STAGES  # the full recipe's; a config's own: `FitConfig.stages`
 
     def __init__(self, pipe, out: Path, prompts: str | Path | ConditionSet | None = None,
                  config: FitConfig | None = None, progress: bool = True):
@@ -294,12 +311,13 @@ class Fit:
         }[stage]()
 
     def run(self, stages: tuple[str, ...] | None = None) -> dict:
-        """Run the stages (default: all) whose output is incomplete; returns the checkpoint record."""
-        for index, stage in enumerate(stages or self.STAGES, 1):
+        """Run the stages (default: the recipe's) whose output is incomplete; returns the checkpoint record."""
+        total = len(self.config.stages)
+        for index, stage in enumerate(stages or self.config.stages, 1):
             if self._done(stage):
-                console.print(f"[{index}/{len(self.STAGES)}] {stage}: complete, skipped")
+                console.print(f"[{index}/{total}] {stage}: complete, skipped")
                 continue
-            console.print(f"[{index}/{len(self.STAGES)}] {stage} ...")
+            console.print(f"[{index}/{total}] {stage} ...")
             tic = time.perf_counter()
             counter = StackCounter(self.pipe.transformer)
             try:
@@ -311,7 +329,7 @@ class Fit:
                 self._save_record()
             self.record["stage_seconds"][stage] = round(seconds + self.record["stage_seconds"].get(stage, 0.0), 2)
             self._save_record()
-            console.print(f"[{index}/{len(self.STAGES)}] {stage}: done in {seconds:.1f} s, "
+            console.print(f"[{index}/{total}] {stage}: done in {seconds:.1f} s, "
                           f"{counter.evaluations:,.0f} transformer evaluations")
         if (self.out / "bench" / "results.json").exists():
             from cachepilot.bench.fit_report import write_readme
@@ -397,6 +415,8 @@ class Fit:
         return [t for t in self.config.targets if f"{t:g}" not in found]
 
     def _stage_schedules(self) -> None:
+        if self.config.recipe == "lean":
+            return self._stage_lean_schedules()
         from cachepilot.train.schedule_search import search_schedule
 
         path = self._schedules_path()
@@ -411,6 +431,23 @@ class Fit:
                                           progress=self.progress)
             record.add(target, mask, score)
             record.write(path)
+
+    def _stage_lean_schedules(self) -> None:
+        """The lean recipe's one search (`train.lean`): the forecaster, then every target's mask, all scored
+        against one set of references; written once, with the forecaster as the schedules' predictor (what the
+        checkpoint's `predictor_spec` then loads)."""
+        from cachepilot.train.lean import LEAN_FORECASTERS, lean_search
+
+        found = lean_search(self.driver, list(self.split.train.conditions), list(self.config.targets),
+                            samples=self.config.search_samples)
+        record = SearchedSchedules(self.config.steps, found.forecaster, settings={
+            "samples": self.config.search_samples, "seed": seeds.SEARCH, "recipe": "lean",
+            "forecasters": list(LEAN_FORECASTERS), "forecaster_scores": found.forecaster_scores})
+        for target, (mask, score) in found.schedules.items():
+            record.add(target, mask, score)
+        record.write(self._schedules_path())
+        console.print(f"lean: forecaster {found.forecaster} (mean PSNR on the uniform masks: "
+                      + ", ".join(f"{f} {v:.2f}" for f, v in found.forecaster_scores.items()) + " dB)")
 
     def _stage_policy(self) -> None:
         """PPO from the searched schedules, then the choice of what ships: the policy where it beats them on the

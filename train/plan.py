@@ -261,6 +261,27 @@ def _bench(config) -> float:
     return warm_up + config.bench_repeats * samples * (2 * steps + jobs * steps + methods)
 
 
+def _lean_bench(config) -> float:
+    """The lean fit's bench (`bench.fit_report`, unpaired): a 2-step warm-up, one full-compute reference, then each
+    method once per repeat: the searched schedules (at most their budgets), fixed intervals with Taylor-2 and with
+    the chosen forecaster (unless it is Taylor-2: counted as if not), fewer steps."""
+    steps, samples, targets = config.steps, config.bench_samples, sorted(config.targets)
+    intervals = sorted({max(2, round(1 / t)) for t in targets})
+    fixed = sum(math.ceil(steps / n) for n in intervals)
+    methods = sum(budget_computes(t, steps) for t in targets) + 2 * fixed + sum(max(1, round(t * steps))
+                                                                             for t in targets)
+    return 2 * min(samples, config.batch_size) + samples * (steps + config.bench_repeats * methods)
+
+
+def _lean_rows(config) -> list[tuple[str, float, bool, str]]:
+    from cachepilot.train.lean import LEAN_FORECASTERS, lean_evaluations
+
+    search = lean_evaluations(config.steps, list(config.targets), config.search_samples)
+    return [("schedules", search, False, f"references, {len(LEAN_FORECASTERS)} forecasters on uniform masks, "
+                                         "every start mask"),
+            ("bench", _lean_bench(config), True, "searched methods at most at their budgets")]
+
+
 def gate_counts(config) -> list[int]:
     """The step counts the forecaster gate is calibrated at."""
     return sorted(set(config.gate_steps or [config.steps, *(config.policy_steps or []), 20, 50, 100]))
@@ -280,13 +301,18 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     if probe is not None:
         seconds_per_evaluation, copies = probe.seconds_per_evaluation, probe.copies
     copies = 1.0 if copies is None else copies
+    check = ("check", num_conditions + 2 * PROBE_STEPS * (probe.batch if probe is not None else 1), False,
+             "a 1-step call per condition (a fresh fit), the probe")
+    if getattr(config, "recipe", "full") == "lean":
+        stages = [StagePlan(name, float(count * copies), bound, note)
+                  for name, count, bound, note in [check, *_lean_rows(config)]]
+        return FitPlan(stages, seconds_per_evaluation, copies, assumed, asdict(probe) if probe is not None else None)
     steps = config.steps
     collect, collect_bound = _collect(config.collect_policies, config.collect_samples, steps)
     dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps, sensitivity=False)
     policy_counts = sorted(set(config.policy_steps or [steps]))
     rows = [
-        ("check", num_conditions + 2 * PROBE_STEPS * (probe.batch if probe is not None else 1), False,
-         "a 1-step call per condition (a fresh fit), the probe"),
+        check,
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
         ("predictors", dagger, dagger_bound, "the DAgger round's collection (round 0's step weights reused)"),
         ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),

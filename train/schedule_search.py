@@ -78,6 +78,20 @@ def training_free_masks(num_steps: int, computes: int) -> list[list[bool]]:
     return masks
 
 
+def reference_scorer(driver: SamplingDriver, conditions: list[dict], first: int, count: int, seed: int):
+    """`score(mask, forecaster) -> mean PSNR` of the cached samples against full compute, over `count` samples
+    (condition (first + i) mod len(conditions), seed `seed + i`): the references are sampled once, here, and every
+    mask and forecaster scored against them."""
+    chosen = [conditions[(first + i) % len(conditions)] for i in range(count)]
+    seeds = [seed + i for i in range(count)]
+    reference = driver.sample(chosen, seeds).images
+
+    def score(mask: list[bool], forecaster) -> float:
+        with caching(driver.pipe, Schedule(mask), forecaster):
+            return psnr(driver.sample(chosen, seeds).images, reference)
+    return score
+
+
 def search_schedule(
     driver: SamplingDriver, conditions: list[dict], target: float, samples: int = 16, seed: int = SEARCH,
     predictor: str = "learned", max_sweeps: int = 6, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True,
@@ -97,14 +111,8 @@ def search_schedule(
     forecaster = make_predictor(predictor)
 
     def scorer(first: int, count: int, seed0: int):
-        chosen = [conditions[(first + i) % len(conditions)] for i in range(count)]
-        seeds = [seed0 + i for i in range(count)]
-        reference = driver.sample(chosen, seeds).images
-
-        def score(mask: list[bool]) -> float:
-            with caching(driver.pipe, Schedule(mask), forecaster):
-                return psnr(driver.sample(chosen, seeds).images, reference)
-        return score
+        score = reference_scorer(driver, conditions, first, count, seed0)
+        return lambda mask: score(mask, forecaster)
 
     score = scorer(0, samples, seed)
 

@@ -19,6 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="denoising step counts the learned policy trains on, e.g. 20 50 100 (default: --steps)")
     fit.add_argument("--targets", type=float, nargs="+", default=None, help="compute fractions to fit and report")
     fit.add_argument("--smoke", action="store_true", help="every stage at toy sizes: check the plumbing in minutes")
+    fit.add_argument("--recipe", choices=("full", "lean"), default="full",
+                     help="full: every stage (head, gate, search, policy); lean: searched schedules with a "
+                          "training-free forecaster chosen on 4 references, no head, no policy (about 100x fewer "
+                          "transformer evaluations; see docs/fit-cost.md)")
+    fit.add_argument("--search-samples", type=int, default=None,
+                     help="training samples every schedule (and forecaster) is scored on (default 16; 4 with "
+                          "--recipe lean); --budget scales it down")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--budget", default=None,
                      help="transformer evaluations (e.g. 200000) or a duration (1h, 90m, 30s): every stage's sizes "
@@ -56,9 +63,14 @@ def run(args: argparse.Namespace) -> None:
         overrides["steps"] = args.steps
     if args.targets is not None:
         overrides["targets"] = list(args.targets)
+    if args.search_samples is not None:
+        overrides["search_samples"] = args.search_samples
     if args.policy_steps is not None:
         overrides["policy_steps"] = list(args.policy_steps)
-    config = FitConfig.smoke(**overrides) if args.smoke else FitConfig(**overrides)
+    if args.recipe == "lean":
+        config = FitConfig.for_smoke(**overrides, recipe="lean") if args.smoke else FitConfig.lean(**overrides)
+    else:
+        config = FitConfig.for_smoke(**overrides) if args.smoke else FitConfig(**overrides)
     config.check()
     if args.prompts is not None:  # a missing or empty prompts file: refused before the pipeline loads
         from cachepilot.conditions import load_conditions

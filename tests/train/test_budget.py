@@ -52,12 +52,12 @@ def test_a_budget_below_the_minimum_is_refused_with_the_minimum():
 
 def test_a_duration_budget_and_a_resumed_fit_with_another_budget(pipe, tmp_path):
     out = tmp_path / "cache"
-    fit = Fit(pipe, out, None, FitConfig.smoke(budget="1000h"), progress=False)
+    fit = Fit(pipe, out, None, FitConfig.for_smoke(budget="1000h"), progress=False)
     stored = json.loads((out / CONFIG_FILE).read_text())
     assert stored["budget"] == "1000h" and stored["plan"]["seconds_per_evaluation"] > 0
     assert fit.plan.seconds() <= 3600 * 1000
-    Fit(pipe, out, None, FitConfig.smoke(budget="1000h"), progress=False)  # the same budget resumes
+    Fit(pipe, out, None, FitConfig.for_smoke(budget="1000h"), progress=False)  # the same budget resumes
     with pytest.raises(InvalidInputError, match="another budget"):
-        Fit(pipe, out, None, FitConfig.smoke(budget="2000h"), progress=False)
+        Fit(pipe, out, None, FitConfig.for_smoke(budget="2000h"), progress=False)
     with pytest.raises(InvalidInputError, match="budget 0.01s = .* below this fit's minimum"):
-        Fit(pipe, tmp_path / "small", None, FitConfig.smoke(budget="0.01s"), progress=False)
+        Fit(pipe, tmp_path / "small", None, FitConfig.for_smoke(budget="0.01s"), progress=False)

@@ -32,7 +32,7 @@ def test_fit_end_to_end_then_enable_the_checkpoint(family, tmp_path):
     pipe = load_pipeline(build_tiny_pipeline(family, tmp_path / "pipe"))
     kwargs = {k: v for k, v in call_kwargs(family).items() if k != "num_inference_steps"}
     # a margin no policy misses: the learned policy ships (the searched one: see the test below)
-    config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5],
+    config = FitConfig.for_smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5],
                              policy_margin=-1000.0)
     out = tmp_path / "cache"
     record = fit(pipe, out, _prompts_file(tmp_path, family), config, progress=False)
@@ -75,7 +75,7 @@ def test_a_checkpoint_is_refused_on_another_model(tmp_path):
     kwargs = call_kwargs("sd3")
     out = tmp_path / "cache"
     fit(pipe, out, _prompts_file(tmp_path, "sd3"),
-        FitConfig.smoke(steps=5, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5]),
+        FitConfig.for_smoke(steps=5, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5]),
         progress=False)
     other = load_pipeline(build_tiny_pipeline("flux", tmp_path / "flux"))
     with pytest.raises(CheckpointError, match="backbone_class"):
@@ -86,17 +86,17 @@ def test_bad_input_fails_before_any_work(tmp_path, pipe):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     with pytest.raises(InvalidInputError, match="no conditions"):
-        fit(pipe, tmp_path / "a", empty, FitConfig.smoke(), progress=False)
+        fit(pipe, tmp_path / "a", empty, FitConfig.for_smoke(), progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"class_labels": 1}\n{not json\n')
     with pytest.raises(InvalidInputError, match="line 2"):
-        fit(pipe, tmp_path / "b", bad, FitConfig.smoke(), progress=False)
+        fit(pipe, tmp_path / "b", bad, FitConfig.for_smoke(), progress=False)
     with pytest.raises(InvalidInputError, match="rejects the condition.*unknown class id"):
-        fit(pipe, tmp_path / "c", "classes:0-40", FitConfig.smoke(), progress=False)
+        fit(pipe, tmp_path / "c", "classes:0-40", FitConfig.for_smoke(), progress=False)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InvalidInputError, match="cannot write"):
-        fit(pipe, blocker / "out", None, FitConfig.smoke(), progress=False)
+        fit(pipe, blocker / "out", None, FitConfig.for_smoke(), progress=False)
     assert not (tmp_path / "c" / "work").exists()
 
 
@@ -112,24 +112,24 @@ def test_policy_stage_trains_on_the_policy_step_counts(tmp_path, pipe, monkeypat
     monkeypatch.setattr(policy_module, "export_policy", lambda *args, **kwargs: None)
     own = unhooked_twin(pipe)
     out = tmp_path / "cache"
-    fit_module.Fit(own, out, None, FitConfig.smoke(steps=8, policy_steps=[6, 12]), progress=False)._stage_policy()
+    fit_module.Fit(own, out, None, FitConfig.for_smoke(steps=8, policy_steps=[6, 12]), progress=False)._stage_policy()
     assert seen[-1].step_counts == (6, 12) and seen[-1].batch_size == 12 and seen[-1].warm_start_episodes == 2
-    fit_module.Fit(own, tmp_path / "plain", None, FitConfig.smoke(steps=8), progress=False)._stage_policy()
+    fit_module.Fit(own, tmp_path / "plain", None, FitConfig.for_smoke(steps=8), progress=False)._stage_policy()
     assert seen[-1].num_steps == 8
 
     record = json.loads((out / fit_module.CONFIG_FILE).read_text())
     del record["fit"]["policy_steps"]  # as written before policy_steps existed
     (out / fit_module.CONFIG_FILE).write_text(json.dumps(record))
-    fit_module.Fit(own, out, None, FitConfig.smoke(steps=8), progress=False)
+    fit_module.Fit(own, out, None, FitConfig.for_smoke(steps=8), progress=False)
     with pytest.raises(InvalidInputError, match="another fit"):
-        fit_module.Fit(own, out, None, FitConfig.smoke(steps=8, policy_steps=[6, 12]), progress=False)
+        fit_module.Fit(own, out, None, FitConfig.for_smoke(steps=8, policy_steps=[6, 12]), progress=False)
     with pytest.raises(InvalidInputError, match="policy_steps"):
-        FitConfig.smoke(policy_steps=[2, 6]).check()
-    fit_module.Fit(own, tmp_path / "pooled", None, FitConfig.smoke(steps=8, policy_seed_pool=2),
+        FitConfig.for_smoke(policy_steps=[2, 6]).check()
+    fit_module.Fit(own, tmp_path / "pooled", None, FitConfig.for_smoke(steps=8, policy_seed_pool=2),
                    progress=False)._stage_policy()
     assert seen[-1].seed_pool == 2 and seen[-1].training_seeds == (200_000, 200_002)
     with pytest.raises(InvalidInputError, match="fit: policy setting seed_pool"):
-        FitConfig.smoke(policy_seed_pool=0).check()
+        FitConfig.for_smoke(policy_seed_pool=0).check()
 
 
 def test_fit_cli_passes_policy_steps(tmp_path, monkeypatch):
@@ -179,7 +179,7 @@ def test_a_policy_that_does_not_beat_the_searched_schedule_ships_the_schedule(tm
 
     pipe = load_pipeline(build_tiny_pipeline("dit", tmp_path / "pipe"))
     kwargs = {k: v for k, v in call_kwargs("dit").items() if k != "num_inference_steps"}
-    config = FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5],
+    config = FitConfig.for_smoke(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2, targets=[0.5],
                              policy_margin=1000.0)
     out = tmp_path / "cache"
     record = fit(pipe, out, None, config, progress=False)

@@ -16,7 +16,7 @@ from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
 def test_the_fit_record_holds_the_scheduler_fingerprint(tmp_path):
     dit = load_pipeline(build_tiny_pipeline("dit", tmp_path / "pipe"))
     kwargs = {k: v for k, v in call_kwargs("dit").items() if k != "num_inference_steps"}
-    Fit(dit, tmp_path / "out", None, FitConfig.smoke(steps=6, call_kwargs=kwargs, search_samples=2,
+    Fit(dit, tmp_path / "out", None, FitConfig.for_smoke(steps=6, call_kwargs=kwargs, search_samples=2,
                                                        bench_samples=2, targets=[0.5]), progress=False)
     stored = json.loads((tmp_path / "out" / CONFIG_FILE).read_text())
     assert stored["scheduler"] == scheduler_fingerprint(dit.scheduler)

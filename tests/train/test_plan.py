@@ -26,7 +26,7 @@ def dit(tmp_path_factory):
 def _config(**overrides) -> FitConfig:
     kwargs = {k: v for k, v in call_kwargs("dit").items() if k != "num_inference_steps"}
     # the learned policy ships whatever its validation (policy_margin): the bench runs its row
-    return FitConfig.smoke(**{**dict(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2,
+    return FitConfig.for_smoke(**{**dict(steps=6, call_kwargs=kwargs, search_samples=2, bench_samples=2,
                                      targets=[0.5], policy_margin=-1000.0), **overrides})
 
 

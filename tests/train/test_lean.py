@@ -1,0 +1,107 @@
+"""The lean fit: its search keeps the best (forecaster, mask) it scored, spends exactly the evaluations its plan
+says, and writes a checkpoint of searched schedules alone that `enable`, the bench and the CLI load."""
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+import cachepilot
+from cachepilot.bench.counting import StackCounter
+from cachepilot.cache_checkpoint import CacheCheckpoint, SearchedSchedulePolicy
+from cachepilot.driver import SamplingDriver
+from cachepilot.errors import CheckpointError, InvalidInputError
+from cachepilot.loading import load_pipeline
+from cachepilot.policies.budget import budget_computes
+from cachepilot.seeds import SEARCH
+from cachepilot.train.fit import CONFIG_FILE, FitConfig, fit
+from cachepilot.train.lean import LEAN_FORECASTERS, lean_evaluations, lean_search, lean_starts
+from cachepilot.train.schedule_search import reference_scorer
+
+from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def dit(tmp_path_factory):
+    """A tiny DiT (batched classifier-free guidance: 2 evaluations per sample-step), its weights perturbed so that
+    forecasters and masks score apart."""
+    pipe = load_pipeline(build_tiny_pipeline("dit", tmp_path_factory.mktemp("dit") / "pipe"))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in pipe.transformer.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    return pipe
+
+
+def _kwargs() -> dict:
+    return {k: v for k, v in call_kwargs("dit").items() if k != "num_inference_steps"}
+
+
+def test_the_search_keeps_the_best_it_scored_and_spends_what_it_counts(dit):
+    driver = SamplingDriver(dit, STEPS, _kwargs(), batch_size=8)
+    conditions = [{"class_labels": c} for c in range(4)]
+    targets = [0.3, 0.5]
+    with StackCounter(dit.transformer) as counter:
+        found = lean_search(driver, conditions, targets, samples=2)
+    assert counter.evaluations == 2 * lean_evaluations(STEPS, targets, 2)  # 2 guidance copies
+    # scored again, independently: the chosen forecaster has the best mean, each mask the best of its starts
+    score = reference_scorer(driver, conditions, 0, 2, SEARCH)
+    assert found.forecaster == max(found.forecaster_scores, key=found.forecaster_scores.get)
+    assert set(found.forecaster_scores) == set(LEAN_FORECASTERS)
+    for target in targets:
+        mask, best = found.schedules[target]
+        starts = lean_starts(STEPS, target)
+        assert mask in starts and sum(mask) <= budget_computes(target, STEPS)
+        scores = [score(m, found.forecaster) for m in starts]
+        assert best == pytest.approx(max(scores), abs=1e-4)
+
+
+def test_lean_fit_writes_searched_schedules_that_enable_runs(dit, tmp_path):
+    out = tmp_path / "cache"
+    config = FitConfig.lean(steps=STEPS, call_kwargs=_kwargs(), targets=[0.3, 0.5], search_samples=2,
+                            bench_samples=2, batch_size=8)
+    record = fit(dit, out, None, config, progress=False)
+    assert set(record["stage_seconds"]) == {"schedules", "bench"}
+    assert not (out / "policy").exists() and not (out / "predictors").exists()
+    stored = json.loads((out / CONFIG_FILE).read_text())
+    cost, planned = stored["cost"], stored["plan"]["stages"]
+    assert set(cost) == {"check", "schedules", "bench"}
+    assert cost["schedules"]["evaluations"] == planned["schedules"]["evaluations"] == 2 * lean_evaluations(
+        STEPS, [0.3, 0.5], 2)
+    assert 0 < cost["bench"]["evaluations"] <= planned["bench"]["evaluations"]
+    assert cost["check"]["evaluations"] == planned["check"]["evaluations"]
+
+    cache = CacheCheckpoint(out)
+    searched = cache.schedules()
+    assert cache.searched_only and cache.ships_searched
+    assert searched.predictor in LEAN_FORECASTERS and cache.predictor_spec() == searched.predictor
+    policy = cache.policy(0.5)
+    assert isinstance(policy, SearchedSchedulePolicy)
+    assert "".join("1" if on else "0" for on in policy.mask.tolist()) == searched.masks()[0.5]
+    with pytest.raises(CheckpointError, match="no learned policy"):
+        cache.policy(0.5, actor=True)
+    readme = (out / "README.md").read_text()
+    assert "ships the searched schedules" in readme and "lean recipe" in readme
+    rows = json.loads((out / "bench" / "results.json").read_text())
+    assert {r["method"] for r in rows} >= {"full", "searched-schedule", "fixed+taylor2", "fewer-steps"}
+    assert all(r["paired"] is False for r in rows)
+
+    # enable loads the searched mask and the chosen forecaster: the computes are the mask's
+    cachepilot.enable(dit, checkpoint=out, speed=0.5)
+    try:
+        SamplingDriver(dit, STEPS, _kwargs()).sample([{"class_labels": 1}], [0])
+        stats = cachepilot.last_stats(dit)
+        assert stats.compute_fraction == pytest.approx(searched.masks()[0.5].count("1") / STEPS)
+    finally:
+        cachepilot.disable(dit)
+
+
+def test_recipe_is_checked_and_the_default_config_is_a_record():
+    assert FitConfig().smoke is False and FitConfig().stages[0] == "collect"
+    json.dumps(asdict(FitConfig()))  # the record every fit writes first
+    assert FitConfig.lean().stages == ("schedules", "bench")
+    with pytest.raises(InvalidInputError, match="recipe"):
+        FitConfig(recipe="fast").check()

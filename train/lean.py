@@ -1,0 +1,75 @@
+"""The lean fit: searched schedules and a training-free forecaster chosen on a few references, no head, no PPO.
+
+The full recipe trains a forecaster head, searches masks move by move and trains a policy: on the embedded models
+that is 10^5-10^6 transformer evaluations, tens of GPU-hours on a large model. The lean recipe keeps the two
+choices that carry most of the gain over a training-free cache and costs each evaluation once:
+
+1. references: `samples` full-compute samples, sampled once and shared by every score below;
+2. the forecaster: each of `forecasters` (training-free, `predictors/`) on the uniform mask of every target, the
+   best mean PSNR over the targets kept (one forecaster for the whole checkpoint, as `enable` loads one);
+3. the masks: per target, every start of the full search (`start_masks`: uniform, warm-ups, TaylorSeer's and
+   FORA's schedules within the budget) with that forecaster, the best kept. No sweeps: each move costs a whole
+   cached run per sample, which is where the full search spends its evaluations.
+
+Per sample the cost is S + F x sum_t c(t) + sum_t (computes of every start at t) evaluations (times the CFG
+copies); `train.plan` counts it the same way. Under `torchrun` the scores are shared across the ranks like the
+full search's (`train.distributed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cachepilot.driver import SamplingDriver
+from cachepilot.envs.references import uniform_mask
+from cachepilot.policies.budget import budget_computes
+from cachepilot.seeds import SEARCH
+from cachepilot.train import distributed
+from cachepilot.train.schedule_search import reference_scorer, start_masks
+
+# Taylor 1 and 2 (FORA / TaylorSeer), HiCache's Hermite basis, a rank-1 DMD: on the scenes model at 20 steps each
+# is the best training-free forecaster at some budget (`docs/results/scenes.md`)
+LEAN_FORECASTERS = ("taylor:1", "taylor:2", "hermite:2", "dmd:1")
+
+
+@dataclass
+class LeanResult:
+    forecaster: str
+    forecaster_scores: dict[str, float]          # forecaster -> mean PSNR over the targets' uniform masks
+    schedules: dict[float, tuple[list[bool], float]] = field(default_factory=dict)  # target -> (mask, PSNR)
+
+
+def lean_starts(num_steps: int, target: float) -> list[list[bool]]:
+    """The masks the lean recipe scores at one target: the full search's starts (last step forecast allowed)."""
+    return start_masks(num_steps, budget_computes(target, num_steps), compute_last=False)
+
+
+def lean_search(driver: SamplingDriver, conditions: list[dict], targets: list[float], samples: int = 4,
+                forecasters: tuple[str, ...] = LEAN_FORECASTERS, seed: int = SEARCH) -> LeanResult:
+    """The forecaster and, per target, the mask with the best mean PSNR vs. full compute over `samples` training
+    samples (condition i mod len(conditions), seed `seed + i`); ties go to the first (forecaster, mask) listed.
+    The driver's pipeline must be unhooked."""
+    score = reference_scorer(driver, conditions, 0, samples, seed)
+    steps = driver.num_steps
+    uniform = [uniform_mask(steps, budget_computes(t, steps)) for t in targets]
+    pairs = [(f, mask) for f in forecasters for mask in uniform]
+    scores = np.array(distributed.map_shared(lambda pair: score(pair[1], pair[0]), pairs)).reshape(
+        len(forecasters), len(targets)).mean(axis=1)
+    chosen = forecasters[int(np.argmax(scores))]
+    result = LeanResult(chosen, {f: float(s) for f, s in zip(forecasters, scores)})
+    for target in targets:
+        starts = lean_starts(steps, target)
+        found = distributed.map_shared(lambda mask: score(mask, chosen), starts)
+        best = int(np.argmax(found))
+        result.schedules[target] = (starts[best], float(found[best]))
+    return result
+
+
+def lean_evaluations(steps: int, targets: list[float], samples: int,
+                     forecasters: tuple[str, ...] = LEAN_FORECASTERS) -> int:
+    """Sample-steps the lean search evaluates (times the CFG copies for evaluations): the plan's count."""
+    uniform = sum(budget_computes(t, steps) for t in targets)
+    starts = sum(sum(sum(mask) for mask in lean_starts(steps, t)) for t in targets)
+    return samples * (steps + len(forecasters) * uniform + starts)
