@@ -34,13 +34,11 @@ def bench_checkpoint(pipe, out: Path, evaluation: ConditionSet, config) -> list[
     methods = [
         *([] if lean else [ours_method("always", lambda _: "always", "reuse", [None])]),
         *learned,
-        ours_method("searched-schedule", lambda t: "schedule:" + searched[t], predictor, sorted(searched)),
+        # a lean fit's forecaster per target
+        ours_method("searched-schedule", lambda t: "schedule:" + searched[t], cache.predictor_spec, sorted(searched)),
         ours_method("fixed+taylor2", lambda n: f"fixed:{n}", "taylor:2", intervals),
-        # the bare head; a lean fit has none: its own training-free forecaster on the uniform schedules instead
         *([ours_method("fixed+learned", lambda n: f"fixed:{n}", f"learned:{cache.predictor_dir}", intervals)]
-          if cache.predictor_dir is not None else
-          [ours_method(f"fixed+{predictor}", lambda n: f"fixed:{n}", predictor, intervals)]
-          if predictor != "taylor:2" else []),
+          if cache.predictor_dir is not None else []),  # the bare head (a lean fit has none)
         fewer_steps(),
     ]
     if predictor.startswith("gated:"):

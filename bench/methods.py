@@ -37,9 +37,11 @@ class Method:
     needs_fit: bool = False  # it reads a cache checkpoint (`cachepilot fit`): not something a user runs for free
 
 
-def ours_method(name: str, policy: Callable[[Any], str], predictor: str, knobs: Sequence[Any]) -> Method:
+def ours_method(name: str, policy: Callable[[Any], str], predictor: str | Callable[[Any], str],
+                knobs: Sequence[Any]) -> Method:
+    """predictor: a spec, or the spec per knob (a lean checkpoint's forecaster per target)."""
     def apply(pipe, knob):
-        cachepilot.enable(pipe, policy(knob), predictor)
+        cachepilot.enable(pipe, policy(knob), predictor(knob) if callable(predictor) else predictor)
         return pipe
 
     return Method(name, knobs, apply, cachepilot.disable)
@@ -78,7 +80,8 @@ def _searched_schedules(steps: int, cache: CacheCheckpoint) -> list[Method]:
     if found is None:
         return []
     masks = found.masks()
-    predictor = cache.schedule_predictor(found)  # the cache's own forecaster when the search used its head
+    # the cache's own forecaster when the search used its head; a lean fit's, per target
+    predictor = lambda f: cache.schedule_predictor(found, f)  # noqa: E731
     if found.num_steps != steps:  # searched at another step count: its masks resampled to this one, as the
         prior = SchedulePrior(masks)  # learned policy's prior resamples them
         resampled = {f: mask_string(prior.mask(f, steps)) for f in masks}

@@ -55,13 +55,13 @@ def _cached_transformers(transformer: torch.nn.Module, pipeline: Any) -> tuple[t
     return next(iter(found.values())), found
 
 
-def _checkpoint_predictor(cache: Any, scheduler: Any) -> str:
+def _checkpoint_predictor(cache: Any, scheduler: Any, target: float | None = None) -> str:
     """The checkpoint's forecaster (`CacheCheckpoint.predictor_spec`), or Taylor-2 with one warning when the
     pipeline's scheduler differs from the one the checkpoint was fitted with: the head learned the residuals of
     that trajectory, and is not trusted on another."""
     differs = cache.scheduler_differences(scheduler)
     if not differs:
-        return cache.predictor_spec()
+        return cache.predictor_spec(target)
     return _fall_back(cache, scheduler, differs, stacklevel=4)
 
 
@@ -147,7 +147,8 @@ def enable(
         cache.check_backbone(transformer)
         policy = cache.policy(DEFAULT_TARGET if speed is None else speed, per_batch=per_batch)
         if predictor is None:  # the checkpoint's own forecaster, watched for a scheduler it was not fitted with
-            predictor = _checkpoint_predictor(cache, getattr(pipeline, "scheduler", None))
+            predictor = _checkpoint_predictor(cache, getattr(pipeline, "scheduler", None),
+                                              DEFAULT_TARGET if speed is None else speed)
             watch = _SchedulerWatch(cache, transformer) if pipeline is not None else None
     engine = apply_cache(transformer, make_policy(policy), make_predictor(predictor),
                          num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,

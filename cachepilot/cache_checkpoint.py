@@ -5,7 +5,7 @@ the searched schedules (`searched_schedules.json`, and `searched_schedules_<N>.j
 the condition split (`conditions.json`) and the record with the backbone fingerprint (`cachepilot_config.json`).
 `enable(checkpoint=...)`, the bench and the tools resolve it here, so they all load the same policy and the same
 forecaster, by one rule: the gated head once calibrated, else the bare head, else (searched schedules alone, as
-the lean fit writes) the training-free forecaster they were searched with, else Taylor-2 (`predictor_spec`), and
+the lean fit writes them) the training-free forecaster it chose, else Taylor-2 (`predictor_spec`), and
 the same policy: the learned one, or the searched schedules where the fit found the learned policy no better than
 them on validation (`selection`, recorded in policy/config.json) or trained none (a lean fit).
 """
@@ -139,20 +139,20 @@ class CacheCheckpoint:
         """Searched schedules and no policy (a lean fit): the schedules are the checkpoint's decisions."""
         return self.policy_dir is None and self.schedules() is not None
 
-    def predictor_spec(self) -> str:
+    def predictor_spec(self, target: float | None = None) -> str:
         """The forecaster of this checkpoint, one rule everywhere: the gated head once calibrated, else the
-        bare head, else (searched schedules alone) the training-free forecaster they were searched with, else
-        Taylor-2."""
+        bare head, else (searched schedules alone, written by a lean fit) the training-free forecaster it chose
+        for the searched target nearest `target`, else Taylor-2."""
         if self.predictor_dir is not None:
             return head_spec(self.predictor_dir)
         if self.searched_only:
-            searched = self.schedules().predictor
-            if searched.partition(":")[0] not in ("learned", "gated", "combo"):
-                return searched
+            searched = self.schedules()
+            if searched.settings.get("recipe") == "lean":  # the forecasters the lean fit chose (training-free)
+                return searched.predictor_at(target)
         return FALLBACK_PREDICTOR
 
-    def predictor(self) -> Predictor:
-        return make_predictor(self.predictor_spec())
+    def predictor(self, target: float | None = None) -> Predictor:
+        return make_predictor(self.predictor_spec(target))
 
     def selection(self) -> dict:
         """What the fit chose to ship (`train.policy.policy_selection`, in policy/config.json): {"kind": "searched",
@@ -215,11 +215,12 @@ class CacheCheckpoint:
         schedules.write(path)
         return path
 
-    def schedule_predictor(self, schedules: SearchedSchedules) -> str:
+    def schedule_predictor(self, schedules: SearchedSchedules, target: float | None = None) -> str:
         """The forecaster a searched schedule runs with: the checkpoint's own (`predictor_spec`) when the search
-        scored with a learned head, wherever the directory moved; else the training-free one it named."""
+        scored with a learned head, wherever the directory moved; else the training-free one it named (for
+        `target`'s nearest searched target, where each has its own)."""
         return self.predictor_spec() if schedules.predictor.partition(":")[0] in ("learned", "gated") \
-            else schedules.predictor
+            else schedules.predictor_at(target)
 
     def prior(self) -> SchedulePrior:
         """Every searched count's masks together (the learned policy's prior); uniform when none were searched."""

@@ -57,10 +57,20 @@ class SearchedSchedules:
         """target compute fraction -> mask."""
         return {float(t): entry["mask"] for t, entry in self.schedules.items()}
 
-    def add(self, target: float, mask, train_psnr: float) -> None:
-        """Record the schedule found for one target (a sequence of booleans or a '1'/'0' string)."""
+    def add(self, target: float, mask, train_psnr: float, predictor: str | None = None) -> None:
+        """Record the schedule found for one target (a sequence of booleans or a '1'/'0' string), with the
+        forecaster chosen for it when it has its own (a lean fit's)."""
         self.schedules[f"{float(target):g}"] = {"mask": mask if isinstance(mask, str) else mask_string(mask),
-                                                "train_psnr": float(train_psnr)}
+                                                "train_psnr": float(train_psnr),
+                                                **({"predictor": predictor} if predictor is not None else {})}
+
+    def predictor_at(self, target: float | None) -> str:
+        """The forecaster of the searched target nearest `target` when the schedules carry their own, else the
+        file's."""
+        own = {float(t): e["predictor"] for t, e in self.schedules.items() if isinstance(e.get("predictor"), str)}
+        if target is None or not own:
+            return self.predictor
+        return own[min(own, key=lambda t: (abs(t - float(target)), t))]
 
     def to_json(self) -> dict:
         return {"num_steps": self.num_steps, "predictor": self.predictor, **self.settings,

@@ -37,7 +37,7 @@ import torch
 
 from cachepilot.cache_checkpoint import CacheCheckpoint
 from cachepilot.embedded.base import conditions_for, get_embedded
-from cachepilot.predictors.gated import GATE_CHOICES, SCHEDULE_CHOICES, Gated, write_gate
+from cachepilot.predictors.gated import GATE_CHOICES, SCHEDULE_CHOICES, WHOLE_ONLY_CHOICES, Gated, write_gate
 from cachepilot.quality import psnr_per_image
 from cachepilot.seeds import BENCH
 from cachepilot.train.calibrate_forecaster import (CALIBRATION_SEED, TIE_ORDER, WHOLE_TIE_ORDER,
@@ -68,7 +68,8 @@ def score(args: argparse.Namespace) -> dict:
     conditions = [train[i % len(train)] for i in range(args.train)] + held
     seeds = [CALIBRATION_SEED + i for i in range(args.train)] + [HELD_SEED + i for i in range(args.held_offset, end)]
     n = args.train
-    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5"}
+    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5",
+                   **{name: name for name in WHOLE_ONLY_CHOICES}}
     shipped = Gated.from_pretrained(checkpoint.predictor_dir) if n == 0 else None
     if shipped is not None:
         forecasters["gate"] = shipped

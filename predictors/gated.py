@@ -10,7 +10,8 @@ Spacing alone does not say which forecaster wins a whole trajectory (Taylor-2 af
 computes, Taylor-1 on a lone skip late in a dense threshold run), and per-part scores do not add up (a table per
 third of the trajectory lost 3-6 dB elsewhere). So the gate also keeps whole-schedule choices: per step count and
 policy spec (`fixed:3`, `threshold:0.05`, `schedule:MASK`, `learned@0.3`), the forecaster that won that schedule's
-closed-loop PSNR, the spacing table's mix being one of the candidates (`table`). A call whose policy and count were
+closed-loop PSNR, the spacing table's mix being one of the candidates (`table`), and so are plain reuse and a
+rank-1 DMD. A call whose policy and count were
 calibrated uses that choice for every row; others the table.
 """
 
@@ -25,14 +26,18 @@ from cachepilot.errors import CheckpointError
 from cachepilot.core.predictor import ForecastContext, Predictor
 from cachepilot.core.history import ResidualHistory
 from cachepilot.predictors.learned import Learned
-from cachepilot.predictors.taylor import Taylor
+from cachepilot.predictors.dmd import DMD
+from cachepilot.predictors.taylor import Reuse, Taylor
 from cachepilot.records import read_json_object
 from cachepilot.step_counts import nearest_count
 
 GATE_FILE = "forecaster_gate.json"
 GATE_CHOICES = ("learned", "taylor:1", "taylor:2")
 # a whole schedule may also take the mean of Taylor-1 and Taylor-2, or keep the spacing table's mix
-SCHEDULE_CHOICES = GATE_CHOICES + ("taylor:1.5", "table")
+# or one of the field's training-free forecasters that fit in the head's history of 3 computes: plain reuse (FORA;
+# on the scenes model at 20 steps the best forecaster on uniform masks at compute 0.2-0.3) and a rank-1 DMD
+WHOLE_ONLY_CHOICES = ("reuse", "dmd:1")
+SCHEDULE_CHOICES = GATE_CHOICES + ("taylor:1.5", "table") + WHOLE_ONLY_CHOICES
 
 
 def _step_count(count, where: str) -> int:
@@ -88,7 +93,7 @@ class Gated(Predictor):
         self.table = check_gate_table(table, source)
         self.schedules = check_schedule_choices(schedules or {}, source)
         self.forecasters: dict[str, Predictor] = {"learned": learned, "taylor:1": Taylor(1), "taylor:2": Taylor(2),
-                                                  "taylor:1.5": Taylor(1.5)}
+                                                  "taylor:1.5": Taylor(1.5), "reuse": Reuse(), "dmd:1": DMD(1)}
         self.history_size = max(learned.history_size, 3)
         self.source = source
         self._index: dict[tuple[int, torch.device], tuple[list[str], torch.Tensor]] = {}

@@ -29,7 +29,8 @@ from cachepilot.errors import InvalidInputError
 from cachepilot.core.policy import CachePolicy
 from cachepilot.policies.baselines import Schedule, taylorseer_mask
 from cachepilot.policies.spec import make_policy
-from cachepilot.predictors.gated import GATE_CHOICES, GATE_FILE, SCHEDULE_CHOICES, Gated, write_gate
+from cachepilot.predictors.gated import (GATE_CHOICES, GATE_FILE, SCHEDULE_CHOICES, WHOLE_ONLY_CHOICES, Gated,
+                                         write_gate)
 from cachepilot.predictors.learned import Learned
 from cachepilot.quality import psnr
 from cachepilot.records import read_json_object
@@ -38,7 +39,8 @@ from cachepilot.seeds import SEARCH
 from cachepilot.train import distributed
 
 TIE_ORDER = ("taylor:1", "taylor:2", "learned")  # a tie goes to the cheaper forecaster
-WHOLE_TIE_ORDER = ("taylor:1", "taylor:2", "taylor:1.5", "learned", "table")  # the table runs all it mixes
+# the table runs all it mixes; the whole-only ones last, so that adding them changes no earlier tie
+WHOLE_TIE_ORDER = ("taylor:1", "taylor:2", "taylor:1.5", "learned", "table") + WHOLE_ONLY_CHOICES
 CALIBRATION_SEED = SEARCH  # the schedule search's training seeds, apart from the bench's
 
 
@@ -119,7 +121,8 @@ def calibrate_gate(
     intervals = sorted(set(intervals))
     chosen = [conditions[i % len(conditions)] for i in range(samples)]
     seeds = [seed + i for i in range(samples)]
-    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5"}
+    forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5",
+                   **{name: name for name in WHOLE_ONLY_CHOICES}}
     record = {"samples": samples, "seed": seed, "intervals": intervals, "counts": {}, "schedules": {}}
     if out is not None and (Path(out) / GATE_FILE).is_file():
         stored = read_json_object(Path(out) / GATE_FILE, "the forecaster gate")
@@ -165,7 +168,8 @@ def calibrate_gate(
                 for spec, policy, names in runs[steps]:
                     entry = record["schedules"].setdefault(str(steps), {}).setdefault(policy.spec(), {"psnr": {}})
                     entry["psnr"].update({name: next(flat) for name in names})
-                    entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=entry["psnr"].get))
+                    entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER,
+                                                       key=lambda c: entry["psnr"].get(c, float("-inf"))))
             if out is not None:
                 distributed.on_rank_zero(write_gate, Path(out), record)
     return record

@@ -442,12 +442,13 @@ class Fit:
                             samples=self.config.search_samples)
         record = SearchedSchedules(self.config.steps, found.forecaster, settings={
             "samples": self.config.search_samples, "seed": seeds.SEARCH, "recipe": "lean",
-            "forecasters": list(LEAN_FORECASTERS), "forecaster_scores": found.forecaster_scores})
+            "forecasters": list(LEAN_FORECASTERS),
+            "forecaster_scores": {f: {f"{t:g}": v for t, v in by.items()} for f, by in found.forecaster_scores.items()}})
         for target, (mask, score) in found.schedules.items():
-            record.add(target, mask, score)
+            record.add(target, mask, score, predictor=found.forecasters[target])
         record.write(self._schedules_path())
-        console.print(f"lean: forecaster {found.forecaster} (mean PSNR on the uniform masks: "
-                      + ", ".join(f"{f} {v:.2f}" for f, v in found.forecaster_scores.items()) + " dB)")
+        console.print("lean: forecasters " + ", ".join(f"{t:g}: {f}" for t, f in found.forecasters.items())
+                      + " (chosen on each target's uniform mask)")
 
     def _stage_policy(self) -> None:
         """PPO from the searched schedules, then the choice of what ships: the policy where it beats them on the

@@ -263,13 +263,12 @@ def _bench(config) -> float:
 
 def _lean_bench(config) -> float:
     """The lean fit's bench (`bench.fit_report`, unpaired): a 2-step warm-up, one full-compute reference, then each
-    method once per repeat: the searched schedules (at most their budgets), fixed intervals with Taylor-2 and with
-    the chosen forecaster (unless it is Taylor-2: counted as if not), fewer steps."""
+    method once per repeat: the searched schedules (at most their budgets), fixed intervals with Taylor-2, fewer
+    steps."""
     steps, samples, targets = config.steps, config.bench_samples, sorted(config.targets)
     intervals = sorted({max(2, round(1 / t)) for t in targets})
     fixed = sum(math.ceil(steps / n) for n in intervals)
-    methods = sum(budget_computes(t, steps) for t in targets) + 2 * fixed + sum(max(1, round(t * steps))
-                                                                             for t in targets)
+    methods = sum(budget_computes(t, steps) for t in targets) + fixed + sum(max(1, round(t * steps)) for t in targets)
     return 2 * min(samples, config.batch_size) + samples * (steps + config.bench_repeats * methods)
 
 

@@ -241,6 +241,6 @@ def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path |
         checkpoint = CacheCheckpoint.from_pretrained(cache)
         target = float(arg) if arg else DEFAULT_TARGET
         if predictor is None or predictor == "learned":  # the cache's forecaster, by the one rule `enable` loads it
-            predictor = checkpoint.predictor_spec()
+            predictor = checkpoint.predictor_spec(target)
         return checkpoint.policy(target), make_predictor(predictor)
     return make_policy(policy), make_predictor(predictor)

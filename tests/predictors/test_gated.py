@@ -12,8 +12,10 @@ from cachepilot.predictors.gated import GATE_FILE, Gated, nearest_count
 from cachepilot.predictors.learned import Learned, ResidualForecaster
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.policies.baselines import taylorseer_mask
-from cachepilot.predictors.taylor import Taylor
-from cachepilot.train.calibrate_forecaster import calibrate_gate, calibration_schedule
+from cachepilot.predictors.dmd import DMD
+from cachepilot.predictors.gated import SCHEDULE_CHOICES
+from cachepilot.predictors.taylor import Reuse, Taylor
+from cachepilot.train.calibrate_forecaster import WHOLE_TIE_ORDER, calibrate_gate, calibration_schedule
 
 
 def _head(hidden: int = 4) -> Learned:
@@ -111,7 +113,8 @@ def test_spacing_one_has_its_own_schedule():
 def test_a_calibrated_schedule_takes_its_whole_schedule_choice():
     head = _head()
     gated = Gated(head, {20: ["learned"]}, schedules={20: {"fixed:3": "taylor:2", "learned@0.3": "taylor:1",
-                                                           "fixed:4": "table", "fixed:5": "taylor:1.5"}})
+                                                           "fixed:4": "table", "fixed:5": "taylor:1.5",
+                                                           "fixed:6": "reuse", "learned@0.2": "dmd:1"}})
     history = _history(gated, [[0, 3, 6], [0, 2, 4]])
     hidden = torch.randn(2, 3, 4)
 
@@ -121,6 +124,10 @@ def test_a_calibrated_schedule_takes_its_whole_schedule_choice():
     torch.testing.assert_close(forecast(20, "fixed:3"), Taylor(2).predict(history, 9))
     torch.testing.assert_close(forecast(20, "learned@0.3"), Taylor(1).predict(history, 9))
     torch.testing.assert_close(forecast(20, "fixed:5"), Taylor(1.5).predict(history, 9))
+    # the field's forecasters that fit the head's history, as whole-schedule choices
+    torch.testing.assert_close(forecast(20, "fixed:6"), Reuse().predict(history, 9))
+    torch.testing.assert_close(forecast(20, "learned@0.2"), DMD(1).predict(history, 9))
+    assert not torch.allclose(forecast(20, "learned@0.2"), forecast(20, "learned@0.3"))
     # another policy, or the same one at a count it was not scored at: the spacing table
     table = head.predict(history, 9, None, ForecastContext(20, hidden, hidden))
     torch.testing.assert_close(forecast(20, "fixed:2"), table)
@@ -157,8 +164,8 @@ def test_whole_schedules_are_calibrated_stored_and_resumed(pipe, tmp_path, monke
     keys = {"fixed:3", "schedule:" + taylorseer_mask(2, 6), "schedule:110101", "threshold:0.1"}
     assert set(stored) == keys
     for entry in stored.values():  # each forecaster, and the spacing table's mix
-        assert set(entry["psnr"]) == {"learned", "taylor:1", "taylor:2", "taylor:1.5", "table"}
-        assert entry["choice"] == max(("taylor:1", "taylor:2", "taylor:1.5", "learned", "table"), key=entry["psnr"].get)
+        assert set(entry["psnr"]) == set(SCHEDULE_CHOICES)
+        assert entry["choice"] == max(WHOLE_TIE_ORDER, key=entry["psnr"].get)
     gated = make_predictor(f"gated:{head}")
     assert gated.schedules == {6: {k: v["choice"] for k, v in stored.items()}}
     # more counts later: only what is missing is sampled (a 6-step mask does not apply at 8 steps)

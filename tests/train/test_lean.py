@@ -13,7 +13,9 @@ from cachepilot.cache_checkpoint import CacheCheckpoint, SearchedSchedulePolicy
 from cachepilot.driver import SamplingDriver
 from cachepilot.errors import CheckpointError, InvalidInputError
 from cachepilot.loading import load_pipeline
+from cachepilot.envs.references import uniform_mask
 from cachepilot.policies.budget import budget_computes
+from cachepilot.predictors.spec import make_predictor
 from cachepilot.seeds import SEARCH
 from cachepilot.train.fit import CONFIG_FILE, FitConfig, fit
 from cachepilot.train.lean import LEAN_FORECASTERS, lean_evaluations, lean_search, lean_starts
@@ -47,15 +49,19 @@ def test_the_search_keeps_the_best_it_scored_and_spends_what_it_counts(dit):
     with StackCounter(dit.transformer) as counter:
         found = lean_search(driver, conditions, targets, samples=2)
     assert counter.evaluations == 2 * lean_evaluations(STEPS, targets, 2)  # 2 guidance copies
-    # scored again, independently: the chosen forecaster has the best mean, each mask the best of its starts
+    # scored again, independently: each target's forecaster is the best on its uniform mask, its mask the best of
+    # its starts with that forecaster; the checkpoint-wide one has the best mean
     score = reference_scorer(driver, conditions, 0, 2, SEARCH)
-    assert found.forecaster == max(found.forecaster_scores, key=found.forecaster_scores.get)
     assert set(found.forecaster_scores) == set(LEAN_FORECASTERS)
+    means = {f: sum(by.values()) / len(by) for f, by in found.forecaster_scores.items()}
+    assert found.forecaster == max(means, key=means.get)
     for target in targets:
+        uniform = {f: score(uniform_mask(STEPS, budget_computes(target, STEPS)), f) for f in LEAN_FORECASTERS}
+        assert found.forecasters[target] == max(uniform, key=uniform.get)
         mask, best = found.schedules[target]
         starts = lean_starts(STEPS, target)
         assert mask in starts and sum(mask) <= budget_computes(target, STEPS)
-        scores = [score(m, found.forecaster) for m in starts]
+        scores = [score(m, found.forecasters[target]) for m in starts]
         assert best == pytest.approx(max(scores), abs=1e-4)
 
 
@@ -78,6 +84,9 @@ def test_lean_fit_writes_searched_schedules_that_enable_runs(dit, tmp_path):
     searched = cache.schedules()
     assert cache.searched_only and cache.ships_searched
     assert searched.predictor in LEAN_FORECASTERS and cache.predictor_spec() == searched.predictor
+    for target, entry in searched.schedules.items():  # each target's own forecaster, the nearest one between
+        assert entry["predictor"] in LEAN_FORECASTERS and cache.predictor_spec(float(target)) == entry["predictor"]
+    assert cache.predictor_spec(0.35) == searched.schedules["0.3"]["predictor"]
     policy = cache.policy(0.5)
     assert isinstance(policy, SearchedSchedulePolicy)
     assert "".join("1" if on else "0" for on in policy.mask.tolist()) == searched.masks()[0.5]
@@ -89,9 +98,10 @@ def test_lean_fit_writes_searched_schedules_that_enable_runs(dit, tmp_path):
     assert {r["method"] for r in rows} >= {"full", "searched-schedule", "fixed+taylor2", "fewer-steps"}
     assert all(r["paired"] is False for r in rows)
 
-    # enable loads the searched mask and the chosen forecaster: the computes are the mask's
-    cachepilot.enable(dit, checkpoint=out, speed=0.5)
+    # enable loads the searched mask and the target's forecaster: the computes are the mask's
+    engine = cachepilot.enable(dit, checkpoint=out, speed=0.5)
     try:
+        assert engine.predictor.spec() == make_predictor(searched.schedules["0.5"]["predictor"]).spec()
         SamplingDriver(dit, STEPS, _kwargs()).sample([{"class_labels": 1}], [0])
         stats = cachepilot.last_stats(dit)
         assert stats.compute_fraction == pytest.approx(searched.masks()[0.5].count("1") / STEPS)
