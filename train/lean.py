@@ -5,15 +5,16 @@ that is 10^5-10^6 transformer evaluations, tens of GPU-hours on a large model. T
 choices that carry most of the gain over a training-free cache and costs each evaluation once:
 
 1. references: `samples` full-compute samples, sampled once and shared by every score below;
-2. the forecasters: each of `forecasters` (training-free, `predictors/`) on the uniform mask of every target, the
-   best kept per target (one forecaster for every target lost up to 5 dB at some: on the scenes model at 50
-   steps Hermite-2 had the best mean on 4 training samples and lost at 0.3-0.5 held out);
-3. the masks: per target, every start of the full search (`start_masks`: uniform, warm-ups, TaylorSeer's and
-   FORA's schedules within the budget) with that target's forecaster, the best kept. No sweeps: each move costs a whole
+2. the masks: per target, every start of the full search (`start_masks`: uniform, warm-ups, TaylorSeer's and
+   FORA's schedules within the budget) with Taylor-1 (the first of `forecasters`), the best kept;
+3. the forecasters: each of `forecasters` (training-free, `predictors/`) on that mask, the best kept per target.
+   Chosen on the mask it will run: chosen on the uniform masks instead, the forecaster (one for all targets, or one
+   per target) lost up to 5 dB held out on the scenes model at 50 steps where the masks it then ran differed. No sweeps: each move costs a whole
    cached run per sample, which is where the full search spends its evaluations.
 
-Per sample the cost is S + F x sum_t c(t) + sum_t (computes of every start at t) evaluations (times the CFG
-copies); `train.plan` counts it the same way. Under `torchrun` the scores are shared across the ranks like the
+Per sample the cost is S + sum_t (computes of every start at t) + F x sum_t (computes of the chosen mask, at most
+c(t)) evaluations (times the CFG copies); `train.plan` counts it the same way (an upper bound: a start with fewer
+computes than the budget, FORA's or TaylorSeer's, may be chosen). Under `torchrun` the scores are shared across the ranks like the
 full search's (`train.distributed`).
 """
 
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cachepilot.driver import SamplingDriver
-from cachepilot.envs.references import uniform_mask
 from cachepilot.policies.budget import budget_computes
 from cachepilot.seeds import SEARCH
 from cachepilot.train import distributed
@@ -38,7 +38,7 @@ LEAN_FORECASTERS = ("taylor:1", "taylor:2", "hermite:2", "dmd:1")
 @dataclass
 class LeanResult:
     forecaster: str                              # the best mean over the targets (for a target not searched)
-    forecaster_scores: dict[str, dict[float, float]]  # forecaster -> target -> PSNR on the target's uniform mask
+    forecaster_scores: dict[str, dict[float, float]]  # forecaster -> target -> PSNR on the target's chosen mask
     forecasters: dict[float, str] = field(default_factory=dict)  # target -> the forecaster chosen for it
     schedules: dict[float, tuple[list[bool], float]] = field(default_factory=dict)  # target -> (mask, PSNR)
 
@@ -50,29 +50,32 @@ def lean_starts(num_steps: int, target: float) -> list[list[bool]]:
 
 def lean_search(driver: SamplingDriver, conditions: list[dict], targets: list[float], samples: int = 4,
                 forecasters: tuple[str, ...] = LEAN_FORECASTERS, seed: int = SEARCH) -> LeanResult:
-    """Per target the forecaster, then the mask, with the best mean PSNR vs. full compute over `samples` training
-    samples (condition i mod len(conditions), seed `seed + i`); ties go to the first listed. The driver's pipeline
-    must be unhooked."""
+    """Per target the mask (with the first forecaster), then the forecaster on it, with the best mean PSNR vs. full
+    compute over `samples` training samples (condition i mod len(conditions), seed `seed + i`); ties go to the
+    first listed. The driver's pipeline must be unhooked."""
     score = reference_scorer(driver, conditions, 0, samples, seed)
     steps = driver.num_steps
-    uniform = [uniform_mask(steps, budget_computes(t, steps)) for t in targets]
-    pairs = [(f, mask) for f in forecasters for mask in uniform]
+    masks = {}
+    for target in targets:
+        starts = lean_starts(steps, target)
+        found = distributed.map_shared(lambda mask: score(mask, forecasters[0]), starts)
+        masks[target] = starts[int(np.argmax(found))]
+    pairs = [(f, masks[t]) for f in forecasters for t in targets]
     scores = np.array(distributed.map_shared(lambda pair: score(pair[1], pair[0]), pairs)).reshape(
         len(forecasters), len(targets))
     result = LeanResult(forecasters[int(np.argmax(scores.mean(axis=1)))],
                         {f: {t: float(v) for t, v in zip(targets, row)} for f, row in zip(forecasters, scores)})
     for j, target in enumerate(targets):
-        chosen = result.forecasters[target] = forecasters[int(np.argmax(scores[:, j]))]
-        starts = lean_starts(steps, target)
-        found = distributed.map_shared(lambda mask: score(mask, chosen), starts)
-        best = int(np.argmax(found))
-        result.schedules[target] = (starts[best], float(found[best]))
+        best = int(np.argmax(scores[:, j]))
+        result.forecasters[target] = forecasters[best]
+        result.schedules[target] = (masks[target], float(scores[best, j]))
     return result
 
 
 def lean_evaluations(steps: int, targets: list[float], samples: int,
                      forecasters: tuple[str, ...] = LEAN_FORECASTERS) -> int:
-    """Sample-steps the lean search evaluates (times the CFG copies for evaluations): the plan's count."""
-    uniform = sum(budget_computes(t, steps) for t in targets)
+    """Sample-steps the lean search evaluates (times the CFG copies for evaluations): the plan's count (a chosen
+    mask may compute less than the budget: an upper bound then)."""
+    budgets = sum(budget_computes(t, steps) for t in targets)
     starts = sum(sum(sum(mask) for mask in lean_starts(steps, t)) for t in targets)
-    return samples * (steps + len(forecasters) * uniform + starts)
+    return samples * (steps + len(forecasters) * budgets + starts)
