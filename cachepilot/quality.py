@@ -42,8 +42,10 @@ def frechet_distance(model: torch.nn.Module, images: torch.Tensor, reference: to
     images, reference = images.to(device, torch.float32), reference.to(device, torch.float32)
     for name, batch in (("generated", images), ("reference", reference)):
         check_finite(model.features(batch), f"the judge's features of the {name} images")
+    # the two image sets are this process's: no gathering over a torchrun group (a fit's bench runs on rank 0 alone)
     metric = FrechetInceptionDistance(
-        feature=FeatureExtractor(model), normalize=True, input_img_size=tuple(images.shape[1:])).to(device)
+        feature=FeatureExtractor(model), normalize=True, input_img_size=tuple(images.shape[1:]),
+        sync_on_compute=False).to(device)
     metric.update(reference, real=True)
     metric.update(images, real=False)
     return metric.compute().item()

@@ -124,6 +124,20 @@ def map_shared(fn: Callable[[T], float], items: Sequence[T], done: Callable[[], 
     return gather(mine, len(items))
 
 
+def total(value: float) -> float:
+    """The sum of `value` over the ranks (the value itself alone): what a stage spent on every device."""
+    rank, world = setup()
+    if world == 1:
+        return value
+    return float(sum(gather([float(value)], world)))  # rank r's share of `world` items is item r
+
+
+def barrier() -> None:
+    """Every rank waits for the others here (nothing alone)."""
+    if setup()[1] > 1:
+        dist.barrier()
+
+
 def on_rank_zero(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R | None:
     """fn(*args, **kwargs) on rank 0 only (a file written once), every rank leaving once it is done."""
     rank, world = setup()

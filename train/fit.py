@@ -40,6 +40,7 @@ from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
 from cachepilot.runtime.fingerprint import backbone_fingerprint, scheduler_fingerprint
 from cachepilot.searched import SearchedSchedules
+from cachepilot.train import distributed
 from cachepilot.train.budget import budget_evaluations, parse_budget, size_to_budget
 from cachepilot.train.plan import PROBE_BATCH, FitPlan, Probe, gate_counts, plan_fit, probe_pipeline
 
@@ -222,6 +223,12 @@ class Fit:
                  config: FitConfig | None = None, progress: bool = True):
         self.pipe, self.out, self.config, self.progress = pipe, Path(out), config or FitConfig(), progress
         self.config.check()
+        self.rank, self.world = distributed.setup()
+        if self.world > 1 and self.config.recipe != "lean":
+            raise InvalidInputError("fit: under torchrun only the lean recipe runs (--recipe lean: every rank scores "
+                                    "its share of the candidates); the full recipe's head and PPO train in one "
+                                    "process: shard its stages with `collect`, `search-schedule` and "
+                                    "`calibrate-forecaster` under torchrun")
         check_output_dir(self.out)
         self.work = self.out / "work"
         self.requested = self.config
@@ -231,9 +238,8 @@ class Fit:
             self.split = self._split(pipeline_conditions(pipe, prompts))
             self.probe = probe_pipeline(pipe, self.config.call_kwargs, self.split.train.conditions[0],
                                         min(PROBE_BATCH, self.config.batch_size))
-        if not (self.out / "conditions.json").exists():  # a fit refused so far leaves nothing behind
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "conditions.json").write_text(json.dumps(self.split.to_json(), indent=2))
+        distributed.barrier()  # every rank has read a stored split before rank 0 writes a new one
+        distributed.on_rank_zero(self._write_conditions)
         stored = self._stored_record()
         if self.config.budget is not None:  # resumed with the same budget: the sizes it chose then
             self.config = (FitConfig(**stored["fit"]) if stored.get("budget") == self.config.budget
@@ -241,12 +247,22 @@ class Fit:
                            else sized_config(self.config, self.probe, _distinct(self.split)))
             self.driver = SamplingDriver(pipe, self.config.steps, self.config.call_kwargs, self.config.batch_size)
         self.plan = plan_fit(self.config, probe=self.probe, num_conditions=_distinct(self.split))
-        console.print(self.plan.table(), soft_wrap=True, markup=False, highlight=False)
+        self._say(self.plan.table(), soft_wrap=True, markup=False, highlight=False)
         self.record = self._read_record(stored)
         self._add_cost("check", counter.evaluations, time.perf_counter() - tic)
         self._save_record()
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
+    def _say(self, *args: Any, **kwargs: Any) -> None:
+        if self.rank == 0:  # under torchrun rank 0 alone prints
+            console.print(*args, **kwargs)
+
+    def _write_conditions(self) -> None:
+        """Once the checks and the probe passed (a fit refused so far leaves nothing behind)."""
+        if not (self.out / "conditions.json").exists():
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "conditions.json").write_text(json.dumps(self.split.to_json(), indent=2))
+
     def _split(self, conditions: ConditionSet) -> ConditionSplit:
         path = self.out / "conditions.json"
         split = split_conditions(conditions, seed=self.config.seed)
@@ -289,14 +305,16 @@ class Fit:
         return record
 
     def _add_cost(self, stage: str, evaluations: float, seconds: float) -> None:
-        """A stage's block-stack evaluations of one sample (CFG copies included) and wall seconds, added to what
-        an interrupted run of it spent before."""
+        """A stage's block-stack evaluations of one sample (CFG copies included; under torchrun summed over the
+        ranks) and wall seconds, added to what an interrupted run of it spent before."""
+        evaluations = distributed.total(evaluations)
         before = self.record["cost"].get(stage, {"evaluations": 0, "seconds": 0.0})
         self.record["cost"][stage] = {"evaluations": round(before["evaluations"] + evaluations, 3),
                                       "seconds": round(before["seconds"] + seconds, 2)}
 
     def _save_record(self) -> None:
-        (self.out / CONFIG_FILE).write_text(json.dumps(self.record, indent=2))
+        if self.rank == 0:
+            (self.out / CONFIG_FILE).write_text(json.dumps(self.record, indent=2))
 
     def _done(self, stage: str) -> bool:
         return {
@@ -315,26 +333,29 @@ class Fit:
         total = len(self.config.stages)
         for index, stage in enumerate(stages or self.config.stages, 1):
             if self._done(stage):
-                console.print(f"[{index}/{total}] {stage}: complete, skipped")
+                self._say(f"[{index}/{total}] {stage}: complete, skipped")
                 continue
-            console.print(f"[{index}/{total}] {stage} ...")
+            self._say(f"[{index}/{total}] {stage} ...")
             tic = time.perf_counter()
             counter = StackCounter(self.pipe.transformer)
             try:
                 with counter:
-                    getattr(self, f"_stage_{stage}")()
+                    if stage == "bench":  # rank 0 alone (its timings on one device); the others wait for it
+                        distributed.on_rank_zero(self._stage_bench)
+                    else:
+                        getattr(self, f"_stage_{stage}")()
             finally:  # an interrupted stage keeps what it spent: its resumed run adds to it
                 seconds = time.perf_counter() - tic
                 self._add_cost(stage, counter.evaluations, seconds)
                 self._save_record()
             self.record["stage_seconds"][stage] = round(seconds + self.record["stage_seconds"].get(stage, 0.0), 2)
             self._save_record()
-            console.print(f"[{index}/{total}] {stage}: done in {seconds:.1f} s, "
-                          f"{counter.evaluations:,.0f} transformer evaluations")
+            self._say(f"[{index}/{total}] {stage}: done in {seconds:.1f} s, "
+                      f"{self.record['cost'][stage]['evaluations']:,.0f} transformer evaluations")
         if (self.out / "bench" / "results.json").exists():
             from cachepilot.bench.fit_report import write_readme
 
-            write_readme(self.pipe, self.out)
+            distributed.on_rank_zero(write_readme, self.pipe, self.out)
         return self.record
 
     # -- stages --------------------------------------------------------------------------------------------
@@ -446,8 +467,8 @@ class Fit:
             "forecaster_scores": {f: {f"{t:g}": v for t, v in by.items()} for f, by in found.forecaster_scores.items()}})
         for target, (mask, score) in found.schedules.items():
             record.add(target, mask, score, predictor=found.forecasters[target])
-        record.write(self._schedules_path())
-        console.print("lean: forecasters " + ", ".join(f"{t:g}: {f}" for t, f in found.forecasters.items())
+        distributed.on_rank_zero(record.write, self._schedules_path())
+        self._say("lean: forecasters " + ", ".join(f"{t:g}: {f}" for t, f in found.forecasters.items())
                       + " (chosen on each target's uniform mask)")
 
     def _stage_policy(self) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from cachepilot.cli.common import add_pipeline_args
+from cachepilot.errors import CachepilotError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,12 +77,20 @@ def run(args: argparse.Namespace) -> None:
         from cachepilot.conditions import load_conditions
 
         load_conditions(args.prompts)
+    from cachepilot.train import distributed
+
+    if distributed.launched()[1] > 1 and config.recipe != "lean":  # before the pipeline loads
+        raise CachepilotError("fit: under torchrun only --recipe lean runs (every rank scores its share of the "
+                              "candidates); the full recipe's head and PPO train in one process: shard its stages "
+                              "with collect, search-schedule and calibrate-forecaster under torchrun")
+    rank, _ = distributed.setup()  # before loading: under torchrun `cuda` is then this rank's GPU
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     from cachepilot.embedded.base import call_kwargs_for
 
     call = {**call_kwargs_for(pipe), **config.call_kwargs}
-    print(f"fit{' (smoke: toy sizes)' if args.smoke else ''}: {type(pipe).__name__} at {resolution(pipe, call)}, "
-          f"{config.steps} steps, batch {config.batch_size} -> {args.out}")
+    if rank == 0:
+        print(f"fit{' (smoke: toy sizes)' if args.smoke else ''}: {type(pipe).__name__} at {resolution(pipe, call)}, "
+              f"{config.steps} steps, batch {config.batch_size} -> {args.out}")
     if args.plan:  # the table is printed; nothing is written
         plan(pipe, args.prompts, config)
         return
@@ -89,11 +98,12 @@ def run(args: argparse.Namespace) -> None:
     try:
         record = fit(pipe, args.out, args.prompts, config)
     except BaseException:
-        if fresh and args.out.is_dir() and not _holds_files(args.out):  # a refused fit leaves nothing behind
+        if rank == 0 and fresh and args.out.is_dir() and not _holds_files(args.out):  # a refused fit leaves nothing
             shutil.rmtree(args.out, ignore_errors=True)
         raise
-    print(f"fitted cache written to {args.out} (stage seconds {record['stage_seconds']}); use it with "
-          f"cachepilot.enable(pipe, checkpoint={str(args.out)!r}, speed=0.3)")
+    if rank == 0:
+        print(f"fitted cache written to {args.out} (stage seconds {record['stage_seconds']}); use it with "
+              f"cachepilot.enable(pipe, checkpoint={str(args.out)!r}, speed=0.3)")
 
 
 def _holds_files(path: Path) -> bool:

@@ -26,6 +26,7 @@ SEARCH = ["search-schedule", "--steps", "10", "--targets", "0.4", "--samples", "
           "--select-samples", "2", "--predictor", "learned"]
 CALIBRATE = ["calibrate-forecaster", "--steps", "6", "--intervals", "1", "2", "3", "--samples", "2",
              "--schedules", "fixed:3", "ts-schedule:2"]
+LEAN_FIT = ["fit", "--recipe", "lean", "--steps", "6", "--targets", "0.4", "0.5", "--search-samples", "3"]
 COUNTS = (5, 1, 0)  # items the gather test spreads over the ranks: uneven, fewer than the ranks, none
 
 
@@ -50,9 +51,13 @@ def _worker(out: Path) -> None:
     started = time.perf_counter()
     with contextlib.redirect_stdout(printed):
         codes = [main(SEARCH + ["--out", str(out / "searched.json")]), main([CALIBRATE[0], str(out / "head"), *CALIBRATE[1:]])]
+    fit_printed = io.StringIO()  # its own: it names its directory and its wall seconds
+    with contextlib.redirect_stdout(fit_printed):
+        fit_code = main(LEAN_FIT + ["--out", str(out / "lean")])
     (out / f"rank{rank}.json").write_text(json.dumps({
         "world": world, "codes": codes, "writes": writes, "printed": printed.getvalue(), "computed": computed,
-        "gathered": gathered, "seconds": time.perf_counter() - started}))
+        "gathered": gathered, "seconds": time.perf_counter() - started, "fit_code": fit_code,
+        "fit_printed": fit_printed.getvalue()}))
 
 
 def _free_port() -> int:
@@ -163,3 +168,29 @@ def test_collect_takes_its_rank_from_torchrun_s_environment_without_joining(monk
 
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))
+
+
+def test_two_ranks_fit_the_lean_recipe_as_one_process(runs):
+    """`torchrun ... cachepilot fit --recipe lean`: every rank scores its share, rank 0 writes the same checkpoint as
+    one process, and the record counts what all ranks spent: the search's scores once (the references on every
+    rank), the bench on rank 0 alone, the conditions' check and the probe on every rank."""
+    (one, [single]), (two, ranks) = runs[1], runs[WORLD]
+    assert single["fit_code"] == 0 and all(r["fit_code"] == 0 for r in ranks)
+    searched = [json.loads((d / "lean" / "searched_schedules.json").read_text()) for d in (one, two)]
+    assert searched[0] == searched[1]  # masks, forecasters and their scores, exactly
+    costs = [json.loads((d / "lean" / "cachepilot_config.json").read_text())["cost"] for d in (one, two)]
+    # the candidates' scores once; each rank samples the references itself (3 samples x 6 steps, 1 copy)
+    assert costs[1]["schedules"]["evaluations"] == costs[0]["schedules"]["evaluations"] + (WORLD - 1) * 3 * 6
+    assert costs[1]["bench"]["evaluations"] == costs[0]["bench"]["evaluations"] > 0
+    assert costs[1]["check"]["evaluations"] == WORLD * costs[0]["check"]["evaluations"]
+    assert (two / "lean" / "README.md").is_file() and ranks[1]["fit_printed"] == ""
+    assert "fitted cache written" in ranks[0]["fit_printed"]
+
+
+def test_the_full_recipe_is_refused_under_torchrun(monkeypatch, tmp_path):
+    from cachepilot.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["fit", "--out", str(tmp_path / "full")]) != 0
+    assert not (tmp_path / "full").exists()
