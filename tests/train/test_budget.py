@@ -50,6 +50,17 @@ def test_a_budget_below_the_minimum_is_refused_with_the_minimum():
     assert _cost(size_to_budget(config, least, _cost)) <= least
 
 
+def test_a_lean_fit_scales_its_search_and_bench_and_names_only_them():
+    config = FitConfig.lean(steps=50)
+    cost = lambda c: plan_fit(c, seconds_per_evaluation=0.28, copies=2, num_conditions=512).evaluations  # noqa: E731
+    sized = size_to_budget(config, 8000, cost)
+    assert cost(sized) <= 8000 and sized.search_samples < config.search_samples and sized.recipe == "lean"
+    least = cost(scaled(config, 0.0))
+    with pytest.raises(InvalidInputError, match=r"minimum of .*\(its sizes at their least: search_samples 2, "
+                                                r"bench_samples 2\)"):
+        size_to_budget(config, least - 1, cost)
+
+
 def test_a_duration_budget_and_a_resumed_fit_with_another_budget(pipe, tmp_path):
     out = tmp_path / "cache"
     fit = Fit(pipe, out, None, FitConfig.for_smoke(budget="1000h"), progress=False)
