@@ -469,7 +469,7 @@ class Fit:
             record.add(target, mask, score, predictor=found.forecasters[target])
         distributed.on_rank_zero(record.write, self._schedules_path())
         self._say("lean: forecasters " + ", ".join(f"{t:g}: {f}" for t, f in found.forecasters.items())
-                      + " (chosen on each target's uniform mask)")
+                      + " (each chosen on its target's searched mask)")
 
     def _stage_policy(self) -> None:
         """PPO from the searched schedules, then the choice of what ships: the policy where it beats them on the

@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     policy, predictor = args.policy, args.predictor
     if policy is None and args.speed is None and args.cache is not None:
-        print(f"cachepilot: --cache without --policy: running its learned policy at target {DEFAULT_TARGET} "
-              "(--policy learned:TARGET to choose)", file=sys.stderr)
+        print(f"cachepilot: --cache without --policy: running its policy at target {DEFAULT_TARGET} (the learned "
+              "one, or the searched schedules it ships; --policy learned:TARGET to choose)", file=sys.stderr)
         policy = "learned"
     if args.speed is not None or policy == "learned":
         if policy not in (None, "learned"):

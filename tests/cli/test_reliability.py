@@ -101,7 +101,7 @@ def test_cache_alone_runs_its_learned_policy_and_says_so(tmp_path, capsys, monke
     assert main(["generate", "--classes", "1", "2", "--steps", "6", "--cache", str(DEFAULT_CACHE),
                  "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "learned policy at target 0.3" in captured.err
+    assert "running its policy at target 0.3" in captured.err
     assert "learned@0.3" in captured.out and out.exists()
 
 
