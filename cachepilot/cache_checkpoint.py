@@ -145,10 +145,9 @@ class CacheCheckpoint:
         for the searched target nearest `target`, else Taylor-2."""
         if self.predictor_dir is not None:
             return head_spec(self.predictor_dir)
-        if self.searched_only:
-            searched = self.schedules()
-            if searched.settings.get("recipe") == "lean":  # the forecasters the lean fit chose (training-free)
-                return searched.predictor_at(target)
+        searched = self.schedules() if self.policy_dir is None else None  # searched schedules alone: one read
+        if searched is not None and searched.settings.get("recipe") == "lean":  # the lean fit's forecasters
+            return searched.predictor_at(target)
         return FALLBACK_PREDICTOR
 
     def predictor(self, target: float | None = None) -> Predictor:

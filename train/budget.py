@@ -83,6 +83,5 @@ def size_to_budget(config, evaluations: float, cost: Callable[[object], float], 
 def _least_sizes(config) -> dict:
     """The sizes the recipe uses, at their least (a lean fit has no collection and no policy)."""
     least = scaled(config, 0.0)
-    names = ("search_samples", "bench_samples") if getattr(config, "recipe", "full") == "lean" else (
-        *MINIMUMS, "policy_timesteps")
+    names = ("search_samples", "bench_samples") if config.recipe == "lean" else (*MINIMUMS, "policy_timesteps")
     return {name: getattr(least, name) for name in names}

@@ -140,10 +140,9 @@ def barrier() -> None:
 
 def on_rank_zero(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R | None:
     """fn(*args, **kwargs) on rank 0 only (a file written once), every rank leaving once it is done."""
-    rank, world = setup()
+    rank = setup()[0]
     try:
         return fn(*args, **kwargs) if rank == 0 else None
     finally:
-        if world > 1:
-            dist.barrier()
+        barrier()
 

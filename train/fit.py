@@ -125,6 +125,10 @@ class FitConfig:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
         if self.recipe not in RECIPES:
             raise InvalidInputError(f"fit: recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.recipe != "lean" and distributed.launched()[1] > 1:
+            raise InvalidInputError("fit: under torchrun only --recipe lean runs (every rank scores its share of the "
+                                    "candidates); the full recipe's head and PPO train in one process: shard its "
+                                    "stages with collect, search-schedule and calibrate-forecaster under torchrun")
         if self.budget is not None:
             parse_budget(self.budget)  # a malformed budget: one line, before any work
         patience = self.predictor_patience
@@ -217,18 +221,11 @@ def plan(pipe, prompts: str | Path | ConditionSet | None = None, config: FitConf
 class Fit:
     """The stages of one fit; `run()` runs those whose output is not complete yet."""
 
-    STAGES = FULL_STAGES  # the full recipe's; a config's own: `FitConfig.stages`
-
     def __init__(self, pipe, out: Path, prompts: str | Path | ConditionSet | None = None,
                  config: FitConfig | None = None, progress: bool = True):
         self.pipe, self.out, self.config, self.progress = pipe, Path(out), config or FitConfig(), progress
         self.config.check()
-        self.rank, self.world = distributed.setup()
-        if self.world > 1 and self.config.recipe != "lean":
-            raise InvalidInputError("fit: under torchrun only the lean recipe runs (--recipe lean: every rank scores "
-                                    "its share of the candidates); the full recipe's head and PPO train in one "
-                                    "process: shard its stages with `collect`, `search-schedule` and "
-                                    "`calibrate-forecaster` under torchrun")
+        self.rank = distributed.setup()[0]
         check_output_dir(self.out)
         self.work = self.out / "work"
         self.requested = self.config
@@ -454,9 +451,9 @@ class Fit:
             record.write(path)
 
     def _stage_lean_schedules(self) -> None:
-        """The lean recipe's one search (`train.lean`): the forecaster, then every target's mask, all scored
-        against one set of references; written once, with the forecaster as the schedules' predictor (what the
-        checkpoint's `predictor_spec` then loads)."""
+        """The lean recipe's one search (`train.lean`): every target's mask, then its forecaster, all scored
+        against one set of references; written once, each mask with its forecaster (what the checkpoint's
+        `predictor_spec` then loads)."""
         from cachepilot.train.lean import LEAN_FORECASTERS, lean_search
 
         found = lean_search(self.driver, list(self.split.train.conditions), list(self.config.targets),

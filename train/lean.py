@@ -12,8 +12,8 @@ choices that carry most of the gain over a training-free cache and costs each ev
    per target) lost up to 5 dB held out on the scenes model at 50 steps where the masks it then ran differed. No sweeps: each move costs a whole
    cached run per sample, which is where the full search spends its evaluations.
 
-Per sample the cost is S + sum_t (computes of every start at t) + F x sum_t (computes of the chosen mask, at most
-c(t)) evaluations (times the CFG copies); `train.plan` counts it the same way (an upper bound: a start with fewer
+Per sample the cost is S + sum_t (computes of every start at t) + (F - 1) x sum_t (computes of the chosen mask, at
+most c(t): the first forecaster's score of it is the mask search's) evaluations (times the CFG copies); `train.plan` counts it the same way (an upper bound: a start with fewer
 computes than the budget, FORA's or TaylorSeer's, may be chosen). Under `torchrun` the scores are shared across the ranks like the
 full search's (`train.distributed`).
 """
@@ -57,14 +57,16 @@ def lean_search(driver: SamplingDriver, conditions: list[dict], targets: list[fl
     first listed. The driver's pipeline must be unhooked."""
     score = reference_scorer(driver, conditions, 0, samples, seed)
     steps = driver.num_steps
-    masks = {}
+    masks, first = {}, []
     for target in targets:
         starts = lean_starts(steps, target)
         found = distributed.map_shared(lambda mask: score(mask, forecasters[0]), starts)
-        masks[target] = starts[int(np.argmax(found))]
-    pairs = [(f, masks[t]) for f in forecasters for t in targets]
-    scores = np.array(distributed.map_shared(lambda pair: score(pair[1], pair[0]), pairs)).reshape(
-        len(forecasters), len(targets))
+        best = int(np.argmax(found))
+        masks[target] = starts[best]
+        first.append(found[best])  # the first forecaster on the chosen mask: scored already
+    pairs = [(f, masks[t]) for f in forecasters[1:] for t in targets]
+    others = distributed.map_shared(lambda pair: score(pair[1], pair[0]), pairs)
+    scores = np.array(first + others).reshape(len(forecasters), len(targets))
     result = LeanResult(forecasters[int(np.argmax(scores.mean(axis=1)))],
                         {f: {t: float(v) for t, v in zip(targets, row)} for f, row in zip(forecasters, scores)})
     for j, target in enumerate(targets):
@@ -80,4 +82,4 @@ def lean_evaluations(steps: int, targets: list[float], samples: int,
     mask may compute less than the budget: an upper bound then)."""
     budgets = sum(budget_computes(t, steps) for t in targets)
     starts = sum(sum(sum(mask) for mask in lean_starts(steps, t)) for t in targets)
-    return samples * (steps + len(forecasters) * budgets + starts)
+    return samples * (steps + (len(forecasters) - 1) * budgets + starts)

@@ -276,8 +276,8 @@ def _lean_rows(config) -> list[tuple[str, float, bool, str]]:
     from cachepilot.train.lean import LEAN_FORECASTERS, lean_evaluations
 
     search = lean_evaluations(config.steps, list(config.targets), config.search_samples)
-    return [("schedules", search, True, f"references, every start mask, {len(LEAN_FORECASTERS)} forecasters on "
-                                        "the chosen masks"),
+    return [("schedules", search, True, f"references, every start mask, {len(LEAN_FORECASTERS) - 1} more "
+                                        "forecasters on the chosen masks"),
             ("bench", _lean_bench(config), True, "searched methods at most at their budgets")]
 
 
@@ -302,7 +302,7 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     copies = 1.0 if copies is None else copies
     check = ("check", num_conditions + 2 * PROBE_STEPS * (probe.batch if probe is not None else 1), False,
              "a 1-step call per condition (a fresh fit), the probe")
-    if getattr(config, "recipe", "full") == "lean":
+    if config.recipe == "lean":
         stages = [StagePlan(name, float(count * copies), bound, note)
                   for name, count, bound, note in [check, *_lean_rows(config)]]
         return FitPlan(stages, seconds_per_evaluation, copies, assumed, asdict(probe) if probe is not None else None)

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 from cachepilot.cli.common import add_pipeline_args
-from cachepilot.errors import CachepilotError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,10 +78,6 @@ def run(args: argparse.Namespace) -> None:
         load_conditions(args.prompts)
     from cachepilot.train import distributed
 
-    if distributed.launched()[1] > 1 and config.recipe != "lean":  # before the pipeline loads
-        raise CachepilotError("fit: under torchrun only --recipe lean runs (every rank scores its share of the "
-                              "candidates); the full recipe's head and PPO train in one process: shard its stages "
-                              "with collect, search-schedule and calibrate-forecaster under torchrun")
     rank, _ = distributed.setup()  # before loading: under torchrun `cuda` is then this rank's GPU
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype)
     from cachepilot.embedded.base import call_kwargs_for
