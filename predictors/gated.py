@@ -111,6 +111,11 @@ class Gated(Predictor):
         return cls(Learned.from_pretrained(path), table, source=str(path),
                    schedules=_stored_choices(record.get("schedules") or {}))
 
+    @property
+    def causal(self) -> bool:
+        """A choice calibrated per whole schedule makes a step's forecast depend on the schedule's later steps."""
+        return not self.schedules
+
     def bind(self, transformer: torch.nn.Module) -> None:
         self.learned.bind(transformer)
 

@@ -38,7 +38,7 @@ from cachepilot.runtime.structure import Structure
 STACK_HOOK = "cachepilot_stack"
 PASS_HOOK = "cachepilot_pass"
 COMPILED_HOOK = "cachepilot_compiled_blocks"
-_DEFAULT_CONTEXT = CacheContext("cachepilot")
+DEFAULT_CONTEXT = CacheContext("cachepilot")  # when the pipeline opens no cache context
 
 
 class _Handoff:
@@ -84,7 +84,7 @@ class StackHook(ModelHook):
             return self.fn_ref.original_forward(*args, **kwargs)
         adapter: StackAdapter = self.engine.adapter
         if self.state_manager._context is None:
-            self.state_manager.set_context(_DEFAULT_CONTEXT)
+            self.state_manager.set_context(DEFAULT_CONTEXT)
         context = self.state_manager.context
         call = adapter.bind(module, args, kwargs)
         self._positional = len(args)  # every block of the stack is called the way the model called this one

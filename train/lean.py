@@ -28,7 +28,8 @@ from cachepilot.driver import SamplingDriver
 from cachepilot.policies.budget import budget_computes
 from cachepilot.seeds import SEARCH
 from cachepilot.train import distributed
-from cachepilot.train.schedule_search import reference_scorer, start_masks
+from cachepilot.train.incremental import MaskScorer
+from cachepilot.train.schedule_search import start_masks
 
 # Taylor 1 and 2 (TaylorSeer), HiCache's Hermite basis, a rank-1 DMD, plain reuse (FORA): each is the best
 # training-free forecaster somewhere on the embedded models (`docs/forecasters.md`); Taylor-1 first, as the masks
@@ -55,7 +56,7 @@ def lean_search(driver: SamplingDriver, conditions: list[dict], targets: list[fl
     """Per target the mask (with the first forecaster), then the forecaster on it, with the best mean PSNR vs. full
     compute over `samples` training samples (condition i mod len(conditions), seed `seed + i`); ties go to the
     first listed. The driver's pipeline must be unhooked."""
-    score = reference_scorer(driver, conditions, 0, samples, seed)
+    score = MaskScorer(driver, conditions, 0, samples, seed).score
     steps = driver.num_steps
     masks, first = {}, []
     for target in targets:

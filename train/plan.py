@@ -183,16 +183,16 @@ def _defaults(function, *names: str) -> list[Any]:
 
 
 def _search(config, steps: int) -> float:
-    """Per target: the reference, every start, at most `max_sweeps` sweeps of every single move of a compute by one
-    of the shifts (each with the budget's computes), and the selection's re-scoring (upper bound)."""
-    from cachepilot.train.schedule_search import search_schedule, start_masks
+    """Per target: the reference, every start, at most `max_sweeps` sweeps (`sweep_evaluations`: the incumbent
+    once, each move from its first changed step on), and the selection's re-scoring (upper bound)."""
+    from cachepilot.train.schedule_search import search_schedule, start_masks, sweep_evaluations
 
     max_sweeps, shifts = _defaults(search_schedule, "max_sweeps", "shifts")
     total = 0.0
     for target in config.targets:
         computes = budget_computes(target, steps)
         starts = sum(sum(mask) for mask in start_masks(steps, computes, compute_last=False))
-        sweeps = max_sweeps * len(shifts) * (computes - 1) * computes
+        sweeps = max_sweeps * sweep_evaluations(computes, shifts)
         total += config.search_samples * (steps + starts + sweeps)
         if config.select_samples:
             total += config.select_samples * (steps + starts + max_sweeps * computes)

@@ -7,7 +7,9 @@ single moves from uniform never reach that shape, which beat the uniform-started
 each with the last step computed and, unless `compute_last`, with it forecast (the rest centred in equal slices,
 as TaylorSeer's own schedule leaves the last step to its forecast: on the scenes model at 50 steps its mask beat
 the same warm-up spread to the last step by 4.1 dB at compute 0.3), move one compute by a few steps at a time,
-keep the best move of each sweep, stop when no move helps. Only the first step is always computed.
+keep the best move of each sweep, stop when no move helps. Only the first step is always computed. A move
+leaves the steps before it as they were: each sweep samples its incumbent once and every move forks from that run
+(`train.incremental`).
 
 Under `torchrun` the candidates of each round (the starts, each sweep's moves, the re-scoring for the selection)
 are split across the ranks and their scores gathered in order (`train/distributed.py`): every rank then takes the
@@ -20,15 +22,15 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from cachepilot.driver import SamplingDriver, caching
+from cachepilot.driver import SamplingDriver
 from cachepilot.envs.references import uniform_mask
 from cachepilot.errors import InvalidInputError
-from cachepilot.policies.baselines import Schedule, taylorseer_mask
+from cachepilot.policies.baselines import taylorseer_mask
 from cachepilot.policies.budget import budget_computes
 from cachepilot.predictors.spec import make_predictor
-from cachepilot.quality import psnr
 from cachepilot.seeds import SEARCH, SEARCH_SELECT_OFFSET
 from cachepilot.train import distributed
+from cachepilot.train.incremental import MaskScorer
 
 
 def warmup_mask(num_steps: int, computes: int, warmup: int, open_end: bool = False) -> list[bool]:
@@ -78,24 +80,11 @@ def training_free_masks(num_steps: int, computes: int) -> list[list[bool]]:
     return masks
 
 
-def reference_scorer(driver: SamplingDriver, conditions: list[dict], first: int, count: int, seed: int):
-    """`score(mask, forecaster) -> mean PSNR` of the cached samples against full compute, over `count` samples
-    (condition (first + i) mod len(conditions), seed `seed + i`): the references are sampled once, here, and every
-    mask and forecaster scored against them."""
-    chosen = [conditions[(first + i) % len(conditions)] for i in range(count)]
-    seeds = [seed + i for i in range(count)]
-    reference = driver.sample(chosen, seeds).images
-
-    def score(mask: list[bool], forecaster) -> float:
-        with caching(driver.pipe, Schedule(mask), forecaster):
-            return psnr(driver.sample(chosen, seeds).images, reference)
-    return score
-
-
 def search_schedule(
     driver: SamplingDriver, conditions: list[dict], target: float, samples: int = 16, seed: int = SEARCH,
     predictor: str = "learned", max_sweeps: int = 6, shifts: tuple[int, ...] = (-2, -1, 1, 2), progress: bool = True,
     compute_last: bool = False, extra_starts: list[list[bool]] | tuple = (), select_samples: int = 0,
+    incremental: bool = True,
 ) -> tuple[list[bool], float]:
     """(best mask, its mean PSNR vs. full compute) over `samples` training samples: condition i mod
     len(conditions), seed `seed + i`, sampled through the driver's pipeline (which must be unhooked).
@@ -106,15 +95,12 @@ def search_schedule(
     `seed + 50_000 + i`) and the best there is returned with that score: on the scenes model the 16 samples of a
     search picked a 20-step mask at compute 0.5 that lost 2.8 dB to fixed interval 2, one of its starts, on 64
     validation samples (held out: +1.0 dB for the selection there, but -1.2 dB at 50 steps / 0.2, where it
-    preferred a start to the searched mask: a guard against a bad pick, not a sure gain)."""
+    preferred a start to the searched mask: a guard against a bad pick, not a sure gain). incremental: each sweep's
+    moves fork from the incumbent's recorded run at their first changed step (`train.incremental`; the same scores,
+    bit for bit, for about half the evaluations); False samples every move in full."""
     num_steps = driver.num_steps
     forecaster = make_predictor(predictor)
-
-    def scorer(first: int, count: int, seed0: int):
-        score = reference_scorer(driver, conditions, first, count, seed0)
-        return lambda mask: score(mask, forecaster)
-
-    score = scorer(0, samples, seed)
+    scorer = MaskScorer(driver, conditions, 0, samples, seed)
 
     computes = budget_computes(target, num_steps)
     starts = start_masks(num_steps, computes, compute_last=compute_last)
@@ -124,10 +110,27 @@ def search_schedule(
                                     f"{computes} computes, the first step{' and the last' if compute_last else ''} "
                                     "among them")
         starts.append(list(mask))
-    best_score, best = _best(score, starts)
+    best_score, best = _best(lambda mask: scorer.score(mask, forecaster), starts)
     path = [list(mask) for mask in starts]
     end = num_steps - 1 if compute_last else num_steps  # moves stay before it
-    for _ in tqdm(range(max_sweeps), desc=f"search {target:g}", disable=not progress or distributed.rank() != 0):
+    best, best_score, moved = sweep(scorer, forecaster, best, best_score, max_sweeps, shifts, end,
+                                    desc=f"search {target:g}" if progress else None, incremental=incremental)
+    path += moved
+    if select_samples > 0:
+        select = MaskScorer(driver, conditions, samples, select_samples, seed + SEARCH_SELECT_OFFSET)
+        best_score, best = _best(lambda mask: select.score(mask, forecaster), path)
+    return best, best_score
+
+
+def sweep(scorer: MaskScorer, forecaster, best: list[bool], best_score: float, max_sweeps: int,
+          shifts: tuple[int, ...] = (-2, -1, 1, 2), end: int | None = None, desc: str | None = None,
+          incremental: bool = True) -> tuple[list[bool], float, list[list[bool]]]:
+    """Greedy sweeps from `best` (scored `best_score`): every move of one compute (not the first step, none at or
+    after `end`) by one of `shifts` onto a step that skips, the best move kept while it helps. Returns the best mask,
+    its score and each sweep's best (the path). incremental: the moves fork from the incumbent's run."""
+    end = len(best) if end is None else end
+    path = []
+    for _ in tqdm(range(max_sweeps), desc=desc, disable=desc is None or distributed.rank() != 0):
         candidates = []
         for step in [s for s, on in enumerate(best) if on and 0 < s < end]:
             for shift in shifts:
@@ -138,15 +141,19 @@ def search_schedule(
                     candidates.append(mask)
         if not candidates:
             break
-        top_score, top = _best(score, candidates)
+        forks = scorer.forks(best, forecaster, candidates) if incremental else None
+        top_score, top = _best(forks.score if forks else lambda mask: scorer.score(mask, forecaster), candidates)
         if top_score <= best_score:
             break
         best, best_score = top, top_score
         path.append(best)
-    if select_samples > 0:
-        select = scorer(samples, select_samples, seed + SEARCH_SELECT_OFFSET)
-        best_score, best = _best(select, path)
-    return best, best_score
+    return best, best_score, path
+
+
+def sweep_evaluations(computes: int, shifts: tuple[int, ...] = (-2, -1, 1, 2)) -> int:
+    """Sample-steps one incremental sweep computes at most, from a mask of `computes` computes: its incumbent once,
+    and each move of the j-th compute (j = 1..c-1) from its first changed step on, at most c - j + 1 computes."""
+    return computes + len(shifts) * (computes * (computes + 1) // 2 - 1)
 
 
 def _best(score, masks: list[list[bool]]) -> tuple[float, list[bool]]:

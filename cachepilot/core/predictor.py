@@ -29,6 +29,9 @@ class Predictor(ABC):
     """
 
     history_size: int = 1
+    # The forecast at a step depends on the history and the step alone, not on the rest of the schedule: runs of
+    # two schedules that agree up to a step agree up to it (`train.incremental` forks the one from the other).
+    causal: bool = True
 
     def new_history(self) -> ResidualHistory:
         return ResidualHistory(self.history_size)

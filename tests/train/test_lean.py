@@ -18,7 +18,7 @@ from cachepilot.predictors.spec import make_predictor
 from cachepilot.seeds import SEARCH
 from cachepilot.train.fit import CONFIG_FILE, FitConfig, fit
 from cachepilot.train.lean import LEAN_FORECASTERS, lean_evaluations, lean_search, lean_starts
-from cachepilot.train.schedule_search import reference_scorer
+from cachepilot.train.incremental import MaskScorer
 
 from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
 
@@ -55,7 +55,7 @@ def test_the_search_keeps_the_best_it_scored_and_spends_what_it_counts(dit):
     assert counter.evaluations <= 2 * lean_evaluations(STEPS, targets, 2)
     # scored again, independently: each target's mask is the best of its starts with Taylor-1, its forecaster the
     # best on that mask; the checkpoint-wide one has the best mean
-    score = reference_scorer(driver, conditions, 0, 2, SEARCH)
+    score = MaskScorer(driver, conditions, 0, 2, SEARCH).score
     assert set(found.forecaster_scores) == set(LEAN_FORECASTERS) and LEAN_FORECASTERS[0] == "taylor:1"
     means = {f: sum(by.values()) / len(by) for f, by in found.forecaster_scores.items()}
     assert found.forecaster == max(means, key=means.get)
