@@ -37,21 +37,27 @@ def fork_step(incumbent: list[bool], candidate: list[bool]) -> int:
 
 
 class _CallTracker:
-    """Which pipeline call and denoising step a transformer call belongs to: a new call by the scheduler's new
-    `timesteps` (as the engine knows it), a new step by the first cache context of the call coming round again
-    (true CFG runs its "cond" and "uncond" contexts once each per step)."""
+    """Which pipeline call and denoising step a transformer call belongs to: a new call after the driver resets the
+    transformer's hooks (before every pipeline call) or when the scheduler has new `timesteps` (as the engine knows
+    it), a new step by the first cache context of the call coming round again (true CFG runs its "cond" and "uncond"
+    contexts once each per step)."""
 
     def __init__(self, pipe: Any):
         self.pipe = pipe
         self.call, self.step, self.index = -1, -1, -1
         self._timesteps: Any = None
         self._leader: str | None = None
+        self._reset = True
+
+    def reset(self) -> None:
+        self._reset = True
 
     def next(self, engine) -> tuple[int, int, int, bool]:
         """(pipeline call, step, this call's index within its pipeline call, first call of its step)."""
         timesteps = getattr(self.pipe.scheduler, "timesteps", None)
-        if self.call < 0 or timesteps is not self._timesteps:
+        if self._reset or timesteps is not self._timesteps:
             self.call, self.step, self.index, self._timesteps, self._leader = self.call + 1, -1, -1, timesteps, None
+            self._reset = False
         context = engine.state_manager._context
         name = (context or DEFAULT_CONTEXT).name
         self._leader = self._leader or name
@@ -67,7 +73,15 @@ class _Recording:
     snapshots: dict[tuple[int, int], snapshot.EngineSnapshot] = field(default_factory=dict)  # (call, step) ->
 
 
-class _RecordHook(ModelHook):
+class _TrackingHook(ModelHook):
+    _is_stateful = True  # reset by the driver before each pipeline call: the tracker's sign of a new call
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.tracker.reset()
+        return module
+
+
+class _RecordHook(_TrackingHook):
     """On the transformer of the incumbent's run: its outputs (the calls before the last fork) and the engine's
     state at the first call of each fork step."""
 
@@ -87,7 +101,7 @@ class _RecordHook(ModelHook):
         return output
 
 
-class _ReplayHook(ModelHook):
+class _ReplayHook(_TrackingHook):
     """On the transformer of a candidate's run: the recorded outputs before `step`, the recorded engine state at
     it, the real model from it on."""
 

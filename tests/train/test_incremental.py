@@ -51,6 +51,16 @@ def test_forked_moves_score_what_full_runs_score_for_fewer_evaluations(pipe, for
     assert counter.evaluations == 3 * _forked_cost(incumbent, moves) < 3 * sum(sum(m) for m in moves)
 
 
+def test_samples_over_several_pipeline_calls_fork_call_by_call(pipe):
+    driver = SamplingDriver(pipe, STEPS, batch_size=2)  # 5 samples: pipeline calls of 2, 2 and 1
+    scorer = MaskScorer(driver, [{"class_labels": c} for c in range(5)], 0, 5, 11)
+    incumbent = [s % 4 == 0 for s in range(STEPS)]
+    moves = _moves(incumbent)
+    forks = scorer.forks(incumbent, Taylor(2), moves)
+    assert sorted({call for call, _ in forks.recording.snapshots}) == [0, 1, 2]
+    assert [forks.score(m) for m in moves] == [scorer.score(m, Taylor(2)) for m in moves]
+
+
 def test_true_guidance_contexts_fork_together():
     """The scenes pipeline runs its "cond" and "uncond" contexts one after the other every step (true CFG): both
     engine states come back at the fork."""
