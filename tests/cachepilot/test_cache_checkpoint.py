@@ -15,9 +15,12 @@ from cachepilot.searched import SearchedSchedules
 
 def test_the_forecaster_rule_is_gate_then_head_then_taylor(tmp_path):
     shipped = CacheCheckpoint.from_pretrained()
-    assert shipped.root == DEFAULT_CACHE and shipped.predictor_spec() == f"learned:{DEFAULT_CACHE / 'predictors'}"
-    gated = CacheCheckpoint.from_pretrained(CHECKPOINTS_DIR / "scenes-flux-cache")
-    assert gated.has_gate and gated.predictor_spec().startswith("gated:")
+    assert shipped.root == DEFAULT_CACHE and shipped.has_gate
+    assert shipped.predictor_spec() == f"gated:{DEFAULT_CACHE / 'predictors'}"
+    head_only = tmp_path / "head-only"
+    shutil.copytree(DEFAULT_CACHE, head_only)
+    (head_only / "predictors" / GATE_FILE).unlink()  # a head never calibrated: the head itself
+    assert CacheCheckpoint(head_only).predictor_spec() == f"learned:{head_only / 'predictors'}"
     bare = tmp_path / "bare"
     shutil.copytree(DEFAULT_CACHE / "policy", bare)  # a bare exported policy: no head, so Taylor-2
     checkpoint = CacheCheckpoint(bare)
