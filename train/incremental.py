@@ -24,6 +24,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from cachepilot.driver import SamplingDriver, caching
 from cachepilot.policies.baselines import Schedule
+from cachepilot.predictors.spec import make_predictor
 from cachepilot.quality import psnr
 from cachepilot.runtime import snapshot
 from cachepilot.runtime.hooks import DEFAULT_CONTEXT, get_engine
@@ -166,6 +167,7 @@ class MaskScorer:
     def forks(self, incumbent: list[bool], forecaster: Any, candidates: list[list[bool]]) -> "Forks":
         """Samples `incumbent` once, recording what `candidates` fork from; `Forks.score(candidate)` then runs each
         from its fork step on. A forecaster that is not causal: every candidate is scored in full."""
+        forecaster = make_predictor(forecaster) if isinstance(forecaster, str) else forecaster  # a spec: its causality
         if not getattr(forecaster, "causal", True):
             return Forks(self, incumbent, forecaster, None, None)
         steps = {fork_step(incumbent, c) for c in candidates} - {0, len(incumbent)}

@@ -89,6 +89,7 @@ def test_a_forecaster_that_reads_the_whole_schedule_is_scored_in_full(pipe):
         scores = [forks.score(m) for m in moves]
     assert forks.recording is None and scores == [scorer.score(m, Taylor(1)) for m in moves]
     assert counter.evaluations == sum(sum(m) for m in moves)
+    assert scorer.forks(incumbent, "taylor:1", moves[:1]).recording is not None  # a spec: its predictor's causality
 
 
 def test_the_search_finds_the_same_mask_for_fewer_evaluations_within_its_plan(pipe):
