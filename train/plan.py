@@ -209,7 +209,7 @@ def _gate(config, counts: list[int]) -> float:
 
 
 def _policy_gate(config, counts: list[int]) -> float:
-    """Per policy step count: the reference, then each forecaster on the policy at each target and on the searched
+    """Per step count of the policy and the gate: the reference, then each forecaster on the policy at each target and on the searched
     masks (at the fit's count): at most each target's budget."""
     from cachepilot.predictors.gated import SCHEDULE_CHOICES
 
@@ -286,6 +286,11 @@ def gate_counts(config) -> list[int]:
     return sorted(set(config.gate_steps or [config.steps, *(config.policy_steps or []), 20, 50, 100]))
 
 
+def policy_gate_counts(config) -> list[int]:
+    """The step counts the learned policy's schedules are scored as wholes at: the policy's and the gate's."""
+    return sorted(set(config.policy_steps or [config.steps]) | set(gate_counts(config)))
+
+
 def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | None = None,
              num_conditions: int = 0, seconds_per_evaluation: float | None = None,
              copies: float | None = None) -> FitPlan:
@@ -309,7 +314,7 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     steps = config.steps
     collect, collect_bound = _collect(config.collect_policies, config.collect_samples, steps)
     dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps, sensitivity=False)
-    policy_counts = sorted(set(config.policy_steps or [steps]))
+    policy_counts = policy_gate_counts(config)
     rows = [
         check,
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),

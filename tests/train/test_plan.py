@@ -10,7 +10,7 @@ from cachepilot.bench.counting import StackCounter
 from cachepilot.driver import SamplingDriver, unhooked_twin
 from cachepilot.loading import load_pipeline
 from cachepilot.train.fit import CONFIG_FILE, Fit, FitConfig, fit, plan
-from cachepilot.train.plan import plan_fit
+from cachepilot.train.plan import gate_counts, plan_fit, policy_gate_counts
 
 from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
 
@@ -93,3 +93,9 @@ def test_a_probe_that_fails_says_the_pipelines_message_before_any_stage(dit, tmp
     with pytest.raises(InvalidInputError, match=r"fails a 2-step probe call.*CUDA out of memory\. Tried.*GiB$"):
         Fit(dit, tmp_path / "out", None, _config(), progress=False)
     assert not any((tmp_path / "out" / name).exists() for name in ("work", CONFIG_FILE, "conditions.json"))
+
+
+def test_the_policy_is_scored_whole_at_every_count_the_gate_serves():
+    assert policy_gate_counts(FitConfig()) == gate_counts(FitConfig()) == [20, 50, 100]
+    assert policy_gate_counts(FitConfig(policy_steps=[30], gate_steps=[50])) == [30, 50]
+    assert policy_gate_counts(FitConfig.for_smoke()) == [10]
