@@ -496,8 +496,8 @@ class Fit:
         return policy_gate_counts(self.config)
 
     def _policy_gate_left(self) -> list[str]:
-        """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's and the gate's step counts; for a
-        checkpoint shipping its searched schedules, those schedules' masks at the fit's count."""
+        """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's and the gate's step
+        counts; for a checkpoint shipping its searched schedules, those schedules' masks at the fit's count."""
         from cachepilot.predictors.gated import GATE_FILE
 
         path = self.out / "predictors" / GATE_FILE

@@ -209,8 +209,8 @@ def _gate(config, counts: list[int]) -> float:
 
 
 def _policy_gate(config, counts: list[int]) -> float:
-    """Per step count of the policy and the gate: the reference, then each forecaster on the policy at each target and on the searched
-    masks (at the fit's count): at most each target's budget."""
+    """Per step count of the policy and the gate: the reference, then each forecaster on the policy at each target
+    and on the searched masks (at the fit's count): at most each target's budget."""
     from cachepilot.predictors.gated import SCHEDULE_CHOICES
 
     total = 0.0

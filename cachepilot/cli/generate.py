@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           f"(target compute fraction, default {DEFAULT_TARGET}; --cache's policy, else the shipped "
                           "digits one) (default: no cache, or learned with --cache)")
     gen.add_argument("--predictor", default=None,
-                     help="what skipped steps use: reuse (default; learned with a learned policy) | taylor:1 | "
-                          "taylor:2 | taylor:1.5 (their mean) | learned[:PATH] | gated:PATH | foca | hermite:ORDER | "
-                          "freq:CUTOFF | chebyshev:DEGREE | dmd:RANK | hyca:PATH (docs/forecasters.md)")
+                     help="what skipped steps use: reuse (default; the cache's forecaster with a learned policy) | "
+                          "taylor:1 | taylor:2 | taylor:1.5 (their mean) | learned[:PATH] | gated:PATH | foca | "
+                          "hermite:ORDER | freq:CUTOFF | chebyshev:DEGREE | dmd:RANK | hyca:PATH (docs/forecasters.md)")
     gen.add_argument("--structure", default=None,
                      help="F<n>B<m>: compute the first n and last m blocks at every step and cache the rest "
                           "(DBCache style; default: the whole stack; docs/structures.md)")
@@ -67,8 +67,6 @@ def run(args: argparse.Namespace) -> None:
         policy = f"learned:{DEFAULT_TARGET if args.speed is None else args.speed}"
     if policy is not None and policy.partition(":")[0] == "learned":
         _check_target(policy.partition(":")[2], "--speed" if args.speed is not None else f"--policy {policy}")
-    if policy is not None and policy.startswith("learned") and predictor is None and args.cache is None:
-        predictor = "learned"
     if args.prompts is not None:
         if args.classes is not None:
             raise CachepilotError("give --prompts or --classes, not both")
@@ -228,14 +226,15 @@ def _quality_text(result: dict, side: str) -> str:
 
 
 def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path | None):
-    """(policy, predictor) objects; a learned policy comes from `cache` (a fit directory) when given."""
+    """(policy, predictor) objects; a learned policy comes from `cache` (a fit directory), else from the shipped
+    digits cache, with that checkpoint's forecaster unless one is named (the rule `enable` follows)."""
     from cachepilot.policies.spec import make_policy
     from cachepilot.predictors.spec import make_predictor
 
     if policy is None:
         return None, make_predictor(predictor)
     name, _, arg = policy.partition(":")
-    if name == "learned" and cache is not None:
+    if name == "learned":
         from cachepilot.cache_checkpoint import CacheCheckpoint
 
         checkpoint = CacheCheckpoint.from_pretrained(cache)

@@ -33,6 +33,18 @@ def test_generate_with_a_cache_policy_reports_speedup_and_psnr(tmp_path, capsys)
     assert "compute fraction 0.50" in printed and "PSNR" in printed and out.exists()
 
 
+def test_generate_with_the_learned_policy_takes_the_shipped_cache_forecaster_by_its_rule(tmp_path, capsys):
+    """No --cache: the shipped digits cache, its forecaster as `enable` loads it (the gated head), unless named."""
+    from cachepilot.cache_checkpoint import CacheCheckpoint
+
+    expected = CacheCheckpoint.from_pretrained().predictor_spec(0.3)
+    assert expected.startswith("gated:")
+    for extra, spec in (([], expected), (["--predictor", "taylor:2"], "taylor:2")):
+        assert main(["generate", "--classes", "1", "--steps", "6", "--policy", "learned", "--speed", "0.3",
+                     "--out", str(tmp_path / "g.png"), *extra]) == 0
+        assert f"learned@0.3 + {spec}:" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["generate", "--policy", "fixed:0"], "interval must be"),
     (["generate", "--policy", "threshold:-1"], "delta must be"),
