@@ -462,7 +462,8 @@ class Fit:
         record = SearchedSchedules(self.config.steps, found.forecaster, settings={
             "samples": self.config.search_samples, "seed": seeds.SEARCH, "recipe": "lean",
             "forecasters": list(LEAN_FORECASTERS),
-            "forecaster_scores": {f: {f"{t:g}": v for t, v in by.items()} for f, by in found.forecaster_scores.items()}})
+            "forecaster_scores": {f: {f"{t:g}": v for t, v in by.items()}
+                                  for f, by in found.forecaster_scores.items()}})
         for target, (mask, score) in found.schedules.items():
             record.add(target, mask, score, predictor=found.forecasters[target])
         distributed.on_rank_zero(record.write, self._schedules_path())
@@ -488,9 +489,6 @@ class Fit:
         from cachepilot.runtime.hooks import remove_cache
 
         remove_cache(self.pipe.transformer)  # the env's hooks: later stages sample the plain pipeline
-
-    def _policy_counts(self) -> list[int]:
-        return sorted(set(self.config.policy_steps or [self.config.steps]))
 
     def _policy_gate_counts(self) -> list[int]:
         return policy_gate_counts(self.config)

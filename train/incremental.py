@@ -77,6 +77,10 @@ class _Recording:
 class _TrackingHook(ModelHook):
     _is_stateful = True  # reset by the driver before each pipeline call: the tracker's sign of a new call
 
+    def __init__(self, pipe: Any):
+        super().__init__()
+        self.tracker = _CallTracker(pipe)
+
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.tracker.reset()
         return module
@@ -87,8 +91,8 @@ class _RecordHook(_TrackingHook):
     state at the first call of each fork step."""
 
     def __init__(self, pipe: Any, steps: set[int], recording: _Recording):
-        super().__init__()
-        self.tracker, self.steps, self.recording = _CallTracker(pipe), steps, recording
+        super().__init__(pipe)
+        self.steps, self.recording = steps, recording
         self.last = max(steps, default=0)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -107,8 +111,8 @@ class _ReplayHook(_TrackingHook):
     it, the real model from it on."""
 
     def __init__(self, pipe: Any, step: int, recording: _Recording):
-        super().__init__()
-        self.pipe, self.tracker, self.step, self.recording = pipe, _CallTracker(pipe), step, recording
+        super().__init__(pipe)
+        self.step, self.recording = step, recording
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         engine = get_engine(module)
@@ -117,7 +121,7 @@ class _ReplayHook(_TrackingHook):
             recorded = self.recording.outputs[call][index]
             return snapshot.copy_to(recorded, _device(recorded))  # the pipeline may change its output in place
         if step == self.step and first:
-            snapshot.restore(engine, self.recording.snapshots[call, step], self.pipe.scheduler.timesteps)
+            snapshot.restore(engine, self.recording.snapshots[call, step], self.tracker.pipe.scheduler.timesteps)
         return self.fn_ref.original_forward(*args, **kwargs)
 
 

@@ -9,13 +9,15 @@ choices that carry most of the gain over a training-free cache and costs each ev
    FORA's schedules within the budget) with Taylor-1 (the first of `forecasters`), the best kept;
 3. the forecasters: each of `forecasters` (training-free, `predictors/`) on that mask, the best kept per target.
    Chosen on the mask it will run: chosen on the uniform masks instead, the forecaster (one for all targets, or one
-   per target) lost up to 5 dB held out on the scenes model at 50 steps where the masks it then ran differed. No sweeps: each move costs a whole
-   cached run per sample, which is where the full search spends its evaluations.
+   per target) lost up to 5 dB held out on the scenes model at 50 steps where the masks it then ran differed.
+   No sweeps: two of them after the choice, on the same few samples, raised the training scores and moved nothing
+   held out, for 4.6x the search's evaluations (`experiments/lean_sweeps.py`, docs/research-log.md).
 
 Per sample the cost is S + sum_t (computes of every start at t) + (F - 1) x sum_t (computes of the chosen mask, at
-most c(t): the first forecaster's score of it is the mask search's) evaluations (times the CFG copies); `train.plan` counts it the same way (an upper bound: a start with fewer
-computes than the budget, FORA's or TaylorSeer's, may be chosen). Under `torchrun` the scores are shared across the ranks like the
-full search's (`train.distributed`).
+most c(t): the first forecaster's score of it is the mask search's) evaluations (times the CFG copies);
+`train.plan` counts it the same way (an upper bound: a start with fewer computes than the budget, FORA's or
+TaylorSeer's, may be chosen). Under `torchrun` the scores are shared across the ranks like the full search's
+(`train.distributed`).
 """
 
 from __future__ import annotations

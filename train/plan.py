@@ -314,7 +314,6 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
     steps = config.steps
     collect, collect_bound = _collect(config.collect_policies, config.collect_samples, steps)
     dagger, dagger_bound = _collect(config.dagger_policies, config.collect_samples, steps, sensitivity=False)
-    policy_counts = policy_gate_counts(config)
     rows = [
         check,
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
@@ -322,7 +321,7 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
         ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),
         ("schedules", _search(config, steps), True, "search sweeps stop early when no move helps"),
         ("policy", _policy(config), True, "PPO episodes at the highest target's budget"),
-        ("policy_gate", _policy_gate(config, policy_counts), True, "a learned policy at most at its budget"),
+        ("policy_gate", _policy_gate(config, policy_gate_counts(config)), True, "a learned policy at most at its budget"),
         ("bench", _bench(config), True, "learned / searched methods at most at their budgets"),
     ]
     stages = [StagePlan(name, float(count * copies), bound, note) for name, count, bound, note in rows]
