@@ -69,7 +69,7 @@ def score(args: argparse.Namespace) -> dict:
     seeds = [CALIBRATION_SEED + i for i in range(args.train)] + [HELD_SEED + i for i in range(args.held_offset, end)]
     n = args.train
     forecasters = {"learned": learned, "taylor:1": "taylor:1", "taylor:2": "taylor:2", "taylor:1.5": "taylor:1.5",
-                   **{name: name for name in WHOLE_ONLY_CHOICES}}
+                   **{name: name for name in WHOLE_ONLY_CHOICES + tuple(args.extra)}}
     shipped = Gated.from_pretrained(checkpoint.predictor_dir) if n == 0 else None
     if shipped is not None:
         forecasters["gate"] = shipped
@@ -113,7 +113,9 @@ def score(args: argparse.Namespace) -> dict:
                 scored[name].update(train=per[:n].mean().item(), cf_train=computed[:n].mean().item())
         return scored
 
-    for steps in [] if shipped is not None else args.table_steps or [args.steps]:  # the shipped gate has its tables
+    choices = tuple(args.candidates or SCHEDULE_CHOICES) + tuple(args.extra)
+    tables = [] if shipped is not None or "table" not in choices else args.table_steps or [args.steps]
+    for steps in tables:  # the shipped gate has its tables
         if str(steps) in record["counts"]:
             continue
         scores = {i: candidates(steps, calibration_schedule(i, steps), GATE_CHOICES) for i in args.intervals}
@@ -121,9 +123,10 @@ def score(args: argparse.Namespace) -> dict:
         record["counts"][str(steps)] = {"choices": spacing_choices(winner, args.intervals),
                                         "scores": {str(i): scores[i] for i in args.intervals}}
         save()
-    if shipped is None:
+    if tables:
         forecasters["table"] = Gated(learned, {int(c): e["choices"] for c, e in record["counts"].items()})
-    names = ("gate", "taylor:1", "taylor:2", "taylor:1.5") if shipped is not None else SCHEDULE_CHOICES
+    names = ("gate", "taylor:1", "taylor:2", "taylor:1.5") if shipped is not None else choices
+    tie_order = [c for c in WHOLE_TIE_ORDER + tuple(args.extra) if c in names]
     for spec in args.specs:
         for policy in schedule_policies(spec, args.steps, cache / "policy"):
             entry = record["schedules"].setdefault(str(args.steps), {}).setdefault(policy.spec(), {"scores": {}})
@@ -140,7 +143,7 @@ def score(args: argparse.Namespace) -> dict:
                 entry.update(spec=spec, choice="gate",
                              gate_choice=shipped.schedules.get(args.steps, {}).get(policy.spec(), "table"))
             else:
-                entry.update(spec=spec, choice=max(WHOLE_TIE_ORDER, key=lambda c: entry["scores"][c]["train"]))
+                entry.update(spec=spec, choice=max(tie_order, key=lambda c: entry["scores"][c]["train"]))
             save()
     save()
     return record
@@ -238,6 +241,10 @@ def main(argv=None) -> None:
     parser.add_argument("--table-steps", type=int, nargs="+", default=None,
                         help="the spacing tables to calibrate first (default: --steps)")
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8])
+    parser.add_argument("--extra", nargs="+", default=[],
+                        help="more whole-schedule forecasters (predictor specs, e.g. hermite:2 foca), tried last")
+    parser.add_argument("--candidates", nargs="+", default=None,
+                        help="score only these of the gate's whole-schedule choices (no spacing tables without 'table')")
     parser.add_argument("--train", type=int, default=384)
     parser.add_argument("--held", type=int, default=64)
     parser.add_argument("--held-offset", type=int, default=0,

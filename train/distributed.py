@@ -124,6 +124,16 @@ def map_shared(fn: Callable[[T], float], items: Sequence[T], done: Callable[[], 
     return gather(mine, len(items))
 
 
+def map_shared_rows(fn: Callable[[T], Sequence[float]], items: Sequence[T], width: int) -> list[list[float]]:
+    """map_shared for an `fn` that returns `width` numbers per item (a score per sample): a gather per column."""
+    rank, world = setup()
+    mine = [[float(v) for v in fn(items[index])] for index in share(len(items), rank, world)]
+    if any(len(row) != width for row in mine):
+        raise ValueError(f"map_shared_rows: every item must give {width} numbers")
+    columns = [gather([row[k] for row in mine], len(items)) for k in range(width)]
+    return [[column[i] for column in columns] for i in range(len(items))]
+
+
 def total(value: float) -> float:
     """The sum of `value` over the ranks (the value itself alone): what a stage spent on every device."""
     rank, world = setup()

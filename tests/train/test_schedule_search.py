@@ -1,10 +1,12 @@
+import numpy as np
 import pytest
 
 from cachepilot import InvalidInputError
 from cachepilot.policies.baselines import taylorseer_mask
 from cachepilot.driver import SamplingDriver
 from cachepilot.envs.references import uniform_mask
-from cachepilot.train.schedule_search import search_schedule, start_masks, training_free_masks, warmup_mask
+from cachepilot.train.schedule_search import (search_schedule, start_masks, training_free_masks,
+                                              uniform_to_penultimate, warmup_mask)
 
 
 @pytest.mark.parametrize("steps,computes", [(50, 10), (50, 15), (20, 6), (100, 40), (8, 3)])
@@ -59,6 +61,16 @@ def test_open_ended_starts_forecast_the_last_step_like_taylorseer(steps, compute
     assert open_ended and all(sum(m) <= computes and m[0] for m in open_ended)
     assert sum(sum(m) == computes for m in open_ended) >= 4  # the warm-ups of 1..4, the budget spent
     assert len({tuple(m) for m in starts}) == len(starts)
+
+
+@pytest.mark.parametrize("steps,computes", [(50, 10), (50, 15), (20, 4), (100, 40)])
+def test_a_start_computes_the_second_to_last_step_and_forecasts_the_last(steps, computes):
+    mask = uniform_to_penultimate(steps, computes)
+    assert mask in start_masks(steps, computes, compute_last=False)
+    assert mask not in start_masks(steps, computes)  # its last step is forecast
+    assert sum(mask) == computes and mask[0] and mask[-2] and not mask[-1]
+    gaps = np.diff(np.flatnonzero(mask))
+    assert gaps.max() - gaps.min() <= 1  # evenly spread
 
 
 def test_training_free_schedules_within_the_budget_are_starts():
