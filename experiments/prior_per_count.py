@@ -1,0 +1,48 @@
+"""Give an exported policy new searched masks at one step count while keeping, at chosen other counts, the masks
+it observed before: each kept count's masks are stored explicitly as the policy resampled them
+(`SchedulePrior.mask`), so its decisions there stay exactly what they were, and every other listed count gets the
+new masks resampled the same way.
+
+    python -m experiments.prior_per_count --policy CACHE/policy --schedules NEW/searched_schedules.json \\
+        --keep 20 25 --counts 20 25 75 100
+
+How the digits cache's 50-step schedules were re-chosen (docs/results/digits.md): the new masks won on the
+gate's training samples at 50, 75 and 100 steps and lost at 20 and 25, where the earlier ones are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cachepilot.policies.prior import SchedulePrior
+from cachepilot.searched import SearchedSchedules
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy", type=Path, required=True, help="an exported policy directory (config.json)")
+    parser.add_argument("--schedules", type=Path, required=True, help="the new searched_schedules.json")
+    parser.add_argument("--keep", type=int, nargs="*", default=[], help="step counts that keep the earlier masks")
+    parser.add_argument("--counts", type=int, nargs="+", required=True, help="step counts stored besides the new")
+    args = parser.parse_args()
+    config_path = args.policy / "config.json"
+    config = json.loads(config_path.read_text())
+    before = SchedulePrior(config["prior"])
+    searched = SearchedSchedules.read(args.schedules)
+    after = SchedulePrior(searched.masks())
+    steps = searched.num_steps
+    combined: dict[float, list[str]] = {}
+    for target in sorted(searched.masks()):
+        for count in sorted(set(args.counts) | {steps}):
+            source = before if count in args.keep else after
+            combined.setdefault(target, []).append("".join("1" if on else "0" for on in source.mask(target, count)))
+    prior = SchedulePrior(combined)
+    config["prior"] = prior.to_dict()
+    config_path.write_text(json.dumps(config, indent=2))
+    print(f"{config_path}: prior at {prior.searched_steps()} steps (earlier masks kept at {sorted(args.keep)})")
+
+
+if __name__ == "__main__":
+    main()
