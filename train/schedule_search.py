@@ -6,10 +6,11 @@ with the budget's computes and TaylorSeer-shaped ones (the first few steps all c
 single moves from uniform never reach that shape, which beat the uniform-started search by 2.6 dB at 50 steps),
 each with the last step computed and, unless `compute_last`, with it forecast (the rest centred in equal slices,
 as TaylorSeer's own schedule leaves the last step to its forecast: on the scenes model at 50 steps its mask beat
-the same warm-up spread to the last step by 4.1 dB at compute 0.3), move one compute by a few steps at a time,
-keep the best move of each sweep, stop when no move helps. Only the first step is always computed. A move
-leaves the steps before it as they were: each sweep samples its incumbent once and every move forks from that run
-(`train.incremental`).
+the same warm-up spread to the last step by 4.1 dB at compute 0.3; and the uniform spread up to the
+second-to-last step, where the scenes cache's searched masks at 50 steps / 0.2-0.4 compute last), move one
+compute by a few steps at a time, keep the best move of each sweep, stop when no move helps. Only the first step
+is always computed. A move leaves the steps before it as they were: each sweep samples its incumbent once and every
+move forks from that run (`train.incremental`).
 
 Under `torchrun` the candidates of each round (the starts, each sweep's moves, the re-scoring for the selection)
 are split across the ranks and their scores gathered in order (`train/distributed.py`): every rank then takes the
