@@ -20,6 +20,25 @@ from cachepilot.policies.prior import SchedulePrior
 from cachepilot.searched import SearchedSchedules
 
 
+def prior_per_count(policy: Path, schedules: Path, keep: list[int], counts: list[int]) -> SchedulePrior:
+    """Rewrite `policy`'s config.json prior: `schedules`' masks at their count, at each of `counts` the earlier
+    prior's masks where the count is in `keep`, else the new ones, each as the policy resamples them."""
+    config_path = Path(policy) / "config.json"
+    config = json.loads(config_path.read_text())
+    before = SchedulePrior(config["prior"])
+    searched = SearchedSchedules.read(schedules)
+    after = SchedulePrior(searched.masks())
+    combined: dict[float, list[str]] = {}
+    for target in sorted(searched.masks()):
+        for count in sorted(set(counts) | {searched.num_steps}):
+            source = before if count in keep else after
+            combined.setdefault(target, []).append("".join("1" if on else "0" for on in source.mask(target, count)))
+    prior = SchedulePrior(combined)
+    config["prior"] = prior.to_dict()
+    config_path.write_text(json.dumps(config, indent=2))
+    return prior
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", type=Path, required=True, help="an exported policy directory (config.json)")
@@ -27,21 +46,9 @@ def main() -> None:
     parser.add_argument("--keep", type=int, nargs="*", default=[], help="step counts that keep the earlier masks")
     parser.add_argument("--counts", type=int, nargs="+", required=True, help="step counts stored besides the new")
     args = parser.parse_args()
-    config_path = args.policy / "config.json"
-    config = json.loads(config_path.read_text())
-    before = SchedulePrior(config["prior"])
-    searched = SearchedSchedules.read(args.schedules)
-    after = SchedulePrior(searched.masks())
-    steps = searched.num_steps
-    combined: dict[float, list[str]] = {}
-    for target in sorted(searched.masks()):
-        for count in sorted(set(args.counts) | {steps}):
-            source = before if count in args.keep else after
-            combined.setdefault(target, []).append("".join("1" if on else "0" for on in source.mask(target, count)))
-    prior = SchedulePrior(combined)
-    config["prior"] = prior.to_dict()
-    config_path.write_text(json.dumps(config, indent=2))
-    print(f"{config_path}: prior at {prior.searched_steps()} steps (earlier masks kept at {sorted(args.keep)})")
+    prior = prior_per_count(args.policy, args.schedules, args.keep, args.counts)
+    print(f"{args.policy / 'config.json'}: prior at {prior.searched_steps()} steps (earlier masks kept at "
+          f"{sorted(args.keep)})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 
@@ -19,3 +21,25 @@ def run(args: argparse.Namespace) -> None:
 
     steps = add_prior(args.policy, args.schedules)
     print(f"{args.policy}: prior searched at {', '.join(map(str, steps))} steps")
+    stale = _gate_entries_of_the_policy(args.policy)
+    if stale:
+        print(f"warning: the cache's forecaster gate holds whole-schedule choices for this policy ({stale}), scored "
+              f"with its earlier prior: delete those entries from predictors/forecaster_gate.json and score them "
+              f"again (`cachepilot calibrate-forecaster ... --schedules learned:TARGET ... --policy {args.policy}`)",
+              file=sys.stderr)
+
+
+def _gate_entries_of_the_policy(policy: Path) -> str:
+    """'learned@T at N steps, ...' of the sibling predictors/ gate: its entries name the policy by target, not by
+    the prior its decisions followed, so a new prior leaves them stale (a calibration keeps entries it finds)."""
+    from cachepilot.predictors.gated import GATE_FILE
+
+    gate = Path(policy).parent / "predictors" / GATE_FILE
+    if not gate.is_file():
+        return ""
+    try:
+        schedules = json.loads(gate.read_text()).get("schedules") or {}
+    except (OSError, ValueError, AttributeError):
+        return ""
+    counts = sorted((int(n) for n, entries in schedules.items() if any(k.startswith("learned@") for k in entries)))
+    return f"learned@TARGET at {', '.join(map(str, counts))} steps" if counts else ""

@@ -525,8 +525,18 @@ def test_add_prior_gives_an_exported_policy_the_masks_of_another_step_count(expo
     assert prior.searched_steps() == sorted(set(before) | {20})
     for target, mask in searched.items():
         assert "".join("1" if m else "0" for m in prior.mask(float(target), 20)) == mask
+    assert "forecaster gate" not in capsys.readouterr().err  # no gate beside it: nothing to warn of
     assert main(["add-prior", str(tmp_path / "nowhere"), str(schedules)]) == 2
     assert "no policy checkpoint" in capsys.readouterr().err
+
+    # a cache whose gate scored this policy's schedules whole: those choices were made on the earlier prior
+    (tmp_path / "predictors").mkdir()
+    (tmp_path / "predictors" / "forecaster_gate.json").write_text(json.dumps(
+        {"schedules": {"50": {"learned@0.2": {"choice": "taylor:1"}, "fixed:2": {"choice": "learned"}},
+                       "20": {"fixed:3": {"choice": "learned"}}}}))
+    assert main(["add-prior", str(policy), str(schedules)]) == 0
+    err = capsys.readouterr().err
+    assert "learned@TARGET at 50 steps" in err and "calibrate-forecaster" in err
 
 
 def test_the_budget_keeps_the_last_step_computed_only_where_the_prior_does(exported):
