@@ -23,6 +23,12 @@ no choice was ever looked at on, to settle close calls:
 
     python -m experiments.whole_schedules --train 0 --held 192 --held-offset 64 --steps 50 \
         --specs threshold:0.07 threshold:0.5 --out shipped_50.json
+
+`--extra SPEC ...` scores more forecasters as whole-schedule choices (tried after the gate's own, in that order);
+`--candidates NAME ...` scores only those of the gate's choices (no spacing tables unless `table` is one):
+
+    python -m experiments.whole_schedules --steps 50 --specs learned:0.5 learned:0.3 \
+        --candidates taylor:1 taylor:2 taylor:1.5 learned --extra hermite:2 foca --train 384 --held 64
 """
 
 from __future__ import annotations
