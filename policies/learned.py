@@ -27,6 +27,7 @@ from cachepilot.runtime.fingerprint import check_fingerprint
 from cachepilot.core.observation import Observation
 
 FORMAT_VERSION = 2
+SPEC_PREFIX = "learned@"  # a learned policy's spec at a call: the forecaster gate names its entries by it
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
@@ -161,4 +162,4 @@ class LearnedPolicy(CachePolicy):
         return logits.masked_fill(~masks, float("-inf")).argmax(1)
 
     def spec(self) -> str:
-        return f"learned@{self.target:g}" + ("/batch" if self.per_batch else "")
+        return f"{SPEC_PREFIX}{self.target:g}" + ("/batch" if self.per_batch else "")

@@ -97,16 +97,19 @@ def merge(parts: Sequence[Sequence[float]], count: int) -> list[float]:
     return merged
 
 
-def gather(values: Sequence[float], count: int) -> list[float]:
+def gather(values: Sequence, count: int, columns: int | None = None) -> list:
     """All ranks' results for `count` items, in item order, the same list on every rank: `values` are this
-    rank's, in the order of its share. float64 on the wire, so Python floats come back bit for bit."""
+    rank's, in the order of its share; with `columns`, each a row of that many numbers. float64 on the wire, so
+    Python floats come back bit for bit."""
     rank, world = setup()
     if world == 1:
         return list(values)
     width = len(share(count, 0, world))  # rank 0's share is the longest
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    local = torch.zeros(width, dtype=torch.float64, device=device)
-    local[:len(values)] = torch.tensor(list(values), dtype=torch.float64)
+    shape = (width,) if columns is None else (width, columns)
+    local = torch.zeros(shape, dtype=torch.float64, device=device)
+    if len(values):
+        local[:len(values)] = torch.tensor([list(v) for v in values] if columns else list(values), dtype=torch.float64)
     parts = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(parts, local)
     return merge([part[:len(share(count, r, world))].tolist() for r, part in enumerate(parts)], count)
@@ -125,13 +128,12 @@ def map_shared(fn: Callable[[T], float], items: Sequence[T], done: Callable[[], 
 
 
 def map_shared_rows(fn: Callable[[T], Sequence[float]], items: Sequence[T], width: int) -> list[list[float]]:
-    """map_shared for an `fn` that returns `width` numbers per item (a score per sample): a gather per column."""
+    """map_shared for an `fn` that returns `width` numbers per item (a score per sample), gathered as rows."""
     rank, world = setup()
     mine = [[float(v) for v in fn(items[index])] for index in share(len(items), rank, world)]
     if any(len(row) != width for row in mine):
         raise ValueError(f"map_shared_rows: every item must give {width} numbers")
-    columns = [gather([row[k] for row in mine], len(items)) for k in range(width)]
-    return [[column[i] for column in columns] for i in range(len(items))]
+    return [list(row) for row in gather(mine, len(items), columns=width)]
 
 
 def total(value: float) -> float:

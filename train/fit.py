@@ -490,9 +490,6 @@ class Fit:
 
         remove_cache(self.pipe.transformer)  # the env's hooks: later stages sample the plain pipeline
 
-    def _policy_gate_counts(self) -> list[int]:
-        return policy_gate_counts(self.config)
-
     def _policy_gate_left(self) -> list[str]:
         """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's and the gate's step
         counts; for a checkpoint shipping its searched schedules, those schedules' masks at the fit's count."""
@@ -503,8 +500,10 @@ class Fit:
         if self._ships_searched():
             masks = SearchedSchedules.read(self._schedules_path()).masks().values()
             return [f"schedule:{m}" for m in masks if f"schedule:{m}" not in done.get(str(self.config.steps), {})]
-        return [f"learned@{t:g}" for n in self._policy_gate_counts() for t in self.config.targets
-                if f"learned@{t:g}" not in done.get(str(n), {})]
+        from cachepilot.policies.learned import SPEC_PREFIX
+
+        return [f"{SPEC_PREFIX}{t:g}" for n in policy_gate_counts(self.config) for t in self.config.targets
+                if f"{SPEC_PREFIX}{t:g}" not in done.get(str(n), {})]
 
     def _ships_searched(self) -> bool:
         return (self.out / "policy" / "config.json").is_file() and CacheCheckpoint(self.out).ships_searched
@@ -519,7 +518,7 @@ class Fit:
 
         searched = [f"searched:{self._schedules_path()}"]
         specs, counts = ((searched, [self.config.steps]) if self._ships_searched() else
-                         ([f"learned:{t:g}" for t in self.config.targets] + searched, self._policy_gate_counts()))
+                         ([f"learned:{t:g}" for t in self.config.targets] + searched, policy_gate_counts(self.config)))
         calibrate_gate(self.pipe, self.out / "predictors", list(self.split.train.conditions), self._gate_counts(),
                        samples=self.config.search_samples, call_kwargs=self.config.call_kwargs,
                        out=self.out / "predictors", progress=self.progress, schedules=specs,

@@ -164,14 +164,16 @@ class MaskScorer:
         self.seeds = [seed + i for i in range(count)]
         self.reference = driver.sample(self.conditions, self.seeds).images
 
-    def score(self, mask: list[bool], forecaster: Any) -> float:
+    def _sample(self, mask: list[bool], forecaster: Any) -> torch.Tensor:
         with caching(self.driver.pipe, Schedule(mask), forecaster):
-            return psnr(self.driver.sample(self.conditions, self.seeds).images, self.reference)
+            return self.driver.sample(self.conditions, self.seeds).images
+
+    def score(self, mask: list[bool], forecaster: Any) -> float:
+        return psnr(self._sample(mask, forecaster), self.reference)
 
     def per_sample(self, mask: list[bool], forecaster: Any) -> list[float]:
         """Each sample's PSNR (their mean is `score`): for paired comparisons of forecasters on one mask."""
-        with caching(self.driver.pipe, Schedule(mask), forecaster):
-            return psnr_per_image(self.driver.sample(self.conditions, self.seeds).images, self.reference).tolist()
+        return psnr_per_image(self._sample(mask, forecaster), self.reference).tolist()
 
     def forks(self, incumbent: list[bool], forecaster: Any, candidates: list[list[bool]]) -> "Forks":
         """Samples `incumbent` once, recording what `candidates` fork from; `Forks.score(candidate)` then runs each

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,14 +31,14 @@ def run(args: argparse.Namespace) -> None:
 def _gate_entries_of_the_policy(policy: Path) -> str:
     """'learned@T at N steps, ...' of the sibling predictors/ gate: its entries name the policy by target, not by
     the prior its decisions followed, so a new prior leaves them stale (a calibration keeps entries it finds)."""
+    from cachepilot.errors import CheckpointError
+    from cachepilot.policies.learned import SPEC_PREFIX
     from cachepilot.predictors.gated import GATE_FILE
+    from cachepilot.records import read_json_object
 
-    gate = Path(policy).parent / "predictors" / GATE_FILE
-    if not gate.is_file():
+    try:  # a missing or unreadable gate: nothing to warn of here (loading the cache says what is wrong with it)
+        schedules = read_json_object(Path(policy).parent / "predictors" / GATE_FILE).get("schedules") or {}
+    except CheckpointError:
         return ""
-    try:
-        schedules = json.loads(gate.read_text()).get("schedules") or {}
-    except (OSError, ValueError, AttributeError):
-        return ""
-    counts = sorted((int(n) for n, entries in schedules.items() if any(k.startswith("learned@") for k in entries)))
+    counts = sorted((int(n) for n, entries in schedules.items() if any(k.startswith(SPEC_PREFIX) for k in entries)))
     return f"learned@TARGET at {', '.join(map(str, counts))} steps" if counts else ""
