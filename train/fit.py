@@ -72,6 +72,9 @@ class FitConfig:
     select_samples: int = 0            # >0: the search's starts and path scored again on this many other training
                                        # samples, the best there kept (on the scenes model: +1.0 dB held-out at
                                        # 20 steps / 0.5, -1.2 at 50 steps / 0.2, so off by default)
+    taylor_masks: bool = True          # the search's 3 best starts under Taylor-1 compete with the head's searched
+                                       # mask, the best with its best forecaster on the gate's samples kept
+                                       # (`train.mask_choice`)
     policy_timesteps: int = 100_000
     policy_envs: int = 16
     policy_lr: float = 1e-4
@@ -124,6 +127,8 @@ class FitConfig:
             raise InvalidInputError(f"fit: policy_margin must be a finite number of dB, got {margin!r}")
         if isinstance(self.select_samples, bool) or not isinstance(self.select_samples, int) or self.select_samples < 0:
             raise InvalidInputError(f"fit: select_samples must be an integer >= 0, got {self.select_samples!r}")
+        if not isinstance(self.taylor_masks, bool):
+            raise InvalidInputError(f"fit: taylor_masks must be true or false, got {self.taylor_masks!r}")
         if self.recipe not in RECIPES:
             raise InvalidInputError(f"fit: recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.recipe != "lean" and distributed.launched()[1] > 1:
@@ -320,7 +325,7 @@ class Fit:
                                     / "dataset_info.json").exists() for s in range(self.config.collect_shards)),
             "predictors": lambda: (self.out / "predictors" / "config.json").exists(),
             "gate": lambda: self._gate_left() == [],
-            "schedules": lambda: self._schedules_left() == [],
+            "schedules": lambda: self._schedules_left() == [] and not self._masks_to_choose(),
             "policy": lambda: (self.out / "policy" / "config.json").exists(),
             "policy_gate": lambda: self._policy_gate_left() == [],
             "bench": lambda: (self.out / "bench" / "results.json").exists(),
@@ -450,6 +455,23 @@ class Fit:
                                           progress=self.progress)
             record.add(target, mask, score)
             record.write(path)
+        if self._masks_to_choose():
+            from cachepilot.train.mask_choice import choose_masks
+
+            chosen = choose_masks(self.pipe, self.out / "predictors", path, list(self.split.train.conditions),
+                                  self.config.call_kwargs, self.config.search_samples, self.config.batch_size,
+                                  progress=self.progress)
+            self._say("masks: " + ", ".join(f"{t}: {c['kept']}'s ({c['candidates'][c['kept']]['forecaster']}, "
+                                            f"{c['candidates'][c['kept']]['psnr']:.2f} dB)"
+                                            for t, c in chosen.items()))
+
+    def _masks_to_choose(self) -> bool:
+        """The full recipe's Taylor-1 masks against the head's (`train.mask_choice`), not chosen yet."""
+        from cachepilot.train.mask_choice import CHOICE_KEY
+
+        path = self._schedules_path()
+        return (self.config.recipe == "full" and self.config.taylor_masks
+                and (not path.exists() or CHOICE_KEY not in SearchedSchedules.read(path).settings))
 
     def _stage_lean_schedules(self) -> None:
         """The lean recipe's one search (`train.lean`): every target's mask, then its forecaster, all scored
@@ -486,9 +508,9 @@ class Fit:
         export_policy(model, self.out / "policy", self.pipe.transformer, config, selection=selection)
         console.print(f"policy: {selection['reason']}"
                       + ("; this checkpoint ships the searched schedule" if selection["kind"] == "searched" else ""))
-        from cachepilot.runtime.hooks import remove_cache
+        from cachepilot.api import disable
 
-        remove_cache(self.pipe.transformer)  # the env's hooks: later stages sample the plain pipeline
+        disable(self.pipe)  # the env's hooks and class swap: later stages sample the plain pipeline
 
     def _policy_gate_left(self) -> list[str]:
         """The `learned@TARGET` schedules whose forecaster is not chosen yet at the policy's and the gate's step

@@ -27,6 +27,7 @@ TaylorSeer's, may be chosen). Under `torchrun` the scores are shared across the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,12 +64,25 @@ def choose_forecaster(per_sample: np.ndarray) -> int:
     gain over it exceeds that gain's paired standard error; then the largest such gain (ties to the first listed).
     On a few samples one easy sample moves a mean by dBs: the first forecaster is the prior a gain must beat."""
     gains = per_sample[1:] - per_sample[0]
-    if gains.shape[1] < 2:  # no spread to judge a gain by
+    if not len(gains) or gains.shape[1] < 2:  # no other forecaster, or no spread to judge a gain by
         return 0
     mean = gains.mean(axis=1)
     standard_error = gains.std(axis=1, ddof=1) / np.sqrt(gains.shape[1])
     eligible = np.where((mean > 0) & (mean > standard_error), mean, -np.inf)
     return 0 if not np.isfinite(eligible.max()) else 1 + int(np.argmax(eligible))
+
+
+def ranked_starts(per_sample: Callable[[list[bool], str], list[float]], steps: int, targets: list[float],
+                  forecaster: str, samples: int) -> dict[float, list[tuple[list[bool], list[float]]]]:
+    """Per target, every start (`lean_starts`) with its per-sample PSNR under `forecaster`, the best median
+    first (ties in the starts' order)."""
+    ranked = {}
+    for target in targets:
+        starts = lean_starts(steps, target)
+        found = distributed.map_shared_rows(lambda mask: per_sample(mask, forecaster), starts, samples)
+        order = sorted(range(len(starts)), key=lambda i: -float(np.median(found[i])))
+        ranked[target] = [(starts[i], found[i]) for i in order]
+    return ranked
 
 
 def lean_search(driver: SamplingDriver, conditions: list[dict], targets: list[float], samples: int = 4,
@@ -77,14 +91,10 @@ def lean_search(driver: SamplingDriver, conditions: list[dict], targets: list[fl
     samples: condition i mod len(conditions), seed `seed + i`; ties to the first start), then the forecaster on it
     (`choose_forecaster`). The driver's pipeline must be unhooked."""
     per_sample = MaskScorer(driver, conditions, 0, samples, seed).per_sample
-    steps = driver.num_steps
     masks, first = {}, []
-    for target in targets:
-        starts = lean_starts(steps, target)
-        found = distributed.map_shared_rows(lambda mask: per_sample(mask, forecasters[0]), starts, samples)
-        best = int(np.argmax([np.median(rows) for rows in found]))
-        masks[target] = starts[best]
-        first.append(found[best])  # the first forecaster on the chosen mask: scored already
+    for target, ranked in ranked_starts(per_sample, driver.num_steps, targets, forecasters[0], samples).items():
+        masks[target] = ranked[0][0]
+        first.append(ranked[0][1])  # the first forecaster on the chosen mask: scored already
     pairs = [(f, masks[t]) for f in forecasters[1:] for t in targets]
     others = distributed.map_shared_rows(lambda pair: per_sample(pair[1], pair[0]), pairs, samples)
     rows = np.array(first + others).reshape(len(forecasters), len(targets), samples)

@@ -199,6 +199,19 @@ def _search(config, steps: int) -> float:
     return total
 
 
+def _mask_choice(config, steps: int) -> float:
+    """`train.mask_choice`: the search's starts under Taylor-1 (references and every start), then per target the
+    head's mask and the best starts scored whole with each forecaster on the gate's samples (the fit's search
+    samples; the reference, each mask at most at its budget)."""
+    from cachepilot.predictors.gated import SCHEDULE_CHOICES
+    from cachepilot.train.lean import lean_evaluations
+    from cachepilot.train.mask_choice import CANDIDATE_FORECASTER, STARTS
+
+    budgets = sum(budget_computes(t, steps) for t in config.targets)
+    starts = lean_evaluations(steps, list(config.targets), config.search_samples, (CANDIDATE_FORECASTER,))
+    return starts + config.search_samples * (steps + (1 + STARTS) * len(SCHEDULE_CHOICES) * budgets)
+
+
 def _gate(config, counts: list[int]) -> float:
     from cachepilot.predictors.gated import GATE_CHOICES
     from cachepilot.train.calibrate_forecaster import calibrate_gate, calibration_schedule
@@ -210,13 +223,15 @@ def _gate(config, counts: list[int]) -> float:
 
 def _policy_gate(config, counts: list[int]) -> float:
     """Per step count of the policy and the gate: the reference, then each forecaster on the policy at each target
-    and on the searched masks (at the fit's count): at most each target's budget."""
+    and on the searched masks (at the fit's count; scored already where the schedules stage chose them among
+    Taylor-1's): at most each target's budget."""
     from cachepilot.predictors.gated import SCHEDULE_CHOICES
 
     total = 0.0
     for n in counts:
         budgets = sum(budget_computes(t, n) for t in config.targets)
-        total += config.search_samples * (n + len(SCHEDULE_CHOICES) * budgets * (2 if n == config.steps else 1))
+        masks = 2 if n == config.steps and not config.taylor_masks else 1
+        total += config.search_samples * (n + len(SCHEDULE_CHOICES) * budgets * masks)
     return total
 
 
@@ -319,7 +334,9 @@ def plan_fit(config, pipe=None, condition: dict | None = None, probe: Probe | No
         ("collect", collect, collect_bound, "step sensitivity + trajectories (cached ones also run bypassed)"),
         ("predictors", dagger, dagger_bound, "the DAgger round's collection (round 0's step weights reused)"),
         ("gate", _gate(config, gate_counts(config)), False, f"at {gate_counts(config)} steps"),
-        ("schedules", _search(config, steps), True, "search sweeps stop early when no move helps"),
+        ("schedules", _search(config, steps) + (_mask_choice(config, steps) if config.taylor_masks else 0.0), True,
+         "search sweeps stop early when no move helps" + ("; Taylor-1's masks beside the head's"
+                                                          if config.taylor_masks else "")),
         ("policy", _policy(config), True, "PPO episodes at the highest target's budget"),
         ("policy_gate", _policy_gate(config, policy_gate_counts(config)), True, "a learned policy at most at its budget"),
         ("bench", _bench(config), True, "learned / searched methods at most at their budgets"),

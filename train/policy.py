@@ -394,6 +394,7 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
     if remaining <= 0:
         warnings.warn(f"the checkpoint is already at {model.num_timesteps} >= {config.total_timesteps} "
                       "timesteps: nothing left to train", stacklevel=2)
+        env.close()
         _close_logger(model)
         if previous_log.exists():
             _merge_logs(previous_log, logs / "progress.csv")
@@ -410,6 +411,8 @@ def train_policy(config: PolicyConfig, work_dir: Path, resume: bool = False, pro
             _merge_logs(previous_log, logs / "progress.csv")
         raise Interrupted(f"interrupted at {model.num_timesteps} timesteps; saved {saved}.zip "
                           f"(continue with --resume)") from None
+    finally:  # learn stops mid-episode: that pipeline call, paused in its thread, holds the pipeline's
+        env.close()  # scheduler and class patched for stepping; aborted here, before anything samples it again
     model.logger.record("time/total_timesteps", model.num_timesteps)
     final = evaluation.evaluate()  # the final policy's figures, in the CSV too
     for key, value in final.items():
