@@ -31,6 +31,16 @@ def exported(tmp_path_factory, pipe):
     return model, out, work, config, own
 
 
+def test_training_leaves_no_pipeline_call_paused(exported):
+    """PPO stops mid-episode (the vec env resets as the last rollout ends): that call, paused in its thread, held
+    the pipeline's scheduler patched for stepping, so later sampling stepped twice per step."""
+    import threading
+
+    *_, own = exported
+    assert "step" not in vars(own.scheduler)
+    assert not [t for t in threading.enumerate() if t.name == "cachepilot-stepped-call" and t.is_alive()]
+
+
 def test_export_matches_sb3_deterministic_predict(exported):
     model, out, *_ = exported
     policy = LearnedPolicy(out, target=0.3)
