@@ -4,10 +4,11 @@ it observed before: each kept count's masks are stored explicitly as the policy 
 new masks resampled the same way.
 
     python -m experiments.prior_per_count --policy CACHE/policy --schedules NEW/searched_schedules.json \\
-        --keep 20 25 --counts 20 25 75 100
+        --keep 20 25 100 --counts 20 25 75 100
 
 How the digits cache's 50-step schedules were re-chosen (docs/results/digits.md): the new masks won on the
-gate's training samples at 50, 75 and 100 steps and lost at 20 and 25, where the earlier ones are kept.
+gate's training samples at 50, 75 and 100 steps and lost at 20 and 25, where the earlier ones are kept; the 0.3
+mask chosen since won at 50 and 75 and lost at 100 (by 0.05 dB), where the one before it is kept.
 """
 
 from __future__ import annotations

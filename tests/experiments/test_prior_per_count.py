@@ -1,5 +1,6 @@
-"""The digits cache's policy prior: the new masks at 50 / 75 / 100 steps, the earlier ones kept at 20 / 25 as the
-policy saw them. Rewriting it from the shipped files is a fixed point, and keeping no count changes 20 steps."""
+"""The digits cache's policy prior: the new masks at 50 / 75 steps, the earlier ones kept at 20 / 25 / 100 as the
+policy saw them. Rewriting it from the shipped files is a fixed point, and keeping no count changes 20 and 100
+steps."""
 
 import json
 import shutil
@@ -14,12 +15,13 @@ def test_the_shipped_prior_is_what_the_tool_writes(tmp_path):
     shutil.copytree(DEFAULT_CACHE / "policy", policy)
     shipped = json.loads((policy / "config.json").read_text())["prior"]
     schedules = DEFAULT_CACHE / "searched_schedules.json"
-    prior = prior_per_count(policy, schedules, keep=[20, 25], counts=[20, 25, 75, 100])
+    prior = prior_per_count(policy, schedules, keep=[20, 25, 100], counts=[20, 25, 75, 100])
     assert prior.searched_steps() == [20, 25, 50, 75, 100]
     assert json.loads((policy / "config.json").read_text())["prior"] == shipped
     masks = json.loads(schedules.read_text())["schedules"]
     assert all(prior.by_steps[50][float(t)] == entry["mask"] for t, entry in masks.items())
 
-    kept_20 = SchedulePrior(shipped).by_steps[20]
-    moved = prior_per_count(policy, schedules, keep=[], counts=[20, 25, 75, 100])  # the new masks at 20 too
-    assert moved.by_steps[20] != kept_20 and moved.by_steps[75] == SchedulePrior(shipped).by_steps[75]
+    before = SchedulePrior(shipped).by_steps
+    moved = prior_per_count(policy, schedules, keep=[], counts=[20, 25, 75, 100])  # the new masks at 20, 100 too
+    assert moved.by_steps[20] != before[20] and moved.by_steps[100] != before[100]
+    assert moved.by_steps[75] == before[75]
