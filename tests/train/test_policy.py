@@ -31,14 +31,19 @@ def exported(tmp_path_factory, pipe):
     return model, out, work, config, own
 
 
-def test_training_leaves_no_pipeline_call_paused(exported):
+def test_training_leaves_no_pipeline_call_paused(pipe, tmp_path):
     """PPO stops mid-episode (the vec env resets as the last rollout ends): that call, paused in its thread, held
     the pipeline's scheduler patched for stepping, so later sampling stepped twice per step."""
     import threading
 
-    *_, own = exported
+    def paused() -> set:
+        return {t for t in threading.enumerate() if t.name == "cachepilot-stepped-call" and t.is_alive()}
+
+    own = unhooked_twin(pipe)
+    before = paused()  # other tests' envs may leave theirs
+    train_policy(PolicyConfig(**{**TINY, "total_timesteps": 80}), tmp_path, progress=False, pipe=own)
     assert "step" not in vars(own.scheduler)
-    assert not [t for t in threading.enumerate() if t.name == "cachepilot-stepped-call" and t.is_alive()]
+    assert not paused() - before
 
 
 def test_export_matches_sb3_deterministic_predict(exported):
