@@ -3,13 +3,14 @@ whichever scores higher with its best forecaster on the gate's samples.
 
 The full search scores its moves with one forecaster, the gated head, so its masks are the head's: the masks that
 suit a Taylor forecast (computes packed where Taylor's error grows) are never reached from its start. On the digits
-model at 50 steps masks chosen with Taylor-1 and run with Taylor-1.5 beat the head's searched masks with the head by
-1.3 / 3.7 dB at 0.4 / 0.5 held out (`docs/research-log.md`). The search's starts scored with Taylor-1 on the search
-samples (`train.lean.ranked_starts`) cost a fraction of a search; the `STARTS` best by median (on 16 samples the
-first and second medians were 0.15-0.35 dB apart on the digits model, and the second scored 0.9-1.4 dB higher with
-the gate's forecasters) and the head's mask are then scored whole with every forecaster the gate chooses among
-(`calibrate_gate`'s schedules, on the gate's own samples and seed), so the gate's entry for the mask that ships is its
-forecaster at a call, and the policy's prior is the chosen mask. A tie keeps the head's mask.
+model at 50 steps this choice lifted the searched schedules by 0.7 / 1.9 / 3.9 dB at 0.3 / 0.4 / 0.5 held out over
+the head's masks, and on the scenes model it took a start at 4 of 8 points (`docs/research-log.md`). The search's
+starts scored with Taylor-1 on the search samples (`train.lean.ranked_starts`) cost a fraction of a search; the
+`STARTS` best by median (on 16 samples the first medians were 0.15-0.35 dB apart on the digits model, and the second
+or third scored up to 1.5 dB higher with the gate's forecasters) and the head's mask are then scored whole with every
+forecaster the gate chooses among (`calibrate_gate`'s schedules, on the gate's own samples and seed), so the gate's
+entry for the mask that ships is its forecaster at a call, and the policy's prior is the chosen mask. A tie keeps
+the head's mask.
 """
 
 from __future__ import annotations
