@@ -466,7 +466,8 @@ class Fit:
                                             for t, c in chosen.items()))
 
     def _masks_to_choose(self) -> bool:
-        """The full recipe's Taylor-1 masks against the head's (`train.mask_choice`), not chosen yet."""
+        """The full recipe's choice between the head's masks and the best starts under Taylor-1
+        (`train.mask_choice`), not made yet."""
         from cachepilot.train.mask_choice import CHOICE_KEY
 
         path = self._schedules_path()

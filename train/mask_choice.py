@@ -15,8 +15,8 @@ the head's mask.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cachepilot.driver import SamplingDriver
 from cachepilot.errors import InvalidInputError
