@@ -104,7 +104,7 @@ def calibrate_gate(
     `schedules` (see SCHEDULE_SPECS) are scored whole at each of `schedule_counts` (default: `counts`).
     With `out` (the head's directory) the record is written after each count (by rank 0 under torchrun): an
     interruption keeps the counts done, and a later call with the same samples, seed and intervals only measures
-    the counts and schedules missing.
+    the counts and schedules missing; a call with others is refused before any sampling (it would drop the rest).
     """
     if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in counts):
         raise InvalidInputError(f"step counts must be integers >= 2, got {list(counts)}")
@@ -126,9 +126,15 @@ def calibrate_gate(
     record = {"samples": samples, "seed": seed, "intervals": intervals, "counts": {}, "schedules": {}}
     if out is not None and (Path(out) / GATE_FILE).is_file():
         stored = read_json_object(Path(out) / GATE_FILE, "the forecaster gate")
-        if all(stored.get(key) == record[key] for key in ("samples", "seed", "intervals")):
-            record["counts"] = dict(stored.get("counts") or {})
-            record["schedules"] = {k: dict(v) for k, v in (stored.get("schedules") or {}).items()}
+        other = [key for key in ("samples", "seed", "intervals") if stored.get(key) != record[key]]
+        if other:  # written over, the gate would lose the counts and schedules not asked for again
+            raise InvalidInputError(
+                f"{Path(out) / GATE_FILE} was calibrated with other {' / '.join(other)} "
+                f"({', '.join(f'{k} {stored.get(k)!r}' for k in other)}; asked: "
+                f"{', '.join(f'{k} {record[k]!r}' for k in other)}): calibrate with its settings to add to it, "
+                "or move the file away to start afresh")
+        record["counts"] = dict(stored.get("counts") or {})
+        record["schedules"] = {k: dict(v) for k, v in (stored.get("schedules") or {}).items()}
     counts = [steps for steps in counts if str(steps) not in record["counts"]]
 
     def missing(steps: int, policy: CachePolicy) -> list[str]:

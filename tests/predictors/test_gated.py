@@ -95,6 +95,14 @@ def test_calibration_measures_every_choice_writes_the_gate_and_resumes(pipe, tmp
     monkeypatch.setattr(calibrate_forecaster, "SamplingDriver", lambda *a, **k: calls.append(a[1]) or original(*a, **k))
     calibrate_gate(pipe, head, conditions, [6, 8], intervals=[2, 4], samples=2, out=head, progress=False)
     assert calls == [8] and set(json.loads((head / GATE_FILE).read_text())["counts"]) == {"6", "8"}
+    # other samples or intervals would start a new gate and drop the counts not asked for: refused, nothing sampled
+    stored = (head / GATE_FILE).read_text()
+    from cachepilot import InvalidInputError
+
+    for other in (dict(samples=3, intervals=[2, 4]), dict(samples=2, intervals=[2])):
+        with pytest.raises(InvalidInputError, match="calibrated with other"):
+            calibrate_gate(pipe, head, conditions, [6], out=head, progress=False, **other)
+    assert calls == [8] and (head / GATE_FILE).read_text() == stored
     # the engine runs it: a cached call with the gated head gives finite images
     engine = cachepilot.enable(pipe, "fixed:2", f"gated:{head}")
     try:
