@@ -461,9 +461,9 @@ class Fit:
             chosen = choose_masks(self.pipe, self.out / "predictors", path, list(self.split.train.conditions),
                                   self.config.call_kwargs, self.config.search_samples, self.config.batch_size,
                                   progress=self.progress)
-            self._say("masks: " + ", ".join(f"{t}: {c['kept']}'s ({c['candidates'][c['kept']]['forecaster']}, "
-                                            f"{c['candidates'][c['kept']]['psnr']:.2f} dB)"
-                                            for t, c in chosen.items()))
+            kept = {t: (c["kept"], c["candidates"][c["kept"]]) for t, c in chosen.items()}
+            self._say("masks: " + ", ".join(f"{t}: {source}'s ({pair['forecaster']}, {pair['psnr']:.2f} dB)"
+                                            for t, (source, pair) in kept.items()))
 
     def _masks_to_choose(self) -> bool:
         """The full recipe's choice between the head's masks and the best starts under Taylor-1
