@@ -225,7 +225,7 @@ def cache_dit_methods() -> list[Method]:
 
 def all_methods(steps: int = 50, cache: Path | None | str = "default") -> list[Method]:
     from cachepilot.bench.forecasters import forecaster_methods
-    from cachepilot.bench.structures import structure_methods
+    from cachepilot.bench.structures import group_methods, structure_methods
 
-    return (cachepilot_methods(steps, cache) + forecaster_methods(steps) + structure_methods() + diffusers_methods()
-            + cache_dit_methods())
+    return (cachepilot_methods(steps, cache) + forecaster_methods(steps) + structure_methods() + group_methods()
+            + diffusers_methods() + cache_dit_methods())

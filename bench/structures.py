@@ -16,6 +16,7 @@ INTERVALS = (2, 3, 4, 5, 6, 8, 10)
 DELTAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 STRUCTURES = ("F1B0", "F1B1", "F2B0")
 PREDICTORS = {"reuse": "reuse", "taylor2": "taylor:2"}
+GROUP_PREDICTORS = {**PREDICTORS, "taylor1": "taylor:1"}  # Taylor-1: the best whole-stack one on digits
 
 
 def structure_method(structure: str, policy: str, predictor: str, knobs: Sequence) -> Method:
@@ -36,16 +37,38 @@ def structure_methods() -> list[Method]:
     return fixed + [structure_method(s, "threshold", "reuse", DELTAS) for s in STRUCTURES]
 
 
+GROUP_SPLITS = ("G3,3", "G2,4", "G4,2")  # two groups of the embedded models' six blocks
+GROUP_INTERVALS = (1, 2, 3, 4, 6)
+
+
+def group_method(split: str, predictor: str, intervals: Sequence[int] = GROUP_INTERVALS) -> Method:
+    """`<split>+fixed+<predictor>` over every pair of distinct intervals, one per group (knob `a|b`: the first group
+    computed every a steps, the second every b; equal intervals are the whole stack's `fixed` rows)."""
+    spec = GROUP_PREDICTORS[predictor]
+    knobs = [f"{a}|{b}" for a in intervals for b in intervals if a != b]
+
+    def apply(pipe, knob):
+        cachepilot.enable(pipe, "|".join(f"fixed:{k}" for k in knob.split("|")), spec, structure=split)
+        return pipe
+
+    return Method(f"{split}+fixed+{predictor}", knobs, apply, cachepilot.disable)
+
+
+def group_methods() -> list[Method]:
+    """Every two-group split of six blocks on per-group fixed intervals, with reuse, Taylor-1 and Taylor-2."""
+    return [group_method(split, p) for split in GROUP_SPLITS for p in GROUP_PREDICTORS]
+
+
 def best_at_budget(rows: list[dict], budgets: Sequence[float], slack: float = 0.02) -> dict[str, dict[float, dict]]:
     """{family: {budget: the row of highest PSNR whose compute fraction is <= budget + slack}}, where a family is a
-    structure (`F1B0`, ...) or `whole stack` (every other cachepilot training-free row: fixed / threshold /
+    structure (`F1B0`, `G3,3`, ...) or `whole stack` (every other cachepilot training-free row: fixed / threshold /
     TaylorSeer schedules with any forecaster, the learned rows excluded) or `fewer-steps`."""
     best: dict[str, dict[float, dict]] = {}
     for row in rows:
         method = str(row["method"])
         if row.get("psnr") is None or method in ("always",) or "learned" in method or "searched" in method:
             continue
-        if method.startswith("F") and "+" in method:
+        if method.startswith(("F", "G")) and "+" in method:
             family = method.split("+")[0]
         elif method == "fewer-steps":
             family = method

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from cachepilot.core.policy import CachePolicy
+from cachepilot.errors import InvalidInputError
 from cachepilot.policies.spec import make_policy
 from cachepilot.core.predictor import Predictor
 from cachepilot.predictors.spec import make_predictor
@@ -25,7 +26,7 @@ from cachepilot.runtime.pipelines import (
     PipelineCache, pipeline_transformers, track, tracker_of, unwrap as _unwrap, warn_refused,
 )
 from cachepilot.runtime.stats import CacheStats
-from cachepilot.runtime.structure import Structure, make_structure
+from cachepilot.runtime.structure import Structure, make_structure, per_group
 
 
 def _split(pipe_or_model: Any) -> tuple[torch.nn.Module, Any]:
@@ -129,9 +130,15 @@ def enable(
     per_batch: the learned policy takes one decision for the whole batch (see `LearnedPolicy`).
     structure: which blocks the cache may skip: 'F1B0' computes the first block at every step (its output is
     the probe the policy observes, and the forecast is applied on top of it) and caches the rest, DBCache style;
-    'F<n>B<m>' also computes the last m. Compute is then counted in block evaluations (`last_stats`).
+    'F<n>B<m>' also computes the last m. Compute is then counted in block evaluations (`last_stats`). 'G3,3'
+    caches the blocks in two groups of three, each with its own decisions and residual history: pass one policy
+    (copied to each group) or one per group (a list, or 'fixed:2|fixed:4'), and likewise predictors.
     """
     structure = make_structure(structure)  # a bad spec fails before any hook or load
+    if structure.num_groups > 1 and (checkpoint is not None or speed is not None):
+        raise InvalidInputError(f"structure {structure.spec()} caches its groups with one policy each, and a cache "
+                                "checkpoint decides for the whole cached stack: give training-free policies per group "
+                                "(e.g. ['fixed:2', 'fixed:4'] or 'fixed:2|fixed:4'), or no groups")
     transformer, pipeline = _split(pipe_or_model)
     transformer, cached = _cached_transformers(transformer, pipeline)
     if len(cached) > 1 and (checkpoint is not None or speed is not None):
@@ -150,12 +157,12 @@ def enable(
             predictor = _checkpoint_predictor(cache, getattr(pipeline, "scheduler", None),
                                               DEFAULT_TARGET if speed is None else speed)
             watch = _SchedulerWatch(cache, transformer) if pipeline is not None else None
-    engine = apply_cache(transformer, make_policy(policy), make_predictor(predictor),
+    engine = apply_cache(transformer, per_group(policy, make_policy), per_group(predictor, make_predictor),
                          num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
                          structure=structure)
     for other in cached.values():
         if other is not transformer:
-            apply_cache(other, make_policy(_fresh(policy)), make_predictor(_fresh(predictor)),
+            apply_cache(other, per_group(_fresh(policy), make_policy), per_group(_fresh(predictor), make_predictor),
                         num_inference_steps=num_inference_steps, cfg_copies=cfg_copies, pipeline=pipeline,
                         structure=structure)
     if pipeline is not None:  # last_stats covers every transformer and phase of a whole pipeline call

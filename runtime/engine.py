@@ -61,6 +61,7 @@ class EngineState(BaseState):
         self.computes: torch.Tensor | None = None
         self.has_cache: torch.Tensor | None = None
         self.drift: torch.Tensor | None = None
+        self.stream_residuals: dict[str, torch.Tensor] = {}  # per row, of the other streams (`carries_streams`)
         self.drift_pending: tuple | None = None  # context parallel: drift sums awaiting the next all-reduce
         self.finite: torch.Tensor | None = None  # context parallel: the group's finite flag of this step
         self.timesteps_ref: torch.Tensor | None = None
@@ -123,16 +124,25 @@ class CacheEngine:
         self.structure: Any = None
         self.cached_blocks: range = range(0)
         self.fixed_blocks = 0
+        # set by apply_cache for a structure with groups: every group's engine, in block order (the same list on
+        # each); the last one's `last_stats` covers them all, and `bypassed` reaches them all
+        self.groups: list[CacheEngine] = []
+        # set by apply_cache when blocks after this stack read its streams besides `hidden_states` (a group before
+        # another, a structure's last blocks): their residuals are kept and applied at skipped steps
+        self.carries_streams = False
 
     @contextmanager
     def bypassed(self):
         """Calls of the transformer inside run every block for real, untouched by the cache (collection
-        computes the true residual at a cached trajectory's inputs this way, with no model copy)."""
-        self.running_stack = True
+        computes the true residual at a cached trajectory's inputs this way, with no model copy); every group's."""
+        engines = self.groups or [self]
+        for engine in engines:
+            engine.running_stack = True
         try:
             yield
         finally:
-            self.running_stack = False
+            for engine in engines:
+                engine.running_stack = False
 
     # -- the step ---------------------------------------------------------------------------
     def execute(
@@ -246,6 +256,9 @@ class CacheEngine:
             residual = new_hidden - hidden
         else:
             out = {k: v for k, v in call.items() if k in self.adapter.streams}
+            for name, stream_residual in state.stream_residuals.items():  # blocks after this stack read them
+                if out.get(name) is not None:
+                    out[name] = out[name] + stream_residual.to(out[name].dtype)
             new_hidden = plan.new_hidden
             residual = hidden.new_zeros((0, *hidden.shape[1:]))
             if sub_out is not None:
@@ -270,6 +283,8 @@ class CacheEngine:
                 self._update_drift(state, computed, computed_rows, residual, step)  # observation cost
                 state.seconds["policy"] += time.perf_counter() - tic
             state.history.update(computed_rows, step, residual)
+            if self.carries_streams:
+                self._store_stream_residuals(state, plan, sub_out, hidden.shape[0])
             # The stack input at each row's last compute. Everyone computed: the input itself (held, never
             # written: `probe_prev` holds it too, and the next observation sees that both are one tensor).
             if state.probe_ref is None or plan.new_hidden is None:
@@ -288,6 +303,23 @@ class CacheEngine:
             self._record_stats(state)
         out["hidden_states"] = new_hidden
         return out
+
+    @staticmethod
+    def _store_stream_residuals(state: EngineState, plan: _StepPlan, sub_out: Streams, rows: int) -> None:
+        """The computing rows' residuals of the streams besides `hidden_states` (Flux's text stream), kept where
+        blocks after this stack read them (a group before another, a structure's last blocks): a skipped step
+        then passes on its input plus the last computed residual (reused, as DBCache does), not its bare input."""
+        for name, value in sub_out.items():
+            given = plan.sub_call.get(name)
+            if name == "hidden_states" or value is None or given is None:
+                continue
+            stream_residual = value - given  # a one-row input (a negative prompt "" for the batch) broadcasts
+            held = state.stream_residuals.get(name)
+            if held is None or plan.new_hidden is None:  # the first step (everyone computes), or everyone again
+                state.stream_residuals[name] = (stream_residual if stream_residual.shape[0] == rows
+                                                else stream_residual.expand(rows, *stream_residual.shape[1:]).clone())
+            else:
+                held.index_copy_(0, plan.computed_rows, stream_residual.to(held.dtype))
 
     def observe(self, state: EngineState, hidden: torch.Tensor) -> Observation:
         """What the policy sees at this step, from the stack input; changes nothing (but, under context
@@ -450,9 +482,24 @@ class CacheEngine:
             self.context_stats = {}
             self._stats_timesteps = state.timesteps_ref
         self.context_stats[state.context] = self.stats(state)
-        self.last_stats = CacheStats.of_contexts(self.context_stats)
+        self.last_stats = CacheStats.of_contexts(self._over_groups(self.context_stats))
+
+    def _over_groups(self, contexts: dict[str, CacheStats]) -> dict[str, CacheStats]:
+        """The last group's engine: each context's stats over every group (the groups before it finished the
+        same call's steps first); any other engine: its own."""
+        if not self.groups or self is not self.groups[-1]:
+            return contexts
+        combined = {}
+        for name, own in contexts.items():
+            parts = [engine.context_stats.get(name) for engine in self.groups[:-1]]
+            if any(part is None or part.num_steps != own.num_steps for part in parts):
+                return contexts
+            combined[name] = CacheStats.of_groups([*parts, own], self.fixed_blocks)
+        return combined
 
     def stats(self, state: EngineState) -> CacheStats:
+        """This engine's stats of one state (a group's own blocks only: `_over_groups` adds the fixed ones)."""
         decisions = torch.stack(state.decisions).cpu() if state.decisions else torch.zeros(0, state.samples)
         return CacheStats(decisions, state.seconds["policy"], state.seconds["predictor"], state.seconds["stack"],
-                          fixed_blocks=self.fixed_blocks, stack_blocks=max(len(self.cached_blocks), 1))
+                          fixed_blocks=0 if self.groups else self.fixed_blocks,
+                          stack_blocks=max(len(self.cached_blocks), 1))

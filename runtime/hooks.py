@@ -18,8 +18,9 @@ calls are counted.
 
 from __future__ import annotations
 
+import copy
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -225,49 +226,74 @@ class CompiledBlocksHook(ModelHook):
 
 def apply_cache(
     transformer: torch.nn.Module,
-    policy: CachePolicy,
-    predictor: Predictor,
+    policy: CachePolicy | Sequence[CachePolicy],
+    predictor: Predictor | Sequence[Predictor],
     num_inference_steps: int | None = None,
     cfg_copies: int | None = None,
     pipeline: Any = None,
     structure: Structure | None = None,
 ) -> CacheEngine:
     """Hook `transformer`'s block stack (the blocks `structure` leaves to the cache: all by default); returns the
-    engine (its `last_stats` after each call)."""
+    engine (its `last_stats` after each call). A structure with groups gets one engine per group, each with its own
+    policy and predictor (one per group, or one copied to each); the last group's engine is returned, its
+    `last_stats` over every group."""
     adapter = get_adapter(transformer)
     structure = structure or Structure()
     all_blocks = adapter.blocks(transformer)
-    cached = structure.cached_range(len(all_blocks), adapter.model_class)
+    ranges = structure.group_ranges(len(all_blocks), adapter.model_class)
     if adapter.native and not structure.is_whole_stack:
         raise InvalidInputError(f"structure {structure.spec()} is not supported on {adapter.model_class}: its blocks "
                                 "take per-block arguments that the model computes itself; cache its whole stack")
-    policy.bind(transformer)
-    predictor.bind(transformer)
+    policies = _per_group(policy, len(ranges), "policies")
+    predictors = _per_group(predictor, len(ranges), "predictors")
+    for group_policy, group_predictor in zip(policies, predictors):
+        group_policy.bind(transformer)
+        group_predictor.bind(transformer)
     remove_cache(transformer)
-    engine = CacheEngine(adapter, policy, predictor, num_inference_steps, cfg_copies, pipeline)
-    engine.model_ref = weakref.ref(transformer)  # its context-parallel config, read at every call's start
-    engine.structure, engine.cached_blocks = structure, cached
-    engine.fixed_blocks = len(all_blocks) - len(cached)
-    blocks = all_blocks[cached.start:cached.stop]
-    handoff = _Handoff(adapter.model_class)
-    stack_hook = StackHook(engine, blocks, handoff)
-    with outside_split_hooks(blocks[0]):
-        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(stack_hook, STACK_HOOK)
-    for index, block in enumerate(blocks[1:], start=1):
-        hook = PassThroughHook(engine, handoff if adapter.checks_handoff else None, index)
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PASS_HOOK)
-        hook.stack = stack_hook
-        stack_hook.pass_hooks.append(hook)
+    fixed_blocks = len(all_blocks) - sum(len(r) for r in ranges)
+    engines, hooked_blocks, hooks = [], [], []
+    for cached, group_policy, group_predictor in zip(ranges, policies, predictors):
+        engine = CacheEngine(adapter, group_policy, group_predictor, num_inference_steps, cfg_copies, pipeline)
+        engine.model_ref = weakref.ref(transformer)  # its context-parallel config, read at every call's start
+        engine.structure, engine.cached_blocks, engine.fixed_blocks = structure, cached, fixed_blocks
+        engine.carries_streams = cached.stop < len(all_blocks) and len(adapter.streams) > 1
+        blocks = all_blocks[cached.start:cached.stop]
+        handoff = _Handoff(adapter.model_class)
+        first_hook = StackHook(engine, blocks, handoff)
+        with outside_split_hooks(blocks[0]):
+            HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(first_hook, STACK_HOOK)
+        for index, block in enumerate(blocks[1:], start=1):
+            hook = PassThroughHook(engine, handoff if adapter.checks_handoff else None, index)
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, PASS_HOOK)
+            hook.stack = first_hook
+            first_hook.pass_hooks.append(hook)
+        engine.state_manager = first_hook.state_manager
+        engines.append(engine)
+        hooked_blocks += blocks
+        hooks += [first_hook, *first_hook.pass_hooks]
+    if len(engines) > 1:
+        for engine in engines:
+            engine.groups = engines
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    registry.register_hook(CompiledBlocksHook(blocks, [stack_hook, *stack_hook.pass_hooks]), COMPILED_HOOK)
+    registry.register_hook(CompiledBlocksHook(hooked_blocks, hooks), COMPILED_HOOK)
     registry.invalidate_child_registries_cache()
-    engine.state_manager = HookRegistry.check_if_exists_or_initialize(blocks[0]).get_hook(STACK_HOOK).state_manager
-    transformer._cachepilot_engine = engine
-    return engine
+    transformer._cachepilot_engine = engines[-1]
+    return engines[-1]
+
+
+def _per_group(given: Any, groups: int, what: str) -> list:
+    """One object per group: a sequence as given (its length checked), else `given` and copies of it (policies and
+    predictors hold per-call state)."""
+    if isinstance(given, (list, tuple)):
+        if len(given) != groups:
+            raise InvalidInputError(f"{len(given)} {what} given for a structure of {groups} groups: give one, or one "
+                                    "per group")
+        return list(given)
+    return [given] + [copy.deepcopy(given) for _ in range(groups - 1)]
 
 
 def stack_hook(transformer: torch.nn.Module) -> StackHook | None:
-    """The hook that runs `transformer`'s cached stack (None when not hooked)."""
+    """The hook that runs `transformer`'s cached stack, its last group's with groups (None when not hooked)."""
     engine = get_engine(transformer)
     if engine is None:
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -18,7 +18,9 @@ class CacheStats:
     "uncond", one stack call each per step) has each context's stats in `contexts`, and is summed here:
     one column per (context, sample), so `compute_fraction` and `executed_steps` count every stack call.
     A pipeline call that runs several stacks one after another (experts, phases) stacks their rows
-    (`of_phases`), each kept in `phases`.
+    (`of_phases`), each kept in `phases`. A structure with groups (`G<a>,<b>`) keeps each group's stats in
+    `groups` (`of_groups`): `decisions` and the step counts are then the first group's, and the block counts and
+    compute fractions every group's.
     """
 
     decisions: torch.Tensor
@@ -28,7 +30,8 @@ class CacheStats:
     contexts: Mapping[str, CacheStats] = field(default_factory=dict)
     phases: tuple[CacheStats, ...] = ()
     fixed_blocks: int = 0  # blocks computed at every step outside the cached stack (a structure's Fn + Bn)
-    stack_blocks: int = 1  # blocks of the cached stack
+    stack_blocks: int = 1  # blocks of the cached stack (every group's)
+    groups: tuple[CacheStats, ...] = ()  # each group's stats, in block order (a structure with groups)
 
     @classmethod
     def of_contexts(cls, contexts: Mapping[str, CacheStats]) -> CacheStats:
@@ -36,11 +39,23 @@ class CacheStats:
         if len(contexts) == 1:
             return next(iter(contexts.values()))
         parts = list(contexts.values())
+        if parts[0].groups:  # each group over the contexts, then the groups together
+            grouped = cls.of_groups([cls.of_contexts({name: p.groups[i] for name, p in contexts.items()})
+                                     for i in range(len(parts[0].groups))], parts[0].fixed_blocks)
+            return replace(grouped, contexts=dict(contexts))
         steps = min(p.num_steps for p in parts)
         return cls(torch.cat([p.decisions[:steps] for p in parts], dim=1),
                    sum(p.policy_seconds for p in parts), sum(p.predictor_seconds for p in parts),
                    sum(p.stack_seconds for p in parts), dict(contexts),
                    fixed_blocks=parts[0].fixed_blocks, stack_blocks=parts[0].stack_blocks)
+
+    @classmethod
+    def of_groups(cls, parts: Sequence[CacheStats], fixed_blocks: int = 0) -> CacheStats:
+        """One stack call's stats over its groups (each its own engine's, with its own decisions): blocks are
+        counted per group, so a group computed at every other step pays its blocks at every other step."""
+        return cls(parts[0].decisions, sum(p.policy_seconds for p in parts), sum(p.predictor_seconds for p in parts),
+                   sum(p.stack_seconds for p in parts), fixed_blocks=fixed_blocks,
+                   stack_blocks=sum(p.stack_blocks for p in parts), groups=tuple(parts))
 
     @classmethod
     def of_phases(cls, parts: Sequence[CacheStats]) -> CacheStats:
@@ -89,7 +104,13 @@ class CacheStats:
         """Blocks run, summed over samples: the cached stack's at each compute, the structure's at every step."""
         if self.phases:
             return sum(p.block_evaluations for p in self.phases)
-        return self.executed_steps * self.stack_blocks + self.decisions.numel() * self.fixed_blocks
+        return self._cached_block_evaluations + self.decisions.numel() * self.fixed_blocks
+
+    @property
+    def _cached_block_evaluations(self) -> int:
+        if self.groups:
+            return sum(g.executed_steps * g.stack_blocks for g in self.groups)
+        return self.executed_steps * self.stack_blocks
 
     @property
     def full_block_evaluations(self) -> int:
@@ -105,7 +126,10 @@ class CacheStats:
 
     @property
     def stack_compute_fraction(self) -> float:
-        """Decisions that computed the cached stack / all decisions (the policy's budget is counted in these)."""
+        """Decisions that computed the cached stack / all decisions (the policy's budget is counted in these); with
+        groups, the cached blocks' evaluations / those of full compute."""
+        if self.groups:
+            return self._cached_block_evaluations / max(self.decisions.numel() * self.stack_blocks, 1)
         return self.executed_steps / max(self.decisions.numel(), 1)
 
     def summary(self) -> dict:
@@ -119,4 +143,5 @@ class CacheStats:
             "stack_seconds": self.stack_seconds,
             **({"contexts": {name: c.summary() for name, c in self.contexts.items()}} if self.contexts else {}),
             **({"phases": [p.summary() for p in self.phases]} if self.phases else {}),
+            **({"groups": [g.summary() for g in self.groups]} if self.groups else {}),
         }

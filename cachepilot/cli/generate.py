@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cachepilot.cli.common import OUT, add_pipeline_alias, json_object, takes_class_labels
 from cachepilot.errors import CachepilotError, InvalidInputError
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "hermite:ORDER | freq:CUTOFF | chebyshev:DEGREE | dmd:RANK | hyca:PATH (docs/forecasters.md)")
     gen.add_argument("--structure", default=None,
                      help="F<n>B<m>: compute the first n and last m blocks at every step and cache the rest "
-                          "(DBCache style; default: the whole stack; docs/structures.md)")
+                          "(DBCache style; default: the whole stack); G<a>,<b>: cache groups of a and b blocks each "
+                          "with its own policy (--policy 'fixed:2|fixed:4'; docs/structures.md)")
     gen.add_argument("--speed", type=float, default=None,
                      help="target compute fraction of the learned policy (--policy learned --speed 0.3)")
     add_sampling_args(gen)
@@ -157,13 +159,17 @@ def generate(
         if policy_obj is None:
             raise InvalidInputError("--structure says which blocks a cache may skip: give it with --policy or --cache")
         structure = make_structure(structure)  # a bad spec: one line before any load
+        if structure.num_groups > 1 and not isinstance(policy_obj, list) and policy.startswith("learned"):
+            raise InvalidInputError(f"--structure {structure.spec()} caches each group with a policy of its own, and a "
+                                    "learned policy decides for the whole cached stack: give training-free policies "
+                                    "per group (--policy 'fixed:2|fixed:4') or no groups")
     out = check_image_path(out)
     pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
     if structure is not None:  # Fn + Bn against the model's blocks, before any sampling
         from cachepilot.runtime.adapters import get_adapter
 
         blocks = get_adapter(pipe.transformer).blocks(pipe.transformer)
-        structure.cached_range(len(blocks), type(pipe.transformer).__name__)
+        structure.group_ranges(len(blocks), type(pipe.transformer).__name__)
     labelled = any("class_labels" in c for c in conditions)
     if labelled and not takes_class_labels(pipe):
         raise InvalidInputError(f"{type(pipe).__name__} is conditioned on text: pass --prompts FILE (class ids "
@@ -202,15 +208,16 @@ def generate(
             stats = cachepilot.last_stats(pipe)
         finally:
             cachepilot.disable(pipe)
-        check_finite(images, f"the generated images ({policy_obj.spec()} + {predictor_obj.spec()})")
-        result.update(policy=policy_obj.spec(), predictor=predictor_obj.spec(), cached_wall_s=cached_wall,
+        policy_spec, predictor_spec = _spec(policy_obj), _spec(predictor_obj)
+        check_finite(images, f"the generated images ({policy_spec} + {predictor_spec})")
+        result.update(policy=policy_spec, predictor=predictor_spec, cached_wall_s=cached_wall,
                       speedup=wall / cached_wall, compute_fraction=stats.compute_fraction,
                       psnr=psnr(images, reference))
         if quality is not None:
             result["cached_quality"] = quality(images, list(conditions))
             reference_grid = any_image_grid(reference, scale=max(1, 128 // reference.shape[-1]))
             save_image(reference_grid, out.with_name(out.stem + "_full" + out.suffix))
-        line = (f"{policy_obj.spec()} + {predictor_obj.spec()}: {cached_wall:.3f} s wall, compute fraction "
+        line = (f"{policy_spec} + {predictor_spec}: {cached_wall:.3f} s wall, compute fraction "
                 f"{stats.compute_fraction:.2f}, speed-up x{result['speedup']:.2f}{_quality_text(result, 'cached')} "
                 f"vs. {line}; PSNR vs. full compute {result['psnr']:.2f} dB")
     grid = image_grid(images) if digits else any_image_grid(images, scale=max(1, 128 // images.shape[-1]))
@@ -225,11 +232,17 @@ def _quality_text(result: dict, side: str) -> str:
     return "".join(f", {name} {value:.3f}" for name, value in figures.items() if name in ("adherence", "attr_acc"))
 
 
+def _spec(made: Any) -> str:
+    """A policy's or predictor's spec, or each group's joined by '|'."""
+    return "|".join(m.spec() for m in made) if isinstance(made, list) else made.spec()
+
+
 def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path | None):
     """(policy, predictor) objects; a learned policy comes from `cache` (a fit directory), else from the shipped
     digits cache, with that checkpoint's forecaster unless one is named (the rule `enable` follows)."""
     from cachepilot.policies.spec import make_policy
     from cachepilot.predictors.spec import make_predictor
+    from cachepilot.runtime.structure import per_group
 
     if policy is None:
         return None, make_predictor(predictor)
@@ -242,4 +255,4 @@ def _cache_policy(policy: str | None, predictor: str | None, cache: str | Path |
         if predictor is None or predictor == "learned":  # the cache's forecaster, by the one rule `enable` loads it
             predictor = checkpoint.predictor_spec(target)
         return checkpoint.policy(target), make_predictor(predictor)
-    return make_policy(policy), make_predictor(predictor)
+    return per_group(policy, make_policy), per_group(predictor, make_predictor)

@@ -50,11 +50,12 @@ def test_specs_parse_and_bad_ones_are_one_line_errors():
             make_structure(bad)
 
 
+@pytest.mark.parametrize("structure", ["F1B1", "G1,2"])  # G: groups (test_groups.py)
 @pytest.mark.parametrize("family", ["flux", "dit"])
-def test_always_compute_with_a_structure_is_bit_exact(family):
+def test_always_compute_with_a_structure_is_bit_exact(family, structure):
     model, x, kwargs = _perturbed(family, 2)
     reference = run(model, x, kwargs, STEPS)
-    cachepilot.enable(model, "always", structure="F1B1")
+    cachepilot.enable(model, "always", structure=structure)
     assert torch.equal(run(model, x, kwargs, STEPS), reference)
     cachepilot.disable(model)
     assert torch.equal(run(model, x, kwargs, STEPS), reference)
@@ -92,11 +93,17 @@ def test_the_fixed_blocks_run_every_step_and_compute_is_counted_in_blocks(family
 
 def test_per_sample_decisions_with_a_structure_equal_single_sample_runs():
     batch = 3
+    assert_batch_equals_single_samples(lambda model, ids: cachepilot.enable(
+        model, Alternating(ids), "taylor:1", structure="F1B0"), batch)
+
+
+def assert_batch_equals_single_samples(enable, batch: int) -> None:
+    """`enable(model, sample ids)` caches a batch: each sample's output equals its own single-sample run's."""
     model, x, kwargs = _perturbed("flux", batch)
-    cachepilot.enable(model, Alternating(list(range(batch))), "taylor:1", structure="F1B0")
+    enable(model, list(range(batch)))
     batched = run(model, x, kwargs, STEPS)
     for i in range(batch):
-        cachepilot.enable(model, Alternating([i]), "taylor:1", structure="F1B0")
+        enable(model, [i])
         single = run(model, x[i:i + 1], lambda t: {
             k: (v[i:i + 1] if isinstance(v, torch.Tensor) and v.shape[:1] == (batch,) else v)
             for k, v in kwargs(t).items()}, STEPS)

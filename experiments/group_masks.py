@@ -1,0 +1,116 @@
+"""Do block groups pay with good masks? Each group of a two-group split runs a searched mask of its own target.
+
+With the same mask in every group, groups are the whole stack (the group residuals add up to the stack's). What
+groups add is asymmetry: one group computed at a higher budget than the other. Fixed intervals per group mix a mask
+question into that one (a fixed interval is a poor mask), so this tool gives each group a mask the cache's offline
+search found (`searched_schedules_<N>.json`) and compares each split row with the whole stack's searched masks at
+the same compute, counted in block evaluations (linear between the two searched targets around it):
+
+    python -m experiments.group_masks --steps 20 --samples 32 --out OUT                   # digits, shipped cache
+    python -m experiments.group_masks --pipeline checkpoints/scenes-flux --cache checkpoints/scenes-flux-cache \\
+        --call-kwargs '{"height": 32, ...}' --steps 20 --samples 32 --out OUT
+
+Every row uses one forecaster (`--forecaster`, Taylor-1 by default) so that the split, not the forecaster, differs.
+`--nested`: the group at the higher target runs the union of both masks (it computes wherever the other does, so no
+group computes on an input the other forecast at a step where that one had computed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+import cachepilot
+from cachepilot.bench.methods import Method
+from cachepilot.bench.runner import BenchConfig, evaluation_conditions, run_bench
+from cachepilot.cache_checkpoint import CacheCheckpoint
+from cachepilot.embedded.base import call_kwargs_for, quality_for
+from cachepilot.embedded.digits.pipeline import DEFAULT_GUIDANCE_SCALE, DigitsDiTPipeline
+from cachepilot.loading import load_pipeline
+
+SPLITS = ("G3,3", "G2,4", "G4,2")
+
+
+def nest(low: str, high: str) -> str:
+    """The union of two masks: the group at the higher target also computes wherever the other one does."""
+    return "".join("1" if "1" in pair else "0" for pair in zip(low, high))
+
+
+def methods(masks: dict[float, str], forecaster: str, splits: tuple[str, ...] = SPLITS,
+            nested: bool = False) -> list[Method]:
+    """The whole stack on each searched mask, and every split on every pair of distinct targets (knob 'a|b');
+    nested: the group at the higher target runs the union of both masks, so it computes wherever the other does."""
+    targets = sorted(masks)
+
+    def whole(pipe, target):
+        cachepilot.enable(pipe, "schedule:" + masks[target], forecaster)
+        return pipe
+
+    def grouped(split):
+        def apply(pipe, knob):
+            a, b = (float(t) for t in knob.split("|"))
+            first, second = masks[a], masks[b]
+            if nested:
+                first, second = (first, nest(first, second)) if a < b else (nest(second, first), second)
+            cachepilot.enable(pipe, f"schedule:{first}|schedule:{second}", forecaster, structure=split)
+            return pipe
+        return apply
+
+    pairs = [f"{a}|{b}" for a in targets for b in targets if a != b]
+    return ([Method("searched", targets, whole, cachepilot.disable)]
+            + [Method(f"{split}+searched", pairs, grouped(split), cachepilot.disable) for split in splits])
+
+
+def versus_whole(rows: list[dict]) -> list[tuple[str, str, float, float, float]]:
+    """Per split row: (method, knob, compute, PSNR, PSNR - the whole stack's at that compute), the whole stack's
+    interpolated linearly between its searched masks (None outside their range)."""
+    whole = sorted((r["compute_fraction"], r["psnr"]) for r in rows if r["method"] == "searched")
+    xs, ys = np.array([w[0] for w in whole]), np.array([w[1] for w in whole])
+    out = []
+    for row in rows:
+        if row["method"] == "searched":
+            continue
+        x = row["compute_fraction"]
+        inside = xs[0] <= x <= xs[-1]
+        gain = row["psnr"] - float(np.interp(x, xs, ys)) if inside else float("nan")
+        out.append((row["method"], str(row["knob"]), x, row["psnr"], gain))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", default=None)
+    parser.add_argument("--cache", default=None, help="a cache checkpoint (default: the shipped digits one)")
+    parser.add_argument("--call-kwargs", type=json.loads, default=None)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--forecaster", default="taylor:1")
+    parser.add_argument("--nested", action="store_true", help="the group at the higher target also computes "
+                        "wherever the other group does (the union of the two masks)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    pipe = load_pipeline(args.pipeline)
+    found = CacheCheckpoint.from_pretrained(args.cache).schedules(args.steps)
+    if found is None or found.num_steps != args.steps:
+        raise SystemExit(f"the cache has no masks searched at {args.steps} steps")
+    conditions, _ = evaluation_conditions(pipe, None, args.cache)
+    digits = isinstance(pipe, DigitsDiTPipeline)
+    config = BenchConfig(samples=args.samples, steps=args.steps, repeats=1,
+                         guidance=DEFAULT_GUIDANCE_SCALE if digits else None,
+                         call_kwargs=dict(args.call_kwargs or call_kwargs_for(pipe)))
+    rows = run_bench(pipe, methods(found.masks(), args.forecaster, nested=args.nested), config, conditions=conditions,
+                     quality=quality_for(pipe))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    for row in rows:
+        if row["method"] == "searched":
+            print(f"whole stack {row['knob']}: {row['compute_fraction']:.3f} {row['psnr']:.2f} dB")
+    for method, knob, x, psnr, gain in sorted(versus_whole(rows), key=lambda r: -np.nan_to_num(r[4], nan=-99)):
+        print(f"{method:14s} {knob:9s} {x:.3f} {psnr:6.2f} dB  vs whole stack {gain:+.2f}")
+
+
+if __name__ == "__main__":
+    main()
