@@ -131,14 +131,15 @@ def enable(
     structure: which blocks the cache may skip: 'F1B0' computes the first block at every step (its output is
     the probe the policy observes, and the forecast is applied on top of it) and caches the rest, DBCache style;
     'F<n>B<m>' also computes the last m. Compute is then counted in block evaluations (`last_stats`). 'G3,3'
-    caches the blocks in two groups of three, each with its own decisions and residual history: pass one policy
-    (copied to each group) or one per group (a list, or 'fixed:2|fixed:4'), and likewise predictors.
+    caches the blocks in two groups of three, each with its own residual history and predictor (one per group: a
+    list, or 'dmd:1|reuse'; or one copied to each): one policy decides for every group (a checkpoint's too, with
+    predictors given), a list of policies ('fixed:2|fixed:4') gives each group its own decisions.
     """
     structure = make_structure(structure)  # a bad spec fails before any hook or load
-    if structure.num_groups > 1 and (checkpoint is not None or speed is not None):
-        raise InvalidInputError(f"structure {structure.spec()} caches its groups with one policy each, and a cache "
-                                "checkpoint decides for the whole cached stack: give training-free policies per group "
-                                "(e.g. ['fixed:2', 'fixed:4'] or 'fixed:2|fixed:4'), or no groups")
+    if structure.num_groups > 1 and (checkpoint is not None or speed is not None) and predictor is None:
+        raise InvalidInputError(f"structure {structure.spec()} forecasts each group on its own, and a cache "
+                                "checkpoint's forecaster forecasts the whole cached stack: give a forecaster per group "
+                                "(e.g. predictor='dmd:1|reuse') or one for every group, or no groups")
     transformer, pipeline = _split(pipe_or_model)
     transformer, cached = _cached_transformers(transformer, pipeline)
     if len(cached) > 1 and (checkpoint is not None or speed is not None):

@@ -12,7 +12,10 @@ the same compute, counted in block evaluations (linear between the two searched 
 
 Every row uses one forecaster (`--forecaster`, Taylor-1 by default) so that the split, not the forecaster, differs.
 `--nested`: the group at the higher target runs the union of both masks (it computes wherever the other does, so no
-group computes on an input the other forecast at a step where that one had computed).
+group computes on an input the other forecast at a step where that one had computed). `--per-group-forecasters reuse
+taylor:1 dmd:1`: instead, every group on the same mask (the whole stack's compute) with a forecaster of its own, every
+ordered pair of those, against the best of them on the whole stack; `--learned`: the cache's learned policy decides
+for every group instead of the masks, and the cache's own forecaster on the whole stack is one more row to beat.
 """
 
 from __future__ import annotations
@@ -64,6 +67,40 @@ def methods(masks: dict[float, str], forecaster: str, splits: tuple[str, ...] = 
             + [Method(f"{split}+searched", pairs, grouped(split), cachepilot.disable) for split in splits])
 
 
+def forecaster_methods(masks: dict[float, str], forecasters: list[str], splits: tuple[str, ...] = SPLITS,
+                       cache: CacheCheckpoint | None = None) -> list[Method]:
+    """One mask for every group, a forecaster per group: the whole stack with each forecaster (`searched+<f>`), and
+    every split with every ordered pair of distinct forecasters (`<split>+<f1>|<f2>`), knob the target. The compute
+    is the whole stack's on the same mask: each split row is compared with the best whole-stack forecaster there.
+    cache: its learned policy decides instead of the masks (one decision per step for every group), and the whole
+    stack with the cache's own forecaster is one more whole-stack row (`searched+cache`)."""
+    targets = sorted(masks)
+
+    def run(forecaster, split=None):
+        def apply(pipe, target):
+            policy = cache.policy(target) if cache is not None else "schedule:" + masks[target]
+            own = cache.predictor_spec(target) if forecaster == "cache" else forecaster
+            cachepilot.enable(pipe, policy, own, structure=split)
+            return pipe
+        return apply
+
+    pairs = [f"{a}|{b}" for a in forecasters for b in forecasters if a != b]
+    whole = [*forecasters, "cache"] if cache is not None else forecasters
+    return ([Method(f"searched+{f}", targets, run(f), cachepilot.disable) for f in whole]
+            + [Method(f"{split}+{pair}", targets, run(pair, split), cachepilot.disable)
+               for split in splits for pair in pairs])
+
+
+def versus_best_forecaster(rows: list[dict]) -> list[tuple[str, float, float, float]]:
+    """Per split row of `forecaster_methods`: (method, target, PSNR, PSNR - the best whole-stack forecaster's)."""
+    best: dict[float, float] = {}
+    for row in rows:
+        if str(row["method"]).startswith("searched+"):
+            best[row["knob"]] = max(best.get(row["knob"], -np.inf), row["psnr"])
+    return [(row["method"], row["knob"], row["psnr"], row["psnr"] - best[row["knob"]]) for row in rows
+            if str(row["method"]).startswith("G") and row["knob"] in best]
+
+
 def versus_whole(rows: list[dict]) -> list[tuple[str, str, float, float, float]]:
     """Per split row: (method, knob, compute, PSNR, PSNR - the whole stack's at that compute), the whole stack's
     interpolated linearly between its searched masks (None outside their range)."""
@@ -90,6 +127,12 @@ def main() -> None:
     parser.add_argument("--forecaster", default="taylor:1")
     parser.add_argument("--nested", action="store_true", help="the group at the higher target also computes "
                         "wherever the other group does (the union of the two masks)")
+    parser.add_argument("--per-group-forecasters", nargs="+", default=None, metavar="SPEC",
+                        help="instead: one mask for every group and a forecaster per group, every ordered pair of "
+                             "these (compared with the best of them on the whole stack)")
+    parser.add_argument("--learned", action="store_true", help="with --per-group-forecasters: the cache's learned "
+                        "policy decides (for every group) instead of its searched masks")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), help=f"default {' '.join(SPLITS)}")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     pipe = load_pipeline(args.pipeline)
@@ -101,10 +144,18 @@ def main() -> None:
     config = BenchConfig(samples=args.samples, steps=args.steps, repeats=1,
                          guidance=DEFAULT_GUIDANCE_SCALE if digits else None,
                          call_kwargs=dict(args.call_kwargs or call_kwargs_for(pipe)))
-    rows = run_bench(pipe, methods(found.masks(), args.forecaster, nested=args.nested), config, conditions=conditions,
-                     quality=quality_for(pipe))
+    forecasters = args.per_group_forecasters
+    splits = tuple(args.splits)
+    checkpoint = CacheCheckpoint.from_pretrained(args.cache) if args.learned else None
+    made = (forecaster_methods(found.masks(), forecasters, splits, checkpoint) if forecasters
+            else methods(found.masks(), args.forecaster, splits, nested=args.nested))
+    rows = run_bench(pipe, made, config, conditions=conditions, quality=quality_for(pipe))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    if forecasters:
+        for method, target, psnr, gain in sorted(versus_best_forecaster(rows), key=lambda r: -r[3]):
+            print(f"{method:30s} {target}: {psnr:6.2f} dB  vs the best whole-stack forecaster {gain:+.2f}")
+        return
     for row in rows:
         if row["method"] == "searched":
             print(f"whole stack {row['knob']}: {row['compute_fraction']:.3f} {row['psnr']:.2f} dB")

@@ -130,6 +130,11 @@ class CacheEngine:
         # set by apply_cache when blocks after this stack read its streams besides `hidden_states` (a group before
         # another, a structure's last blocks): their residuals are kept and applied at skipped steps
         self.carries_streams = False
+        # groups under one policy (apply_cache given one): the first group decides every step (`group_decided`,
+        # (context, step) -> its actions) and the later ones `follows` it, with no observation and no host sync
+        self.follows: CacheEngine | None = None
+        self.followed = False
+        self.group_decided: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @contextmanager
     def bypassed(self):
@@ -166,12 +171,20 @@ class CacheEngine:
         first = self._opens_call(state, step_index)
         if first:
             leads = self._joins_call(state, context)
-            self._start(state, hidden, num_steps, reset_policy=leads)
+            self._start(state, hidden, num_steps, reset_policy=leads and self.follows is None)
         step, samples = state.step, state.samples
 
+        if self.follows is not None:  # a later group under one policy: the first group decided this step
+            shared = self.follows.group_decided.get((context, step))
+            if shared is None or shared[0].shape[0] != samples:
+                raise RuntimeError(f"cachepilot: the first group of the stack took no decision at step {step} "
+                                   f"of context {context!r} before this group ran")
+            return self._plan_actions(state, call, *shared)
         tic = time.perf_counter()
         shared = self._decided.get(step) if context != self._leader else None
         if shared is not None and shared[0].shape[0] == samples:  # another context of this call decided
+            if self.followed:
+                self.group_decided[(context, step)] = shared
             return self._plan_actions(state, call, *shared)
         obs = self.observe(state, hidden)
         state.accumulated = obs.accumulated
@@ -193,6 +206,10 @@ class CacheEngine:
         state.seconds["policy"] += time.perf_counter() - tic
         if context == self._leader and self._call_timesteps is not None:
             self._decided[step] = (actions, actions_host)
+        if self.followed:
+            if first:  # this context's earlier call is over
+                self.group_decided = {key: v for key, v in self.group_decided.items() if key[0] != context}
+            self.group_decided[(context, step)] = (actions, actions_host)
         return self._plan_actions(state, call, actions, actions_host)
 
     def _plan_actions(self, state: EngineState, call: dict[str, Any], actions: torch.Tensor,
@@ -278,7 +295,7 @@ class CacheEngine:
                 full = residual.shape[0] == hidden.shape[0]
                 state.history.allocate(residual if full else torch.zeros_like(hidden, dtype=residual.dtype))
             computed = plan.actions == int(Action.COMPUTE)  # on the device already: no copy, no sync
-            if self.policy.observes_probe and self.policy.observes_drift:
+            if self.policy.observes_probe and self.policy.observes_drift and self.follows is None:
                 tic = time.perf_counter()
                 self._update_drift(state, computed, computed_rows, residual, step)  # observation cost
                 state.seconds["policy"] += time.perf_counter() - tic

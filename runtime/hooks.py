@@ -235,8 +235,9 @@ def apply_cache(
 ) -> CacheEngine:
     """Hook `transformer`'s block stack (the blocks `structure` leaves to the cache: all by default); returns the
     engine (its `last_stats` after each call). A structure with groups gets one engine per group, each with its own
-    policy and predictor (one per group, or one copied to each); the last group's engine is returned, its
-    `last_stats` over every group."""
+    predictor (one per group, or one copied to each) and residual history; one policy decides for every group (the
+    first group observes and decides, the others take its decisions), a list gives each group its own. The last
+    group's engine is returned, its `last_stats` over every group."""
     adapter = get_adapter(transformer)
     structure = structure or Structure()
     all_blocks = adapter.blocks(transformer)
@@ -244,11 +245,11 @@ def apply_cache(
     if adapter.native and not structure.is_whole_stack:
         raise InvalidInputError(f"structure {structure.spec()} is not supported on {adapter.model_class}: its blocks "
                                 "take per-block arguments that the model computes itself; cache its whole stack")
-    policies = _per_group(policy, len(ranges), "policies")
+    shared = not isinstance(policy, (list, tuple))  # one policy: the first group decides for every group
+    policies = [policy] * len(ranges) if shared else _per_group(policy, len(ranges), "policies")
     predictors = _per_group(predictor, len(ranges), "predictors")
-    for group_policy, group_predictor in zip(policies, predictors):
-        group_policy.bind(transformer)
-        group_predictor.bind(transformer)
+    for bound in {id(made): made for made in (*policies, *predictors)}.values():
+        bound.bind(transformer)
     remove_cache(transformer)
     fixed_blocks = len(all_blocks) - sum(len(r) for r in ranges)
     engines, hooked_blocks, hooks = [], [], []
@@ -274,6 +275,10 @@ def apply_cache(
     if len(engines) > 1:
         for engine in engines:
             engine.groups = engines
+        if shared:
+            engines[0].followed = True
+            for engine in engines[1:]:
+                engine.follows = engines[0]
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     registry.register_hook(CompiledBlocksHook(hooked_blocks, hooks), COMPILED_HOOK)
     registry.invalidate_child_registries_cache()
@@ -282,8 +287,8 @@ def apply_cache(
 
 
 def _per_group(given: Any, groups: int, what: str) -> list:
-    """One object per group: a sequence as given (its length checked), else `given` and copies of it (policies and
-    predictors hold per-call state)."""
+    """One object per group: a sequence as given (its length checked), else `given` and copies of it (a predictor
+    holds per-call state)."""
     if isinstance(given, (list, tuple)):
         if len(given) != groups:
             raise InvalidInputError(f"{len(given)} {what} given for a structure of {groups} groups: give one, or one "

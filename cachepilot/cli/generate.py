@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "hermite:ORDER | freq:CUTOFF | chebyshev:DEGREE | dmd:RANK | hyca:PATH (docs/forecasters.md)")
     gen.add_argument("--structure", default=None,
                      help="F<n>B<m>: compute the first n and last m blocks at every step and cache the rest "
-                          "(DBCache style; default: the whole stack); G<a>,<b>: cache groups of a and b blocks each "
-                          "with its own policy (--policy 'fixed:2|fixed:4'; docs/structures.md)")
+                          "(DBCache style; default: the whole stack); G<a>,<b>: cache groups of a and b blocks, each "
+                          "with its own forecaster (--predictor 'dmd:1|reuse') and, given one per group, its own "
+                          "policy (--policy 'fixed:2|fixed:4'; docs/structures.md)")
     gen.add_argument("--speed", type=float, default=None,
                      help="target compute fraction of the learned policy (--policy learned --speed 0.3)")
     add_sampling_args(gen)
@@ -159,10 +160,10 @@ def generate(
         if policy_obj is None:
             raise InvalidInputError("--structure says which blocks a cache may skip: give it with --policy or --cache")
         structure = make_structure(structure)  # a bad spec: one line before any load
-        if structure.num_groups > 1 and not isinstance(policy_obj, list) and policy.startswith("learned"):
-            raise InvalidInputError(f"--structure {structure.spec()} caches each group with a policy of its own, and a "
-                                    "learned policy decides for the whole cached stack: give training-free policies "
-                                    "per group (--policy 'fixed:2|fixed:4') or no groups")
+        if structure.num_groups > 1 and policy.startswith("learned") and predictor in (None, "learned"):
+            raise InvalidInputError(f"--structure {structure.spec()} forecasts each group on its own, and the cache's "
+                                    "forecaster forecasts the whole cached stack: give --predictor per group (e.g. "
+                                    "'dmd:1|reuse') or one for every group")
     out = check_image_path(out)
     pipe = load_any_pipeline(pipeline, device=device, dtype=dtype)
     if structure is not None:  # Fn + Bn against the model's blocks, before any sampling

@@ -38,5 +38,5 @@ def test_generate_with_groups_runs_a_policy_per_group(tmp_path):
 
 def test_a_learned_policy_with_groups_is_refused_before_sampling(tmp_path):
     done = _generate(tmp_path, "--policy", "learned:0.3", "--structure", "G3,3")
-    assert done.returncode == 2 and "decides for the whole cached stack" in done.stderr
+    assert done.returncode == 2 and "give --predictor per group" in done.stderr
     assert "full compute" not in done.stdout

@@ -76,7 +76,7 @@ def test_bad_group_splits_and_policy_counts_are_refused_before_any_hook():
         cachepilot.enable(model, "fixed:2", structure="F1B0G1,1,1")
     with pytest.raises(InvalidInputError, match="3 policies given for a structure of 2 groups"):
         cachepilot.enable(model, "fixed:2|fixed:3|fixed:4", structure="G1,2")
-    with pytest.raises(InvalidInputError, match="checkpoint decides for the whole cached stack"):
+    with pytest.raises(InvalidInputError, match="checkpoint's forecaster forecasts the whole cached stack"):
         cachepilot.enable(model, speed=0.3, structure="G1,2")
     assert get_engine(model) is None
 
@@ -114,3 +114,37 @@ def test_a_skipped_stack_passes_its_text_stream_on_with_the_cached_residual(stru
     torch.testing.assert_close(given_1, given_0)  # the same text at both steps
     assert not torch.allclose(passed_0, given_0, atol=1e-3)  # the computed step changed it
     torch.testing.assert_close(passed_1, passed_0)  # the skipped step: input + the reused residual
+
+
+def test_one_policy_decides_once_per_step_for_every_group():
+    """One policy for the groups: the first group observes and decides, the others take its decisions (no
+    observation and no host sync of their own), each forecasting with its own forecaster and history."""
+    from cachepilot.policies.baselines import Threshold
+
+    class Counting(Threshold):
+        decided = 0
+
+        def decide(self, obs):
+            Counting.decided += 1
+            return super().decide(obs)
+
+    model, x, kwargs = _perturbed("flux", 2)
+    cachepilot.enable(model, Counting(0.5), "taylor:1|reuse", structure="G1,2")
+    run(model, x, kwargs, STEPS)
+    stats = cachepilot.last_stats(model)
+    first, second = stats.groups
+    assert Counting.decided == STEPS
+    assert torch.equal(first.decisions, second.decisions) and 0 < stats.compute_fraction < 1
+    engines = get_engine(model).groups
+    assert [e.predictor.spec() for e in engines] == ["taylor:1", "reuse"]
+
+
+def test_a_learned_checkpoint_decides_for_groups_that_forecast_on_their_own():
+    pipe = cachepilot.load_pipeline()
+    with pytest.raises(InvalidInputError, match="give a forecaster per group"):
+        cachepilot.enable(pipe, speed=0.3, structure="G3,3")
+    cachepilot.enable(pipe, speed=0.3, structure="G3,3", predictor="taylor:1|reuse")
+    pipe(class_labels=[1, 2], num_inference_steps=10, generator=torch.Generator().manual_seed(0))
+    stats = cachepilot.last_stats(pipe)
+    assert torch.equal(stats.groups[0].decisions, stats.groups[1].decisions)
+    assert stats.compute_fraction < 1
