@@ -11,9 +11,10 @@ The always-computed blocks are paid at every step: compute is counted in block e
 (`CacheStats.compute_fraction`), so a probe must pay for itself within the same budget.
 
 Groups (`G<a>,<b>,...`) split the cached blocks into consecutive groups, each cached on its own (layer-wise
-caching, as L2C / HarmoniCa learn it): every group has its own decisions, residual history and forecaster, and
-observes its own input as its probe, so a later group's probe is the output of the groups before it (computed or
-forecast at this step). A group that changes slowly can then be computed less often than one that does not.
+caching, as L2C / HarmoniCa learn it): every group has its own residual history and forecaster and, given a policy
+of its own, its own decisions, observing its own input as its probe (a later group's probe is the output of the
+groups before it, computed or forecast at this step). A group that changes slowly can then be computed less often,
+or forecast otherwise, than one that does not.
 """
 
 from __future__ import annotations
