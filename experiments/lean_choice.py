@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,26 +59,37 @@ def report(paths: list[str]) -> None:
         print(f"{name}: {np.mean(values):+.2f} dB on average over {len(values)} points, worst {min(values):+.2f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_scoring_args(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The model, step count, targets and sample counts every lean-choice study scores on."""
     parser.add_argument("--model", default="scenes", choices=sorted(TRAIN_CONDITIONS))
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--targets", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
     parser.add_argument("--train", type=int, default=4)
     parser.add_argument("--held-out", type=int, default=32)
+
+
+def scorers(args: argparse.Namespace) -> tuple[Callable, Callable, dict]:
+    """(per-sample PSNR on the training samples, mean PSNR held out, the record's header): the fit split's conditions
+    with the search's seeds, the model's held-out conditions with the bench's."""
+    model = get_embedded(args.model)
+    driver = SamplingDriver(model.load(), args.steps, model.call_kwargs())
+    train = list(split_conditions(load_conditions(TRAIN_CONDITIONS[args.model])).train.conditions)
+    held = model.conditions(args.held_out) or [{"class_labels": i % 10} for i in range(args.held_out)]
+    record = {"model": args.model, "steps": args.steps, "train": args.train, "held_out": args.held_out, "targets": {}}
+    return (MaskScorer(driver, train, 0, args.train, SEARCH).per_sample,
+            MaskScorer(driver, held, 0, args.held_out, BENCH).score, record)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_scoring_args(parser, steps=50)
     parser.add_argument("--out", default=None)
     parser.add_argument("--report", nargs="+", default=None, help="score files to summarise (no sampling)")
     args = parser.parse_args()
     if args.report:
         report(args.report)
         return
-    model = get_embedded(args.model)
-    driver = SamplingDriver(model.load(), args.steps, model.call_kwargs())
-    train = list(split_conditions(load_conditions(TRAIN_CONDITIONS[args.model])).train.conditions)
-    held = model.conditions(args.held_out) or [{"class_labels": i % 10} for i in range(args.held_out)]
-    on_train = MaskScorer(driver, train, 0, args.train, SEARCH).per_sample
-    on_held = MaskScorer(driver, held, 0, args.held_out, BENCH).score
-    record = {"model": args.model, "steps": args.steps, "train": args.train, "held_out": args.held_out, "targets": {}}
+    on_train, on_held, record = scorers(args)
     print("| target | mask (train / held) | best mean: forecaster, held | choose_forecaster: forecaster, held "
           "| best held on the mask |")
     for target in args.targets:

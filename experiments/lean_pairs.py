@@ -22,15 +22,10 @@ import json
 
 import numpy as np
 
-from cachepilot.conditions import load_conditions, split_conditions
-from cachepilot.driver import SamplingDriver
-from cachepilot.embedded.base import get_embedded
 from cachepilot.policies.budget import budget_computes
-from cachepilot.seeds import BENCH, SEARCH
-from cachepilot.train.incremental import MaskScorer
 from cachepilot.train.lean import LEAN_FORECASTERS, choose_forecaster, lean_starts
 
-from experiments.lean_choice import TRAIN_CONDITIONS
+from experiments.lean_choice import add_scoring_args, scorers
 
 
 def fewer_steps_mask(num_steps: int, computes: int) -> list[bool]:
@@ -57,20 +52,10 @@ def picks(train: np.ndarray, held: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="scenes", choices=sorted(TRAIN_CONDITIONS))
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
-    parser.add_argument("--train", type=int, default=4)
-    parser.add_argument("--held-out", type=int, default=32)
+    add_scoring_args(parser, steps=20)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    model = get_embedded(args.model)
-    driver = SamplingDriver(model.load(), args.steps, model.call_kwargs())
-    train = list(split_conditions(load_conditions(TRAIN_CONDITIONS[args.model])).train.conditions)
-    held = model.conditions(args.held_out) or [{"class_labels": i % 10} for i in range(args.held_out)]
-    on_train = MaskScorer(driver, train, 0, args.train, SEARCH).per_sample
-    on_held = MaskScorer(driver, held, 0, args.held_out, BENCH).score
-    record = {"model": args.model, "steps": args.steps, "train": args.train, "held_out": args.held_out, "targets": {}}
+    on_train, on_held, record = scorers(args)
     for target in args.targets:
         masks = lean_starts(args.steps, target)
         masks.append(fewer_steps_mask(args.steps, budget_computes(target, args.steps)))

@@ -246,8 +246,8 @@ def apply_cache(
         raise InvalidInputError(f"structure {structure.spec()} is not supported on {adapter.model_class}: its blocks "
                                 "take per-block arguments that the model computes itself; cache its whole stack")
     shared = not isinstance(policy, (list, tuple))  # one policy: the first group decides for every group
-    policies = [policy] * len(ranges) if shared else _per_group(policy, len(ranges), "policies")
-    predictors = _per_group(predictor, len(ranges), "predictors")
+    policies = [policy] * len(ranges) if shared else _one_per_group(policy, len(ranges), "policies")
+    predictors = _one_per_group(predictor, len(ranges), "predictors")
     for bound in {id(made): made for made in (*policies, *predictors)}.values():
         bound.bind(transformer)
     remove_cache(transformer)
@@ -286,7 +286,7 @@ def apply_cache(
     return engines[-1]
 
 
-def _per_group(given: Any, groups: int, what: str) -> list:
+def _one_per_group(given: Any, groups: int, what: str) -> list:
     """One object per group: a sequence as given (its length checked), else `given` and copies of it (a predictor
     holds per-call state)."""
     if isinstance(given, (list, tuple)):
